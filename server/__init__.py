@@ -1,0 +1,1 @@
+"""The gRPC serving side of Axon (transport -> batching -> runtime). Imports no torch."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real MNIST files, a small real training run, generated image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training import fetch
+from training.datasets import ImageDataset, load_idx_dataset
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST files: $MNIST_DIR (CI: ../shared/data/mnist), else fetched into the cache."""
+    explicit = os.environ.get("MNIST_DIR")
+    return fetch.obtain(fetch.MNIST, Path(explicit) if explicit else None)
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir: Path) -> ImageDataset:
+    return load_idx_dataset(fetch.MNIST, mnist_dir)
+
+
+def striped_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A learnable synthetic picture: 'cats' have horizontal stripes, 'dogs' vertical ones."""
+    pixels = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    phase = int(rng.integers(0, 4))
+    stripes = (np.arange(size) + phase) // 2 % 2 == 0
+    if kind == "cats":
+        pixels[stripes, :, :] += 180
+    else:
+        pixels[:, stripes, :] += 180
+    return Image.fromarray(pixels, "RGB")
+
+
+def make_image_folder(root: Path, per_class: int = 12, size: int = 20, seed: int = 0) -> Path:
+    """``root/cats`` and ``root/dogs`` with PNG and JPEG files of differing sizes."""
+    rng = np.random.default_rng(seed)
+    for kind in ("cats", "dogs"):
+        folder = root / kind
+        folder.mkdir(parents=True)
+        for index in range(per_class):
+            image = striped_image(kind, size + index % 3 * 4, rng)
+            suffix = ".png" if index % 2 else ".jpg"
+            image.save(folder / f"{kind}-{index:03d}{suffix}")
+    return root
