@@ -173,14 +173,14 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             args.preset, hidden_layers=hidden, activation=args.activation, dropout=args.dropout,
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
             weight_decay=args.weight_decay)
+        spec = DatasetSpec(kind=args.dataset, data_dir=args.data_dir,
+                           image_size=args.image_size, color_mode=args.color_mode,
+                           test_fraction=args.test_fraction, seed=args.seed)
+        return TrainConfig(dataset=spec, hyperparameters=hyper, seed=args.seed,
+                           validation_fraction=args.validation_fraction,
+                           train_limit=args.train_limit, threads=args.threads)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    spec = DatasetSpec(kind=args.dataset, data_dir=args.data_dir, image_size=args.image_size,
-                       color_mode=args.color_mode, test_fraction=args.test_fraction,
-                       seed=args.seed)
-    return TrainConfig(dataset=spec, hyperparameters=hyper, seed=args.seed,
-                       validation_fraction=args.validation_fraction,
-                       train_limit=args.train_limit, threads=args.threads)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from training import fetch
-from training.datasets import ImageDataset, load_idx_dataset
+from training.datasets import DatasetSpec, ImageDataset, load_idx_dataset
+from training.train import Hyperparameters, TrainConfig, TrainResult, train
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,19 @@ def mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist(mnist_dir: Path) -> ImageDataset:
     return load_idx_dataset(fetch.MNIST, mnist_dir)
+
+
+def quick_config(mnist_dir: Path, *, epochs: int = 2, train_limit: int = 12_000,
+                 seed: int = 0) -> TrainConfig:
+    """A seconds-long run of the primer net on part of MNIST."""
+    return TrainConfig(DatasetSpec("mnist", str(mnist_dir)),
+                       Hyperparameters.from_preset("primer", epochs=epochs),
+                       seed=seed, train_limit=train_limit, threads=2)
+
+
+@pytest.fixture(scope="session")
+def primer_run(mnist_dir: Path, mnist: ImageDataset) -> TrainResult:
+    return train(quick_config(mnist_dir), mnist)
 
 
 def striped_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:

@@ -19,7 +19,14 @@ from tqdm import tqdm
 
 from axon.preprocessing import PreprocessingSpec, fit_normalisation
 from training.datasets import DatasetSpec, ImageDataset, Split, load_dataset
-from training.model import PRESETS, DenseNet, one_hot, one_hot_cross_entropy, parameter_count
+from training.model import (
+    ACTIVATIONS,
+    PRESETS,
+    DenseNet,
+    one_hot,
+    one_hot_cross_entropy,
+    parameter_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,22 @@ class Hyperparameters:
     batch_size: int
     learning_rate: float
     weight_decay: float
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"unknown activation {self.activation!r} "
+                            f"(choose one of {', '.join(ACTIVATIONS)})")
+        if any(width < 1 for width in self.hidden_layers):
+            problems.append(f"hidden layer widths must be positive, got {self.hidden_layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch size must be at least 1")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            problems.append("learning rate must be positive and weight decay not negative")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> Hyperparameters:
@@ -66,6 +89,13 @@ class TrainConfig:
     """Use only the first N training images (quick experiments and tests)."""
     threads: int | None = None
     """torch intra-op threads (None: torch's default, one per core)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation fraction must be in [0, 1), "
+                             f"got {self.validation_fraction}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ValueError(f"train limit must be at least 1, got {self.train_limit}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,7 +225,7 @@ def evaluate(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             total_loss += float(one_hot_cross_entropy(logits, chunk)) * len(chunk)
             predictions.append(logits.argmax(1))
     predicted = torch.cat(predictions)
-    accuracy = float((predicted == targets.argmax(1)).float().mean())
+    accuracy = int((predicted == targets.argmax(1)).sum()) / len(inputs)
     return total_loss / len(inputs), accuracy, predicted.numpy().astype(np.int64)
 
 

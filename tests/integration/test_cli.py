@@ -1,0 +1,124 @@
+"""The ``axon`` command line, run as a user runs it: a subprocess per command."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from axon.model_repository import ModelRepository
+from tests.conftest import make_image_folder
+
+
+def axon(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
+         timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "axon.cli", *map(str, args)], cwd=cwd,
+                          check=False, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+QUICK = ("--preset", "primer", "--epochs", "1", "--train-limit", "6000", "--threads", "2")
+
+
+def test_train_publishes_versions_and_export_adds_one(tmp_path: Path, mnist_dir: Path) -> None:
+    first = axon("train", *QUICK, "--data-dir", mnist_dir, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "mnist-primer v1:" in first.stdout
+    accuracy = float(re.search(r"test accuracy ([\d.]+)% on 10,000", first.stdout)[1])  # type: ignore[index]
+    assert accuracy > 80.0
+    second = axon("train", *QUICK, "--seed", "1", "--data-dir", mnist_dir, cwd=tmp_path)
+    assert "mnist-primer v2:" in second.stdout, second.stderr
+    run_dir = Path(re.search(r"run report: (\S+)", second.stdout)[1])  # type: ignore[index]
+    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "confusion_matrix.png").is_file()
+    exported = axon("export", run_dir, "--name", "digits", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    repository = ModelRepository(tmp_path / "model_repository")
+    assert repository.versions("mnist-primer") == [1, 2]
+    assert repository.versions("digits") == [1]
+    # The re-export of v2's checkpoint is the same model: same accuracy on the same test set.
+    assert repository.card("digits", 1).test_accuracy == repository.card(
+        "mnist-primer", 2).test_accuracy
+
+
+def test_image_folder_training_from_the_cli(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "cats-dogs", per_class=20, size=16)
+    result = axon("train", "--dataset", "image-folder", "--data-dir", root, "--image-size", "16",
+                  "--color-mode", "RGB", *QUICK[:2], "--epochs", "10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "cats-dogs-primer v1:" in result.stdout
+    assert "labels cats, dogs" in result.stdout
+    assert "input input [N, 3, 16, 16] float32" in result.stdout
+
+
+def test_quickstart_does_not_retrain_an_existing_model(tmp_path: Path, mnist_dir: Path) -> None:
+    trained = axon("train", *QUICK, "--name", "mnist", "--data-dir", mnist_dir, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    again = axon("quickstart", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "mnist v1 is already in the repository; not training" in again.stdout
+    assert re.search(r"test accuracy \d+\.\d\d% on 10,000 mnist test images", again.stdout)
+    assert ModelRepository(tmp_path / "model_repository").versions("mnist") == [1]
+
+
+@pytest.mark.slow
+def test_quickstart_main_job_from_scratch(tmp_path: Path, mnist_dir: Path) -> None:
+    """The README's main command: train the default model, publish it, print its accuracy."""
+    result = axon("quickstart", "--data-dir", mnist_dir, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "mnist v1:" in result.stdout and "1,863,690 parameters" in result.stdout
+    accuracy = float(re.search(r"test accuracy ([\d.]+)%", result.stdout)[1])  # type: ignore[index]
+    assert accuracy >= 98.2
+    assert "parity on 10000 images" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("train", "--dataset", "image-folder", "--data-dir", "absent"), "absent: not a folder"),
+    (("train", "--hidden", "12,x"), "--hidden takes comma-separated widths"),
+    (("train", "--preset", "huge"), "unknown preset 'huge'"),
+    (("train", "--activation", "swish", "--epochs", "1", "--train-limit", "100"),
+     "unknown activation 'swish'"),
+    (("export", "nowhere"), "nowhere: no checkpoint.pt"),
+])
+def test_user_errors_are_one_clear_line(tmp_path: Path, mnist_dir: Path, args: tuple[str, ...],
+                                        message: str) -> None:
+    extra = ("--data-dir", str(mnist_dir)) if args[0] == "train" and "--data-dir" not in args \
+        else ()
+    result = axon(*args, *extra, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_data_command_reports_corrupt_files(tmp_path: Path, mnist_dir: Path) -> None:
+    good = axon("data", "mnist", "--data-dir", mnist_dir, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "60,000 training and 10,000 test images (10 classes), checksums verified" in good.stdout
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in mnist_dir.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    labels = broken / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-100])
+    result = axon("data", "mnist", "--data-dir", broken, "--no-pypi", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip data" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serving_side_modules_do_not_import_torch(tmp_path: Path, mnist_dir: Path) -> None:
+    code = (
+        "import sys\n"
+        "import axon.cli, axon.model_card, axon.model_repository, axon.preprocessing\n"
+        "import server, clients, training.idx, training.fetch, training.datasets\n"
+        "import training.image_folder\n"
+        f"assert axon.cli.main(['data', 'mnist', '--data-dir', {str(mnist_dir)!r}]) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'onnx', 'matplotlib') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
