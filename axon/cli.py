@@ -7,6 +7,7 @@ install (no torch) starts and can say which extra a command needs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -15,20 +16,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from axon import __version__
+from axon.errors import AxonError
 from axon.model_card import ModelCard
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 
 if TYPE_CHECKING:
     from training.train import TrainConfig
 
-log = logging.getLogger("axon")
 
 DEFAULT_REPOSITORY = "model_repository"
 DEFAULT_RUNS_DIR = "runs"
 QUICKSTART_MODEL = "mnist"
+TRAINING_MODULES = ("torch", "onnx", "onnxscript", "matplotlib")
 
 
-class UsageError(Exception):
+class UsageError(AxonError):
     """A command-line problem the user can fix; printed without a traceback."""
 
 
@@ -43,29 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("axon: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        if not _is_user_error(exc):
-            raise
+    except (AxonError, FileNotFoundError) as exc:
         print(f"axon: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _is_user_error(exc: Exception) -> bool:
-    """Errors about the user's input or environment, shown as one message, not a traceback."""
-    from axon.model_card import ModelCardError
-    from axon.model_repository import RepositoryError
-
-    known: tuple[type[Exception], ...] = (UsageError, RepositoryError, ModelCardError,
-                                          FileNotFoundError)
-    if "training.fetch" in sys.modules:
-        from training.export import ExportError
-        from training.fetch import ChecksumError, DataUnavailableError
-        from training.idx import IdxFormatError
-        from training.image_folder import ImageFolderError
-
-        known += (DataUnavailableError, ChecksumError, IdxFormatError, ImageFolderError,
-                  ExportError)
-    return isinstance(exc, known)
+def _require_training_extra() -> None:
+    """Fail with an install hint, before any work, when the training extra is missing."""
+    missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"this command needs the training extra (missing: {', '.join(missing)})"
+                         ": pip install torch==2.13.0 'axon-serving[train]'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +174,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    _require_training_extra()
     from training.pipeline import default_model_name, train_and_publish
 
     config = _train_config(args)
@@ -196,6 +187,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    _require_training_extra()
     from training.pipeline import export_run
 
     repository = ModelRepository(args.model_repository)
@@ -212,13 +204,10 @@ def _quickstart(args: argparse.Namespace) -> int:
               "(--retrain trains a new version)")
         _print_card(repository, repository.card(QUICKSTART_MODEL, latest))
         return 0
-    try:
-        from training.pipeline import train_and_publish
-        from training.train import Hyperparameters, TrainConfig
-    except ImportError as exc:
-        raise UsageError(f"training needs the train extra ({exc.name} is missing): "
-                         "pip install 'axon-serving[train]'") from exc
+    _require_training_extra()
     from training.datasets import DatasetSpec
+    from training.pipeline import train_and_publish
+    from training.train import Hyperparameters, TrainConfig
 
     config = TrainConfig(DatasetSpec("mnist", args.data_dir),
                          Hyperparameters.from_preset("default"))

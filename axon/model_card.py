@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from axon.errors import AxonError
 from axon.preprocessing import PreprocessingSpec
 
 CARD_FORMAT = 1
 METADATA_PREFIX = "axon."
 
 
-class ModelCardError(ValueError):
+class ModelCardError(AxonError, ValueError):
     """A model card is missing, unreadable or of an unknown format."""
 
 

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from axon.errors import AxonError
 from axon.model_card import ModelCard
 
 MODEL_FILENAME = "model.onnx"
@@ -35,7 +36,7 @@ _STAGING_PREFIX = ".staging-"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class RepositoryError(Exception):
+class RepositoryError(AxonError):
     """A model repository, model or version is missing or malformed."""
 
 

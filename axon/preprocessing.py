@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
+from axon.errors import AxonError
+
 InputLayout = Literal["flat", "nchw"]
 """``flat``: one row of H*W*C values per image (MNIST's 784); ``nchw``: [C, H, W] per image."""
 
@@ -121,5 +123,5 @@ def load_image(source: Path | bytes, height: int, width: int,
     return pixels.reshape(height, width, 1 if color_mode == "L" else 3)
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(AxonError, ValueError):
     """Bytes or a file that Pillow cannot decode as an image."""

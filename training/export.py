@@ -26,6 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from axon.errors import AxonError
 from axon.model_card import Architecture, ModelCard
 from axon.model_repository import (
     CARD_FILENAME,
@@ -46,7 +47,7 @@ MIN_PARITY_SAMPLES = 1000
 BATCH_DIM = "batch"
 
 
-class ExportError(RuntimeError):
+class ExportError(AxonError, RuntimeError):
     """The exported model is not a faithful, valid copy of the trained one."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from axon.errors import AxonError
 from axon.paths import default_data_dir
 from training import pypi_mnist
 from training.idx import IdxFormatError, read_idx_bytes
@@ -92,11 +93,11 @@ FASHION_MNIST = IdxDatasetInfo(
 DATASETS = {info.name: info for info in (MNIST, FASHION_MNIST)}
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(AxonError, RuntimeError):
     """No source could provide a data set; the message lists what was tried and why it failed."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(AxonError, ValueError):
     """A data file's content is not the official one."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from axon.errors import AxonError
+
 IMAGES_MAGIC = 0x00000803  # 2051
 LABELS_MAGIC = 0x00000801  # 2049
 _GZIP_SIGNATURE = b"\x1f\x8b"
@@ -30,7 +32,7 @@ _DTYPES: dict[int, np.dtype[np.generic]] = {
 }
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(AxonError, ValueError):
     """An IDX file is unreadable, truncated or not what the caller expected."""
 
 

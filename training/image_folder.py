@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from axon.errors import AxonError
 from axon.preprocessing import ImageDecodeError, load_image
 from training.datasets import DatasetSpec, ImageDataset, Split
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
 
-class ImageFolderError(ValueError):
+class ImageFolderError(AxonError, ValueError):
     """The folder does not describe a usable classification data set."""
 
 

