@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train a new version even if the repository has one")
     _add_repository_arguments(quick)
     quick.set_defaults(handler=_quickstart)
+
+    from server.cli import add_serve_command
+
+    add_serve_command(commands)
     return parser
 
 

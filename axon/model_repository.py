@@ -42,23 +42,42 @@ class RepositoryError(AxonError):
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """Per-model serving hints (``config.json``), shared by all versions of a model.
+    """Per-model serving settings (``config.json``), shared by all versions of a model.
 
-    Written with these defaults when a model is first published and never overwritten after,
-    so an operator's edits survive retraining.
+    ``null`` (None) means "the server's default" (``axon serve --help``). Written with every
+    field null when a model is first published and never overwritten after, so an operator's
+    edits survive retraining.
     """
 
-    max_batch_size: int = 256
-    """Most images one model execution may take; larger requests are split or refused."""
-    max_queue_delay_ms: float = 2.0
+    max_batch_size: int | None = None
+    """Most images one model execution may take; a larger request is refused."""
+    max_queue_delay_ms: float | None = None
     """How long the batcher may hold the oldest request to fill a batch."""
+    max_queue_size: int | None = None
+    """Most images waiting in the model's queue; requests beyond it are refused at once."""
+    instances: int | None = None
+    """Model executions that may run at the same time."""
+    version_policy: str | None = None
+    """Versions to serve: ``latest``, ``latest:N``, ``all`` or ``specific:V1,V2``."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_queue_size", "instances"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+        delay = self.max_queue_delay_ms
+        if delay is not None and (type(delay) not in (int, float) or delay < 0):
+            raise ValueError(f"max_queue_delay_ms must be a non-negative number or null, "
+                             f"got {delay!r}")
 
     @classmethod
     def read(cls, path: Path) -> ServingConfig:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("expected a JSON object")
             return cls(**data)
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
+        except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
             raise RepositoryError(f"{path}: unreadable serving config: {exc}") from exc
 
     def write(self, path: Path) -> None:

@@ -103,25 +103,55 @@ def fit_normalisation(images: npt.NDArray[np.uint8]) -> tuple[tuple[float, ...],
 
 
 def load_image(source: Path | bytes, height: int, width: int,
-               color_mode: Literal["L", "RGB"]) -> npt.NDArray[np.uint8]:
+               color_mode: Literal["L", "RGB"],
+               max_pixels: int | None = None) -> npt.NDArray[np.uint8]:
     """Decode a PNG/JPEG (path or encoded bytes) into uint8 [height, width, channels].
 
     EXIF orientation is honoured, the image converted to ``color_mode`` (greyscale or RGB) and
     resized, without keeping the aspect ratio, to ``height`` x ``width``. Training and serving
     both decode through here, so a served image is prepared exactly as training images were.
-    Raises ``ImageDecodeError``.
+    An image declaring more than ``max_pixels`` pixels is refused before it is decoded (a
+    decompression bomb: a few KB of PNG can declare gigabytes of pixels). Raises
+    ``ImageDecodeError``.
     """
+    name = source if isinstance(source, Path) else f"{len(source)}-byte image"
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
-            image = ImageOps.exif_transpose(opened).convert(color_mode)
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        name = source if isinstance(source, Path) else f"{len(source)}-byte image"
+            declared = opened.width * opened.height
+            if max_pixels is not None and declared > max_pixels:
+                raise ImageTooLargeError(
+                    f"{name}: declares {opened.width}x{opened.height} pixels "
+                    f"({declared:,}); the limit is {max_pixels:,}")
+            return _fit(ImageOps.exif_transpose(opened), height, width, color_mode)
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        if isinstance(exc, ImageDecodeError):
+            raise
         raise ImageDecodeError(f"{name}: not a decodable PNG/JPEG image ({exc})") from exc
+
+
+def fit_pixels(pixels: npt.NDArray[np.uint8], height: int, width: int,
+               color_mode: Literal["L", "RGB"]) -> npt.NDArray[np.uint8]:
+    """Raw uint8 pixels [h, w, 1 or 3] as ``load_image`` would return them for that image."""
+    wanted = 1 if color_mode == "L" else 3
+    if pixels.shape == (height, width, wanted):
+        return pixels
+    mode = "L" if pixels.shape[2] == 1 else "RGB"
+    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+    return _fit(image, height, width, color_mode)
+
+
+def _fit(image: Image.Image, height: int, width: int,
+         color_mode: Literal["L", "RGB"]) -> npt.NDArray[np.uint8]:
+    image = image.convert(color_mode)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
     return pixels.reshape(height, width, 1 if color_mode == "L" else 3)
 
 
 class ImageDecodeError(AxonError, ValueError):
     """Bytes or a file that Pillow cannot decode as an image."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose declared size exceeds the caller's pixel limit."""

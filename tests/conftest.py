@@ -1,14 +1,22 @@
-"""Shared fixtures: the real MNIST files, a small real training run, generated image folders."""
+"""Shared fixtures: the real MNIST files, short real training runs, generated image folders,
+a model repository and a real server built from them.
+
+No fixture here imports the generated ``inference`` stubs: tests/interop imports tritonclient's
+copy of the same protocol, and one process cannot hold both (see tests/interop/conftest.py).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.repositories import STARTUP_MODELS, build_serving_repository
+from tests.support.servers import ServerProcess, running_server
 from training import fetch
 from training.datasets import DatasetSpec, ImageDataset, load_idx_dataset
 from training.train import Hyperparameters, TrainConfig, TrainResult, train
@@ -62,3 +70,31 @@ def make_image_folder(root: Path, per_class: int = 12, size: int = 20, seed: int
             suffix = ".png" if index % 2 else ".jpg"
             image.save(folder / f"{kind}-{index:03d}{suffix}")
     return root
+
+
+@pytest.fixture(scope="session")
+def pets_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """An RGB cats-vs-dogs net on a generated 16x16 image folder (seconds to train)."""
+    root = make_image_folder(tmp_path_factory.mktemp("images") / "pets", per_class=16, size=16)
+    config = TrainConfig(DatasetSpec("image-folder", str(root), image_size=16, color_mode="RGB"),
+                         Hyperparameters.from_preset("primer", epochs=30),
+                         validation_fraction=0.0, threads=2)
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def serving_repository(primer_run: TrainResult, pets_run: TrainResult,
+                       tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """See tests/support/repositories.py for the models and why each exists."""
+    return build_serving_repository(tmp_path_factory.mktemp("serving") / "models",
+                                    primer_run, pets_run)
+
+
+@pytest.fixture(scope="session")
+def server(serving_repository: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real ``axon serve`` for the session; tests that unload a model load it back."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(serving_repository, log, "--models", ",".join(STARTUP_MODELS),
+                        "--max-message-bytes", str(8 * 1024 * 1024)) as process:
+        yield process

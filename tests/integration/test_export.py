@@ -15,18 +15,11 @@ import torch
 from axon.model_card import ModelCard
 from axon.model_repository import CARD_FILENAME, MODEL_FILENAME, ModelRepository
 from tests.conftest import make_image_folder
+from tests.support.repositories import source_of
 from training import export
 from training.datasets import DatasetSpec, ImageDataset
-from training.export import ExportError, ExportSource, check_parity, publish
+from training.export import ExportError, check_parity, publish
 from training.train import Hyperparameters, TrainConfig, TrainResult, train
-
-
-def source_of(result: TrainResult) -> ExportSource:
-    return ExportSource(
-        model=result.model, class_names=result.dataset.class_names,
-        dataset_name=result.dataset.name, preprocessing=result.preprocessing,
-        hyperparameters=result.config.hyperparameters, training_seconds=result.training_seconds,
-        test=result.dataset.test, spare=result.dataset.train)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,159 @@
+"""A small typed client for Axon: classification and Open Inference Protocol calls.
+
+Errors come back as ``AxonClientError`` carrying the server's ``grpc.StatusCode`` (an enum, not
+a string) and its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from axon.protocol import open_inference_pb2 as oip
+from axon.protocol import open_inference_pb2_grpc as oip_grpc
+from axon.protocol.v1 import classification_pb2 as cls
+from axon.protocol.v1 import classification_pb2_grpc as cls_grpc
+
+DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+
+class AxonClientError(Exception):
+    """A call that ended with a status other than OK."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    model_name: str
+    model_version: str
+    results: list[list[Prediction]]
+    """Per image, the top-k classes, most probable first."""
+
+
+ImageSource = bytes | npt.NDArray[np.uint8]
+"""Encoded PNG/JPEG bytes, or uint8 pixels [H, W] or [H, W, C]."""
+
+
+def image_message(image: ImageSource) -> cls.Image:
+    if isinstance(image, bytes):
+        return cls.Image(encoded=image)
+    pixels = image if image.ndim == 3 else image[..., np.newaxis]
+    height, width, channels = pixels.shape
+    return cls.Image(pixels=cls.PixelTensor(height=height, width=width, channels=channels,
+                                            data=np.ascontiguousarray(pixels).tobytes()))
+
+
+def infer_request(model: str, batch: npt.NDArray[np.float32], *, version: str = "",
+                  input_name: str = "input", outputs: Sequence[str] = (),
+                  request_id: str = "") -> oip.ModelInferRequest:
+    """A ModelInferRequest with ``batch`` as raw FP32 contents."""
+    return oip.ModelInferRequest(
+        model_name=model, model_version=version, id=request_id,
+        inputs=[oip.ModelInferRequest.InferInputTensor(
+            name=input_name, datatype="FP32", shape=batch.shape)],
+        outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in outputs],
+        raw_input_contents=[np.ascontiguousarray(batch, dtype="<f4").tobytes()])
+
+
+def response_arrays(response: oip.ModelInferResponse) -> dict[str, npt.NDArray[np.float32]]:
+    """Output name -> array, from a response's raw contents."""
+    return {tensor.name: np.frombuffer(raw, dtype="<f4").reshape(tuple(tensor.shape))
+            for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
+
+
+class AxonClient:
+    """Blocking client over one channel; use as a context manager."""
+
+    def __init__(self, address: str, *, timeout: float | None = 30.0,
+                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES) -> None:
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)])
+        self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
+        self.classifier = cls_grpc.ClassifierStub(self.channel)
+
+    def __enter__(self) -> AxonClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the channel connects and the server reports ready."""
+        grpc.channel_ready_future(self.channel).result(timeout)
+        if not self._call(self.inference.ServerReady, oip.ServerReadyRequest()).ready:
+            raise AxonClientError(grpc.StatusCode.UNAVAILABLE, "the server is not ready")
+
+    def classify(self, images: Sequence[ImageSource], *, model: str = "", version: str = "",
+                 top_k: int = 1) -> Classification:
+        response = self._call(
+            self.classifier.Classify, cls.ClassifyRequest(
+                model_name=model, model_version=version, top_k=top_k,
+                images=[image_message(i) for i in images]))
+        return Classification(response.model_name, response.model_version, [
+            [Prediction(c.index, c.label, c.probability) for c in result.classes]
+            for result in response.results])
+
+    def classify_stream(self, requests: Iterator[tuple[str, cls.ClassifyRequest]],
+                        ) -> Iterator[cls.ClassifyStreamResponse]:
+        """Answers (in completion order) to ``(id, request)`` pairs sent on one stream."""
+        messages = (cls.ClassifyStreamRequest(id=i, request=r) for i, r in requests)
+        try:
+            yield from self.classifier.ClassifyStream(messages, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise _client_error(error) from None
+
+    def infer(self, model: str, batch: npt.NDArray[np.float32], *, version: str = "",
+              outputs: Sequence[str] = ()) -> dict[str, npt.NDArray[np.float32]]:
+        response = self._call(
+            self.inference.ModelInfer,
+            infer_request(model, batch, version=version, outputs=outputs))
+        return response_arrays(response)
+
+    def models(self) -> list[cls.ModelDescription]:
+        response = self._call(self.classifier.ListModels, cls.ListModelsRequest())
+        return list(response.models)
+
+    def statistics(self, model: str = "", version: str = "") -> list[oip.ModelStatistics]:
+        response = self._call(
+            self.inference.ModelStatistics,
+            oip.ModelStatisticsRequest(name=model, version=version))
+        return list(response.model_stats)
+
+    def _call(self, method: grpc.UnaryUnaryMultiCallable[RequestT, ResponseT],
+              request: RequestT) -> ResponseT:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise _client_error(error) from None
+
+
+def _client_error(error: grpc.RpcError) -> AxonClientError:
+    call = error if isinstance(error, grpc.Call) else None
+    if call is None:
+        return AxonClientError(grpc.StatusCode.UNKNOWN, str(error))
+    return AxonClientError(call.code(), call.details() or "")

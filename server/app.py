@@ -1,0 +1,116 @@
+"""Wiring: settings -> model manager -> servicers -> a started gRPC server. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from axon.model_repository import ModelRepository
+from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
+from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
+from server.batching import BatchingPolicy
+from server.config import ServerSettings
+from server.repository import ModelManager, VersionPolicy
+from server.runtime import SessionSettings, resolve_providers
+from server.servicers.classification import ClassifierServicer
+from server.servicers.inference import InferenceServicer
+from server.status import guard
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+CLASSIFIER_SERVICE = classification_pb2.DESCRIPTOR.services_by_name["Classifier"]
+
+
+@dataclass
+class AxonServer:
+    """A started server and the parts a caller may need to stop or inspect it."""
+
+    server: grpc.aio.Server
+    port: int
+    models: ModelManager
+    inference: InferenceServicer
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, let in-flight calls finish for ``grace`` s, close the models."""
+        self.inference.ready = False
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.models.close()
+
+
+async def build_server(settings: ServerSettings, *, reuse_port: bool = False) -> AxonServer:
+    """Start serving ``settings.model_repository``; return once every model is loaded.
+
+    The port is bound first, so liveness answers while models load; readiness (ServerReady,
+    the health service) turns on after the last model is in. A model that fails to load stops
+    the server and raises: a deployment should fail where it is made, not at the first request.
+    """
+    choice = resolve_providers(settings.providers)
+    for name, reason in choice.skipped:
+        log.info("execution provider %s skipped: %s", name, reason)
+    session = SessionSettings(
+        providers=choice.usable, intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        graph_optimization=settings.graph_optimization, device_id=settings.device_id)
+    batching = BatchingPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+        max_queue_items=max(settings.max_queue_size, settings.max_batch_size),
+        instances=settings.instances)
+    health_servicer = health.aio.HealthServicer()
+
+    async def report(name: str, serving: bool) -> None:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if serving
+                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    repository = ModelRepository(settings.model_repository)
+    models = ModelManager(repository, VersionPolicy.parse(settings.version_policy), session,
+                          batching, on_change=report)
+    inference = InferenceServicer(models, model_control=settings.model_control,
+                                  max_stream_in_flight=settings.max_stream_in_flight)
+    classifier = ClassifierServicer(models, max_image_pixels=settings.max_image_pixels,
+                                    max_stream_in_flight=settings.max_stream_in_flight)
+
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # gRPC shares ports by default; then a second server on a busy port would silently
+        # take half its traffic. Only sibling worker processes may share.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ])
+    open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        guard(inference, INFERENCE_SERVICE), server)
+    classification_pb2_grpc.add_ClassifierServicer_to_server(
+        guard(classifier, CLASSIFIER_SERVICE), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if settings.reflection:
+        reflection.enable_server_reflection((
+            INFERENCE_SERVICE.full_name, CLASSIFIER_SERVICE.full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(settings.address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {settings.address}: {exc}") from exc
+    await server.start()
+    running = AxonServer(server, port, models, inference, health_servicer)
+    await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
+    names = list(settings.models) or repository.model_names()
+    if not names:
+        log.warning("the model repository %s holds no models; load them later with "
+                    "RepositoryModelLoad", repository.root)
+    try:
+        for name in names:
+            await models.load(name)
+    except BaseException:
+        await running.stop(0)
+        raise
+    inference.ready = True
+    await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+    return running

@@ -1,0 +1,118 @@
+"""Image classification on a served model: decode, normalise, infer, rank.
+
+Images are prepared from the model card alone (size, colour mode, normalisation), exactly as
+the training images were, so callers send pictures, not tensors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from axon.preprocessing import ImageDecodeError, fit_pixels, load_image
+from server.errors import InvalidInputError
+from server.model import ServedModel
+
+# Decoding a large photo takes tens of milliseconds; below this many encoded bytes per request
+# it takes microseconds and a thread hop would cost more than it saves.
+_DECODE_INLINE_BYTES = 256 * 1024
+PROBABILITIES_OUTPUT = "probabilities"
+
+
+@dataclass(frozen=True)
+class RawPixels:
+    """Raw uint8 pixels, row-major [height, width, channels]."""
+
+    height: int
+    width: int
+    channels: int
+    data: bytes
+
+
+ImageInput = bytes | RawPixels
+"""An encoded PNG/JPEG file, or raw pixels."""
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    label: str
+    probability: float
+
+
+async def classify(model: ServedModel, images: Sequence[ImageInput], top_k: int,
+                   max_image_pixels: int, deadline: float | None = None,
+                   ) -> list[list[ClassScore]]:
+    """The ``top_k`` most probable classes of each image, most probable first."""
+    labels = model.card.labels
+    if not images:
+        raise InvalidInputError("the request holds no images")
+    if len(images) > model.policy.max_batch_size:
+        raise InvalidInputError(f"the request holds {len(images)} images; model {model.name} takes "
+                                f"at most {model.policy.max_batch_size} per request")
+    if not 1 <= top_k <= len(labels):
+        raise InvalidInputError(f"top_k must be between 1 and {len(labels)} (the number of classes "
+                                f"of {model.name}), got {top_k}")
+    encoded_bytes = sum(len(i) for i in images if isinstance(i, bytes))
+    if encoded_bytes > _DECODE_INLINE_BYTES:
+        pixels = await asyncio.to_thread(decode_images, model, images, max_image_pixels)
+    else:
+        pixels = decode_images(model, images, max_image_pixels)
+    batch = model.card.preprocessing.apply(pixels)
+    outputs = await model.infer(batch, deadline)
+    probabilities = _probabilities(model, outputs)
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    return [[ClassScore(int(i), labels[i], float(row[i])) for i in order]
+            for row, order in zip(probabilities, ranked, strict=True)]
+
+
+def decode_images(model: ServedModel, images: Sequence[ImageInput],
+                  max_image_pixels: int) -> npt.NDArray[np.uint8]:
+    """uint8 [N, H, W, C] at the model's input size; InvalidInputError names the bad image."""
+    spec = model.card.preprocessing
+    decoded = []
+    for position, image in enumerate(images):
+        try:
+            if isinstance(image, bytes):
+                if not image:
+                    raise InvalidInputError(f"image {position} is empty")
+                decoded.append(load_image(image, spec.height, spec.width, spec.color_mode,
+                                          max_pixels=max_image_pixels))
+            else:
+                decoded.append(fit_pixels(_raw_array(image, position, max_image_pixels),
+                                          spec.height, spec.width, spec.color_mode))
+        except ImageDecodeError as exc:
+            raise InvalidInputError(f"image {position}: {exc}") from exc
+    return np.stack(decoded)
+
+
+def _raw_array(image: RawPixels, position: int, max_pixels: int) -> npt.NDArray[np.uint8]:
+    if image.channels not in (1, 3) or image.height < 1 or image.width < 1:
+        raise InvalidInputError(f"image {position}: raw pixels need height and width >= 1 and "
+                                f"1 or 3 channels, got "
+                                f"{image.height}x{image.width}x{image.channels}")
+    if image.height * image.width > max_pixels:
+        raise InvalidInputError(f"image {position}: {image.height}x{image.width} pixels exceed the "
+                                f"limit of {max_pixels:,}")
+    expected = image.height * image.width * image.channels
+    if len(image.data) != expected:
+        raise InvalidInputError(f"image {position}: {image.height}x{image.width}x{image.channels} "
+                                f"uint8 pixels need {expected:,} bytes, got {len(image.data):,}")
+    return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width,
+                                                       image.channels)
+
+
+def _probabilities(model: ServedModel, outputs: list[npt.NDArray[np.float32]],
+                   ) -> npt.NDArray[np.float32]:
+    if PROBABILITIES_OUTPUT in model.output_names:
+        probabilities: npt.NDArray[np.float32] = outputs[
+            model.output_names.index(PROBABILITIES_OUTPUT)]
+        return probabilities
+    logits = outputs[0].astype(np.float64)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    softmax: npt.NDArray[np.float32] = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax

@@ -1,0 +1,70 @@
+"""``axon serve``'s command line: one flag per ``ServerSettings`` field, generated from it."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from axon.errors import AxonError
+from server.config import ENV_PREFIX, ServerSettings, load_settings
+
+
+class SettingsError(AxonError):
+    """Settings that do not validate; the message lists every problem."""
+
+
+def add_serve_command(commands: Any) -> None:
+    """Register ``serve`` on the ``axon`` sub-command parser."""
+    serve = commands.add_parser(
+        "serve", help="serve a model repository over gRPC",
+        description="Serve every model in a model repository over gRPC (Open Inference "
+        "Protocol + axon.v1 classification). Every flag can also be set as an "
+        f"{ENV_PREFIX}<FLAG> environment variable or in the --config file.")
+    serve.add_argument("--config", type=Path, help="settings file (TOML or JSON) with the "
+                       "same names as the flags, e.g. max_queue_delay_ms = 1.5")
+    for name, field in ServerSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (default: {_show(field.default)})"
+        annotation = field.annotation
+        if annotation is bool:
+            serve.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif typing.get_origin(annotation) is tuple:
+            serve.add_argument(flag, dest=name, type=_comma_list, metavar="A,B",
+                               help=help_text)
+        elif typing.get_origin(annotation) is typing.Literal:
+            serve.add_argument(flag, dest=name, choices=typing.get_args(annotation),
+                               help=help_text)
+        else:
+            serve.add_argument(flag, dest=name, type=annotation, help=help_text)
+    serve.set_defaults(handler=_serve)
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    flags = {name: getattr(args, name) for name in ServerSettings.model_fields}
+    try:
+        return load_settings(args.config, **flags)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        raise SettingsError(f"invalid server settings: {problems}") from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.main import serve
+
+    return serve(settings_from(args))
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "all"
+    return str(value)

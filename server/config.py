@@ -1,0 +1,125 @@
+"""The server's settings: one typed object fed by flags, environment and an optional file.
+
+Precedence, highest first: command-line flags, ``AXON_*`` environment variables, the settings
+file (``--config FILE``, TOML or JSON, same field names), then the defaults below. Per-model
+``config.json`` files in the model repository override the batching defaults for their model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from server.repository import VersionPolicy
+from server.runtime import provider_name
+
+ENV_PREFIX = "AXON_"
+CommaList = Annotated[tuple[str, ...], NoDecode]
+"""A list given as ``a,b,c`` in flags and environment variables (an array in files)."""
+
+
+class ServerSettings(BaseSettings):
+    """Everything ``axon serve`` can be told. Field docs double as ``--help`` texts."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    model_repository: Path = Field(Path("model_repository"),
+                                   description="the model repository to serve")
+    address: str = Field("0.0.0.0:8001", description="host:port to listen on; port 0 picks "
+                         "a free port (printed at start)")
+    models: CommaList = Field((), description="models to load at start (default: every "
+                                    "model in the repository)")
+    version_policy: str = Field("latest", description="versions to serve: latest, latest:N, "
+                                "all or specific:V1,V2")
+    providers: CommaList = Field(("cuda", "cpu"), description="execution providers in "
+                                       "order of preference: tensorrt, cuda, cpu, ...; those "
+                                       "this machine lacks are skipped")
+    device_id: int = Field(0, ge=0, description="GPU for the CUDA/TensorRT providers")
+    intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per execution "
+                                  "(0: one per core)")
+    inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level")
+    max_batch_size: int = Field(256, ge=1, description="default most images per model "
+                                "execution; larger requests are refused")
+    max_queue_delay_ms: float = Field(2.0, ge=0, description="default longest wait of the "
+                                      "oldest request for its batch to fill")
+    max_queue_size: int = Field(4096, ge=1, description="default most images queued per "
+                                "model; more are refused with RESOURCE_EXHAUSTED")
+    instances: int = Field(1, ge=1, description="default concurrent executions per model")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest request "
+                                   "or response message")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width x "
+                                  "height) the classification API decodes")
+    max_stream_in_flight: int = Field(256, ge=1, description="requests answered at once per "
+                                      "stream; reading pauses past it")
+    model_control: bool = Field(True, description="allow RepositoryModelLoad/Unload")
+    reflection: bool = Field(True, description="serve gRPC server reflection")
+    grace_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long in-flight "
+                                 "requests may take to finish")
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("version_policy")
+    @classmethod
+    def _valid_policy(cls, value: str) -> str:
+        VersionPolicy.parse(value)
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _valid_providers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one execution provider")
+        for alias in value:
+            provider_name(alias)
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"address must be host:port, got {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls),
+                JsonConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettings:
+    """Settings from ``flags`` (None values ignored), the environment and ``config_file``."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    if config_file is None:
+        return ServerSettings(**given)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"settings file {config_file} does not exist")
+    file_source = SettingsConfigDict(json_file=config_file) if config_file.suffix == ".json" \
+        else SettingsConfigDict(toml_file=config_file)
+
+    class FileSettings(ServerSettings):
+        model_config = file_source
+
+    return FileSettings(**given)

@@ -1,0 +1,69 @@
+"""Serving errors: each kind carries the gRPC status code it is answered with.
+
+The transport edge (``server.status``) is the only place that turns these into gRPC statuses, so
+the batcher, the model manager and the servicers raise them and never touch a ``context``.
+Anything that is not a ``ServingError`` is a bug: it is logged with its traceback and the caller
+gets INTERNAL with a message that leaks nothing.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+from axon.errors import AxonError
+
+
+class ServingError(AxonError):
+    """An error the caller should hear about, with a message that says what to fix."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+
+
+class InvalidInputError(ServingError):
+    """The request is malformed or does not fit the model's signature."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ModelNotFoundError(ServingError):
+    """No such model, or no such version of it, is loaded."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ModelNotReadyError(ServingError):
+    """The model exists in the repository but is not loaded (unloaded, or failed to load)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class QueueFullError(ServingError):
+    """The model's batching queue is at its bound; retry later or slow down."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExpiredError(ServingError):
+    """The request's deadline passed before the model could run it."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ShuttingDownError(ServingError):
+    """The model is being unloaded or the server is stopping."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ModelLoadError(ServingError):
+    """A model version on disk cannot be loaded (corrupt file, no model card, bad config)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ModelControlDisabledError(ServingError):
+    """Loading and unloading models at run time is switched off on this server."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

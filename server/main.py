@@ -1,0 +1,40 @@
+"""``axon serve``: run the server until SIGTERM/SIGINT, then stop gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from server.app import build_server
+from server.config import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: ServerSettings) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit status."""
+    asyncio.run(serve_until_stopped(settings))
+    return 0
+
+
+async def serve_until_stopped(settings: ServerSettings, *, reuse_port: bool = False,
+                              announce: bool = True) -> None:
+    running = await build_server(settings, reuse_port=reuse_port)
+    host = settings.address.rpartition(":")[0]
+    if announce:
+        versions = running.models.loaded()
+        # One line on stdout, the contract for scripts (and tests) that start the server
+        # with port 0 and need to know where it listens.
+        print(f"axon: serving {len(versions)} model version(s) on {host}:{running.port}",
+              flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: in-flight requests get up to %.1f s", settings.grace_seconds)
+    await running.stop(settings.grace_seconds)
+    log.info("stopped")
+    sys.stdout.flush()

@@ -1,0 +1,79 @@
+"""A served model version: its runtime, batcher, statistics and signature checks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from axon.model_card import ModelCard
+from server.batching import Array, BatchingPolicy, DynamicBatcher
+from server.errors import InvalidInputError
+from server.runtime import ModelRuntime
+from server.statistics import ModelStatistics
+
+PLATFORM = "onnxruntime_onnx"
+
+
+class ServedModel:
+    """One loaded model version. ``infer`` validates nothing; call ``check_batch`` first."""
+
+    def __init__(self, name: str, version: int, runtime: ModelRuntime,
+                 policy: BatchingPolicy) -> None:
+        self.name = name
+        self.version = version
+        self.runtime = runtime
+        self.card: ModelCard = runtime.card
+        self.statistics = ModelStatistics()
+        self.batcher = DynamicBatcher(runtime.run, policy, self.statistics, f"{name} v{version}")
+        self.output_names = tuple(spec.name for spec in runtime.outputs)
+
+    @property
+    def policy(self) -> BatchingPolicy:
+        return self.batcher.policy
+
+    @property
+    def input_name(self) -> str:
+        return self.runtime.input.name
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one item, without the batch dimension."""
+        return self.runtime.input.shape
+
+    @property
+    def provider(self) -> str:
+        return self.runtime.provider
+
+    def check_batch(self, batch: Array) -> None:
+        """Raise InvalidInputError unless ``batch`` is float32 [N, *item shape], N allowed."""
+        expected = f"[N, {', '.join(map(str, self.item_shape))}] with N from 1 to " \
+                   f"{self.policy.max_batch_size}"
+        if batch.dtype != np.float32:
+            raise InvalidInputError(f"input {self.input_name!r} of {self.name} must be float32 "
+                                    f"(FP32), got {batch.dtype}")
+        if batch.ndim != 1 + len(self.item_shape) or batch.shape[1:] != self.item_shape:
+            raise InvalidInputError(f"input {self.input_name!r} of {self.name} must have shape "
+                                    f"{expected}, got {list(batch.shape)}")
+        if not 0 < len(batch) <= self.policy.max_batch_size:
+            raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {len(batch)} "
+                                    f"items; expected {expected}")
+        if not np.isfinite(batch).all():
+            bad = int(np.count_nonzero(~np.isfinite(batch)))
+            raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {bad} NaN or "
+                                    "infinite values; every value must be finite")
+
+    async def infer(self, batch: Array, deadline: float | None = None) -> list[Array]:
+        """Every output for ``batch``, via the dynamic batcher; updates the statistics."""
+        started = time.monotonic_ns()
+        try:
+            outputs = await self.batcher.submit(batch, deadline)
+        except BaseException:
+            self.statistics.request_failed(time.monotonic_ns() - started)
+            raise
+        self.statistics.request_succeeded(len(batch), time.monotonic_ns() - started)
+        return outputs
+
+    async def close(self) -> None:
+        """Finish queued requests, then release the batcher's threads."""
+        await self.batcher.close()

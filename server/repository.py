@@ -1,0 +1,235 @@
+"""Which model versions are served: loading them by version policy, swapping, unloading.
+
+A (re)load builds the new versions' sessions in a worker thread while the old ones keep serving,
+swaps them in at once, then lets the old ones finish their queued requests before closing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from axon.model_repository import (
+    MODEL_FILENAME,
+    ModelRepository,
+    RepositoryError,
+    ServingConfig,
+)
+from server.batching import BatchingPolicy
+from server.errors import InvalidInputError, ModelLoadError, ModelNotFoundError, ModelNotReadyError
+from server.model import ServedModel
+from server.runtime import ModelRuntime, SessionSettings
+
+log = logging.getLogger(__name__)
+
+_POLICY = re.compile(r"^(latest|all|specific)(?::(\d+(?:,\d+)*))?$")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which of a model's versions to serve: ``latest[:N]``, ``all`` or ``specific:V[,V...]``."""
+
+    kind: Literal["latest", "all", "specific"] = "latest"
+    latest_count: int = 1
+    versions: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        match = _POLICY.match(text.strip())
+        numbers = tuple(int(n) for n in match.group(2).split(",")) if match and \
+            match.group(2) else ()
+        if match is None or (match.group(1) == "all" and numbers) or \
+                (match.group(1) == "specific" and not numbers) or any(n < 1 for n in numbers) \
+                or (match.group(1) == "latest" and len(numbers) > 1):
+            raise ValueError(f"invalid version policy {text!r}: use latest, latest:N, all or "
+                             "specific:V1,V2")
+        kind: Literal["latest", "all", "specific"] = match.group(1)  # type: ignore[assignment]
+        if kind == "latest":
+            return cls(kind, numbers[0] if numbers else 1)
+        return cls(kind, versions=tuple(sorted(set(numbers))))
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of ``available`` (ascending)."""
+        if self.kind == "all":
+            return list(available)
+        if self.kind == "specific":
+            return [v for v in available if v in self.versions]
+        return sorted(available)[-self.latest_count:]
+
+    def __str__(self) -> str:
+        if self.kind == "latest":
+            return "latest" if self.latest_count == 1 else f"latest:{self.latest_count}"
+        if self.kind == "all":
+            return "all"
+        return "specific:" + ",".join(map(str, self.versions))
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: int
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str = ""
+
+
+@dataclass
+class _ModelSlot:
+    """What the manager knows of one model name."""
+
+    versions: dict[int, ServedModel] = field(default_factory=dict)
+    reason: str = ""
+    """Why no version is loaded, when none is."""
+    policy: VersionPolicy = field(default_factory=VersionPolicy)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelManager:
+    """Serves the versions of each model that the version policy selects."""
+
+    def __init__(self, repository: ModelRepository, policy: VersionPolicy,
+                 session: SessionSettings, batching: BatchingPolicy,
+                 on_change: Callable[[str, bool], Awaitable[None]] | None = None) -> None:
+        """``on_change(name, serving)`` is awaited after a model is loaded or unloaded."""
+        self.repository = repository
+        self.policy = policy
+        self._session = session
+        self._batching = batching
+        self._on_change = on_change
+        self._slots: dict[str, _ModelSlot] = {}
+
+    async def load(self, name: str) -> list[int]:
+        """Load, or reload from disk, the selected versions of ``name``; return them."""
+        slot = self._slot(name)
+        async with slot.lock:
+            try:
+                on_disk = self.repository.versions(name)
+                config = self.repository.serving_config(name) if on_disk else None
+                slot.policy = VersionPolicy.parse(config.version_policy) \
+                    if config and config.version_policy else self.policy
+            except RepositoryError as exc:
+                raise (ModelLoadError if on_disk else ModelNotFoundError)(str(exc)) from exc
+            except ValueError as exc:
+                raise ModelLoadError(f"{name}/config.json: {exc}") from exc
+            if config is None:
+                raise ModelNotFoundError(f"model {name!r} is not in the model repository "
+                                         f"{self.repository.root}")
+            selected = slot.policy.select(on_disk)
+            if not selected:
+                raise ModelLoadError(f"version policy {slot.policy} selects none of the "
+                                     f"versions of {name!r} on disk ({_numbers(on_disk)})")
+            try:
+                fresh = await asyncio.to_thread(self._build, name, selected, config)
+            except ModelLoadError as exc:
+                if not slot.versions:
+                    slot.reason = f"failed to load: {exc}"
+                raise
+            old, slot.versions, slot.reason = slot.versions, fresh, ""
+            log.info("loaded %s version(s) %s on %s", name, _numbers(selected),
+                     ", ".join(sorted({m.provider for m in fresh.values()})))
+        await self._changed(name, True)
+        await _close_all(old.values())
+        return selected
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of ``name``; queued requests still get their answers."""
+        slot = self._slots.get(name)
+        if slot is None or not slot.versions:
+            raise ModelNotFoundError(f"model {name!r} is not loaded")
+        async with slot.lock:
+            old, slot.versions, slot.reason = slot.versions, {}, "unloaded"
+        log.info("unloaded %s", name)
+        await self._changed(name, False)
+        await _close_all(old.values())
+
+    async def close(self) -> None:
+        for name, slot in self._slots.items():
+            if slot.versions:
+                old, slot.versions, slot.reason = slot.versions, {}, "server stopping"
+                log.debug("closing %s", name)
+                await _close_all(old.values())
+
+    def get(self, name: str, version: str = "") -> ServedModel:
+        """The loaded model version a request names; ``version`` empty means the highest."""
+        if not name:
+            raise InvalidInputError("a model name is required; loaded models: "
+                                    f"{', '.join(self.loaded_names()) or 'none'}")
+        slot = self._slots.get(name)
+        if slot is None or not slot.versions:
+            if slot is not None and slot.reason:
+                raise ModelNotReadyError(f"model {name!r} is not loaded ({slot.reason})")
+            raise ModelNotFoundError(f"unknown model {name!r}; loaded models: "
+                                     f"{', '.join(self.loaded_names()) or 'none'}")
+        if not version:
+            return slot.versions[max(slot.versions)]
+        if not version.isdigit():
+            raise InvalidInputError(f"model version must be a positive integer, got {version!r}")
+        served = slot.versions.get(int(version))
+        if served is None:
+            raise ModelNotFoundError(f"model {name!r} has no loaded version {version} (loaded: "
+                                     f"{_numbers(slot.versions)})")
+        return served
+
+    def loaded_names(self) -> list[str]:
+        return sorted(name for name, slot in self._slots.items() if slot.versions)
+
+    def loaded(self, name: str | None = None) -> list[ServedModel]:
+        """Every loaded model version (of ``name``, if given), by name then version."""
+        names = [name] if name is not None else self.loaded_names()
+        return [slot.versions[v] for n in names if (slot := self._slots.get(n))
+                for v in sorted(slot.versions)]
+
+    def index(self) -> list[IndexEntry]:
+        """Every version on disk or loaded, with its state."""
+        entries: list[IndexEntry] = []
+        for name in sorted(set(self.repository.model_names()) | set(self.loaded_names())):
+            slot = self._slots.get(name)
+            loaded = slot.versions if slot else {}
+            for version in sorted(set(self.repository.versions(name)) | set(loaded)):
+                if version in loaded:
+                    entries.append(IndexEntry(name, version, "READY"))
+                else:
+                    reason = slot.reason if slot and slot.reason else \
+                        f"not selected by version policy {slot.policy}" if slot and loaded \
+                        else "not loaded"
+                    entries.append(IndexEntry(name, version, "UNAVAILABLE", reason))
+        return entries
+
+    async def _changed(self, name: str, serving: bool) -> None:
+        if self._on_change is not None:
+            await self._on_change(name, serving)
+
+    def _slot(self, name: str) -> _ModelSlot:
+        return self._slots.setdefault(name, _ModelSlot())
+
+    def _build(self, name: str, versions: list[int],
+               config: ServingConfig) -> dict[int, ServedModel]:
+        """Create the sessions (blocking: runs in a worker thread)."""
+        base = self._batching
+        batch_size = config.max_batch_size or base.max_batch_size
+        policy = BatchingPolicy(
+            max_batch_size=batch_size,
+            max_queue_delay_s=base.max_queue_delay_s if config.max_queue_delay_ms is None
+            else config.max_queue_delay_ms / 1000,
+            max_queue_items=max(config.max_queue_size or base.max_queue_items, batch_size),
+            instances=config.instances or base.instances)
+        built: dict[int, ServedModel] = {}
+        for version in versions:
+            path = self.repository.version_dir(name, version) / MODEL_FILENAME
+            runtime = ModelRuntime(path, self._session)
+            if runtime.card.name != name or runtime.card.version != version:
+                log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
+                            path, runtime.card.name, runtime.card.version, name, version)
+            built[version] = ServedModel(name, version, runtime, policy)
+        return built
+
+
+async def _close_all(models: Iterable[ServedModel]) -> None:
+    await asyncio.gather(*(m.close() for m in models))
+
+
+def _numbers(versions: Iterable[int]) -> str:
+    return ", ".join(str(v) for v in sorted(versions))

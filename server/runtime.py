@@ -1,0 +1,160 @@
+"""One onnxruntime session: numpy in, numpy out, on the first usable execution provider.
+
+Knows nothing of gRPC or batching. Provider names on the command line are short aliases
+(``tensorrt``, ``cuda``, ``cpu``, ...); ``resolve_providers`` turns the ordered list into the
+providers this onnxruntime build can use, and says why it skipped the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from axon.model_card import ModelCard, ModelCardError
+from server.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+CPU_PROVIDER = "CPUExecutionProvider"
+
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+_GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """The providers to try, in order, and those skipped with the reason."""
+
+    usable: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+def provider_name(alias: str) -> str:
+    """``cuda`` -> ``CUDAExecutionProvider``; full onnxruntime names pass through."""
+    name = PROVIDER_ALIASES.get(alias.strip().lower(), alias.strip())
+    if name not in PROVIDER_ALIASES.values() and not name.endswith("ExecutionProvider"):
+        raise ValueError(f"unknown execution provider {alias!r}; use one of "
+                         f"{', '.join(PROVIDER_ALIASES)} or an onnxruntime provider name")
+    return name
+
+
+def resolve_providers(requested: Sequence[str],
+                      available: Sequence[str] | None = None) -> ProviderChoice:
+    """Keep the requested providers this onnxruntime build offers, in the requested order.
+
+    The CPU provider is always appended as the last resort: onnxruntime needs it for any node
+    another provider cannot place. ``available`` defaults to ``ort.get_available_providers()``.
+    """
+    offered = list(ort.get_available_providers() if available is None else available)
+    usable: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for alias in requested:
+        name = provider_name(alias)
+        if name in usable:
+            continue
+        if name in offered:
+            usable.append(name)
+        else:
+            skipped.append((name, "not in this onnxruntime build (available: "
+                                  f"{', '.join(offered)})"))
+    if CPU_PROVIDER not in usable:
+        usable.append(CPU_PROVIDER)
+    return ProviderChoice(tuple(usable), tuple(skipped))
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How every model's onnxruntime session is built."""
+
+    providers: tuple[str, ...] = (CPU_PROVIDER,)
+    """onnxruntime provider names, most preferred first (see ``resolve_providers``)."""
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    graph_optimization: GraphOptimization = "all"
+    device_id: int = 0
+    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Extra options per provider name, passed to onnxruntime as given."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    """Per-item shape, without the batch dimension."""
+
+
+class ModelRuntime:
+    """A loaded ONNX model: ``run(batch)`` returns every output, in the model's order."""
+
+    def __init__(self, path: Path, settings: SessionSettings) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = settings.inter_op_threads
+        options.graph_optimization_level = _GRAPH_LEVELS[settings.graph_optimization]
+        # Spinning worker threads burn a core waiting for work that, in a server, arrives
+        # between gRPC calls; they would steal the CPU the transport needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        providers = [(name, _provider_options(name, settings)) for name in settings.providers]
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+            self.card = ModelCard.from_metadata(
+                self._session.get_modelmeta().custom_metadata_map)
+        except ModelCardError as exc:
+            raise ModelLoadError(f"{path}: {exc}") from exc
+        except Exception as exc:  # onnxruntime raises bare RuntimeErrors of several kinds
+            raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from exc
+        self.path = path
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            raise ModelLoadError(f"{path}: expected one float32 input, found "
+                                 f"{[(i.name, i.type) for i in inputs]}")
+        self.input = TensorSpec(inputs[0].name, _item_shape(inputs[0].shape))
+        self.outputs = tuple(TensorSpec(o.name, _item_shape(o.shape))
+                             for o in self._session.get_outputs())
+        self._output_names = [o.name for o in self.outputs]
+        self.provider: str = self._session.get_providers()[0]
+        if self.provider != settings.providers[0]:
+            log.warning("%s runs on %s: onnxruntime could not start %s here", path,
+                        self.provider, settings.providers[0])
+
+    def run(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        """Run the model on ``batch`` ([N, *input shape], float32)."""
+        outputs: list[npt.NDArray[np.float32]] = self._session.run(
+            self._output_names, {self.input.name: batch})
+        return outputs
+
+
+def _item_shape(shape: Sequence[int | str | None]) -> tuple[int, ...]:
+    """The shape after the (dynamic) batch dimension; a symbolic dimension becomes -1."""
+    return tuple(d if isinstance(d, int) else -1 for d in shape[1:])
+
+
+def _provider_options(name: str, settings: SessionSettings) -> dict[str, str]:
+    options = dict(settings.provider_options.get(name, {}))
+    if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider"):
+        options.setdefault("device_id", str(settings.device_id))
+    return options

@@ -1,0 +1,93 @@
+"""Axon's classification API servicer (package ``axon.v1``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from axon.protocol.v1 import classification_pb2 as pb
+from axon.protocol.v1 import classification_pb2_grpc as pb_grpc
+from server.classification import ImageInput, RawPixels, classify
+from server.errors import InvalidInputError
+from server.model import ServedModel
+from server.repository import ModelManager
+from server.servicers.inference import deadline_of
+from server.servicers.streams import answer_concurrently
+from server.status import status_of
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ClassifierServicer(pb_grpc.ClassifierServicer):
+    def __init__(self, models: ModelManager, *, max_image_pixels: int,
+                 max_stream_in_flight: int = 256) -> None:
+        self._models = models
+        self._max_image_pixels = max_image_pixels
+        self._max_stream_in_flight = max_stream_in_flight
+
+    async def Classify(self, request: pb.ClassifyRequest,
+                       context: Context) -> pb.ClassifyResponse:
+        return await self._classify(request, deadline_of(context))
+
+    async def ClassifyStream(self, request_iterator: AsyncIterator[pb.ClassifyStreamRequest],
+                             context: Context) -> AsyncIterator[pb.ClassifyStreamResponse]:
+        deadline = deadline_of(context)
+
+        async def answer(message: pb.ClassifyStreamRequest) -> pb.ClassifyStreamResponse:
+            try:
+                return pb.ClassifyStreamResponse(
+                    id=message.id, response=await self._classify(message.request, deadline))
+            except Exception as error:  # one failed request must not end the stream
+                code, text = status_of(error, "ClassifyStream")
+                return pb.ClassifyStreamResponse(id=message.id, error=pb.Error(
+                    code=code.value[0], status=code.name, message=text))
+
+        async for response in answer_concurrently(request_iterator, answer,
+                                                  self._max_stream_in_flight):
+            yield response
+
+    async def ListModels(self, request: pb.ListModelsRequest,
+                         context: Context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[_description(m) for m in self._models.loaded()])
+
+    async def _classify(self, request: pb.ClassifyRequest,
+                        deadline: float | None) -> pb.ClassifyResponse:
+        model = self._model(request.model_name, request.model_version)
+        results = await classify(model, [_image(i, p) for p, i in enumerate(request.images)],
+                                 request.top_k or 1, self._max_image_pixels, deadline)
+        return pb.ClassifyResponse(
+            model_name=model.name, model_version=str(model.version),
+            results=[pb.ImageClassification(classes=[
+                pb.ClassScore(index=s.index, label=s.label, probability=s.probability)
+                for s in scores]) for scores in results])
+
+    def _model(self, name: str, version: str) -> ServedModel:
+        if not name:
+            loaded = self._models.loaded_names()
+            if len(loaded) != 1:
+                raise InvalidInputError("model_name is required when the server has "
+                                        f"{len(loaded)} models loaded ({', '.join(loaded)})")
+            name = loaded[0]
+        return self._models.get(name, version)
+
+
+def _image(image: pb.Image, position: int) -> ImageInput:
+    source = image.WhichOneof("source")
+    if source == "encoded":
+        return image.encoded
+    if source == "pixels":
+        pixels = image.pixels
+        return RawPixels(pixels.height, pixels.width, pixels.channels, pixels.data)
+    raise InvalidInputError(f"image {position} has neither encoded bytes nor pixels")
+
+
+def _description(model: ServedModel) -> pb.ModelDescription:
+    spec = model.card.preprocessing
+    return pb.ModelDescription(
+        name=model.name, version=str(model.version), dataset=model.card.dataset,
+        labels=model.card.labels, image_height=spec.height, image_width=spec.width,
+        image_channels=spec.channels, test_accuracy=model.card.test_accuracy,
+        execution_provider=model.provider, max_batch_size=model.policy.max_batch_size,
+        max_queue_delay_ms=model.policy.max_queue_delay_s * 1000)

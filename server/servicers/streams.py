@@ -1,0 +1,58 @@
+"""Bidirectional streams answered concurrently: one task per request, answers as they finish."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+
+async def answer_concurrently(requests: AsyncIterator[RequestT],
+                              answer: Callable[[RequestT], Awaitable[ResponseT]],
+                              max_in_flight: int) -> AsyncIterator[ResponseT]:
+    """Yield ``answer(request)`` for each request, in completion order.
+
+    ``answer`` must turn failures into responses itself: a stream carries many requests and one
+    bad request must not end it. At most ``max_in_flight`` requests are answered at once; past
+    that, reading stops, so a fast sender is slowed by flow control instead of filling memory.
+    When the caller goes away, unanswered requests are cancelled.
+    """
+    answers: asyncio.Queue[ResponseT] = asyncio.Queue()
+    slots = asyncio.Semaphore(max_in_flight)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(request: RequestT) -> None:
+        try:
+            answers.put_nowait(await answer(request))
+        finally:
+            slots.release()
+
+    async def read() -> None:
+        async for request in requests:
+            await slots.acquire()
+            task = asyncio.create_task(run(request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.wait(set(tasks))
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            getter = asyncio.ensure_future(answers.get())
+            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+                continue
+            getter.cancel()
+            while not answers.empty():
+                yield answers.get_nowait()
+            reader.result()  # re-raises what ended the reading, if anything did
+            return
+    finally:
+        reader.cancel()
+        for task in list(tasks):
+            task.cancel()

@@ -1,0 +1,98 @@
+"""Open Inference Protocol tensors <-> numpy, checked against the model's signature."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from axon.protocol import open_inference_pb2 as pb
+from server.batching import Array
+from server.errors import InvalidInputError
+from server.model import ServedModel
+
+MODEL_DATATYPE = "FP32"
+_FP32_BYTES = 4
+_MAX_RANK = 8
+
+
+def signature(model: ServedModel) -> str:
+    """``'input' FP32 [-1, 784]``: what a caller must send, for error messages."""
+    shape = ", ".join(map(str, (-1, *model.item_shape)))
+    return f"one input {model.input_name!r} {MODEL_DATATYPE} [{shape}]"
+
+
+def requested_outputs(request: pb.ModelInferRequest, model: ServedModel) -> list[int]:
+    """Indexes (into the model's outputs) of the outputs to return, in request order."""
+    if not request.outputs:
+        return list(range(len(model.output_names)))
+    indexes = []
+    for output in request.outputs:
+        if output.name not in model.output_names:
+            raise InvalidInputError(f"unknown output {output.name!r} requested; {model.name} has "
+                                    f"outputs {', '.join(map(repr, model.output_names))}")
+        indexes.append(model.output_names.index(output.name))
+    return indexes
+
+
+def request_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
+    """The request's input tensor as a float32 array the model accepts, or InvalidInputError."""
+    names = [tensor.name for tensor in request.inputs]
+    if names != [model.input_name]:
+        raise InvalidInputError(f"{_input_names_problem(names, model.input_name)}; {model.name} "
+                                f"takes {signature(model)}")
+    tensor = request.inputs[0]
+    if tensor.datatype != MODEL_DATATYPE:
+        raise InvalidInputError(f"input {tensor.name!r} has datatype "
+                                f"{tensor.datatype or '(none)'}; {model.name} takes "
+                                f"{signature(model)}")
+    shape = tuple(tensor.shape)
+    if not 1 <= len(shape) <= _MAX_RANK or any(d < 0 for d in shape):
+        raise InvalidInputError(f"input {tensor.name!r} has shape {list(shape)}; dimensions "
+                                f"must be non-negative and {model.name} takes "
+                                f"{signature(model)}")
+    count = math.prod(shape)
+    typed = tensor.contents.fp32_contents
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise InvalidInputError(f"raw_input_contents has {len(request.raw_input_contents)} "
+                                    "entries for 1 input")
+        if tensor.HasField("contents"):
+            raise InvalidInputError(f"input {tensor.name!r} has both typed contents and "
+                                    "raw_input_contents; send one or the other")
+        raw = request.raw_input_contents[0]
+        if len(raw) != count * _FP32_BYTES:
+            raise InvalidInputError(f"input {tensor.name!r} has {len(raw):,} bytes of raw "
+                                    f"contents; "
+                                    f"shape {list(shape)} of FP32 needs {count * _FP32_BYTES:,}")
+        batch: Array = np.frombuffer(raw, dtype="<f4").reshape(shape)
+    else:
+        if len(typed) != count:
+            raise InvalidInputError(f"input {tensor.name!r} has {len(typed):,} fp32_contents "
+                                    f"values; shape {list(shape)} needs {count:,}")
+        batch = np.asarray(typed, dtype=np.float32).reshape(shape)
+    model.check_batch(batch)
+    return batch
+
+
+def _input_names_problem(names: list[str], expected: str) -> str:
+    if not names:
+        return "the request has no inputs"
+    if expected not in names:
+        return f"missing input {expected!r} (got {', '.join(map(repr, names))})"
+    extra = [name for name in names if name != expected]
+    if extra:
+        return f"unexpected inputs {', '.join(map(repr, extra))}"
+    return f"input {expected!r} is given {len(names)} times"
+
+
+def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: list[Array],
+                   indexes: list[int]) -> pb.ModelInferResponse:
+    """The response for ``request``: raw contents, one entry per requested output."""
+    chosen = [outputs[i] for i in indexes]
+    return pb.ModelInferResponse(
+        model_name=model.name, model_version=str(model.version), id=request.id,
+        outputs=[pb.ModelInferResponse.InferOutputTensor(
+            name=model.output_names[i], datatype=MODEL_DATATYPE, shape=array.shape)
+            for i, array in zip(indexes, chosen, strict=True)],
+        raw_output_contents=[array.tobytes() for array in chosen])

@@ -1,0 +1,98 @@
+"""Cumulative per model version statistics, in the shape of the protocol's statistics extension.
+
+Updated from the event loop only (the batcher reports after its executor returns), so plain
+integers suffice. ``merge`` adds the statistics of several server processes together.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Duration:
+    """How often something happened and its total duration in nanoseconds."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def merge(self, other: Duration) -> None:
+        self.add(other.ns, other.count)
+
+
+@dataclass
+class BatchSizeStatistics:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+    def merge(self, other: BatchSizeStatistics) -> None:
+        self.compute_input.merge(other.compute_input)
+        self.compute_infer.merge(other.compute_infer)
+        self.compute_output.merge(other.compute_output)
+
+
+@dataclass
+class ModelStatistics:
+    """What one model version has done since it was loaded."""
+
+    inference_count: int = 0
+    """Items (images) answered successfully."""
+    execution_count: int = 0
+    """Model executions (batches)."""
+    last_inference_ms: int = 0
+    """Wall-clock time of the last success, in milliseconds since the epoch."""
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    dropped: int = 0
+    """Requests dropped before execution: cancelled by the caller or past their deadline."""
+    batches: dict[int, BatchSizeStatistics] = field(default_factory=dict)
+
+    def batch_executed(self, size: int, gather_ns: int, infer_ns: int, scatter_ns: int) -> None:
+        self.execution_count += 1
+        self.compute_input.add(gather_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_output.add(scatter_ns)
+        per_size = self.batches.get(size)
+        if per_size is None:
+            per_size = self.batches[size] = BatchSizeStatistics()
+        per_size.compute_input.add(gather_ns)
+        per_size.compute_infer.add(infer_ns)
+        per_size.compute_output.add(scatter_ns)
+
+    def request_dequeued(self, waited_ns: int) -> None:
+        self.queue.add(waited_ns)
+
+    def request_dropped(self) -> None:
+        self.dropped += 1
+
+    def request_succeeded(self, items: int, elapsed_ns: int) -> None:
+        self.inference_count += items
+        self.success.add(elapsed_ns)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def request_failed(self, elapsed_ns: int) -> None:
+        self.fail.add(elapsed_ns)
+
+    def merge(self, other: ModelStatistics) -> None:
+        self.inference_count += other.inference_count
+        self.execution_count += other.execution_count
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+        self.dropped += other.dropped
+        for mine, theirs in ((self.success, other.success), (self.fail, other.fail),
+                             (self.queue, other.queue),
+                             (self.compute_input, other.compute_input),
+                             (self.compute_infer, other.compute_infer),
+                             (self.compute_output, other.compute_output)):
+            mine.merge(theirs)
+        for size, stats in other.batches.items():
+            self.batches.setdefault(size, BatchSizeStatistics()).merge(stats)

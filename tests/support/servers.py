@@ -1,0 +1,73 @@
+"""Start the real ``axon serve`` in a subprocess on a free loopback port, stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+_ANNOUNCE = re.compile(r"axon: serving \d+ model version\(s\) on [\d.]+:(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, as an orchestrator would; return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def start_server(repository: Path, log_path: Path, *flags: str,
+                 env: dict[str, str] | None = None, timeout: float = 60) -> ServerProcess:
+    """``axon serve`` on 127.0.0.1, port 0; returns once it has announced its port."""
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "axon.cli", "serve", "--model-repository", str(repository),
+         "--address", "127.0.0.1:0", *flags],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = _ANNOUNCE.search(log_path.read_text(errors="replace"))
+        if match:
+            return ServerProcess(process, int(match[1]), log_path)
+        if process.poll() is not None:
+            raise RuntimeError(f"axon serve exited with {process.returncode}:\n"
+                               f"{log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
+    process.kill()
+    raise TimeoutError(f"axon serve did not start in {timeout} s:\n{log_path.read_text()}")
+
+
+@contextmanager
+def running_server(repository: Path, log_path: Path, *flags: str,
+                   env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A server for the block; afterwards it must stop cleanly on SIGTERM, or the test fails."""
+    server = start_server(repository, log_path, *flags, env=env)
+    try:
+        yield server
+    finally:
+        alive = server.process.poll() is None
+        status = server.stop()
+    assert alive, f"the server died during the test:\n{server.log()}"
+    assert status == 0, f"the server exited with {status} on SIGTERM:\n{server.log()}"
+    assert "Traceback" not in server.log(), f"the server logged a traceback:\n{server.log()}"
