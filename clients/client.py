@@ -85,6 +85,7 @@ class AxonClient:
 
     def __init__(self, address: str, *, timeout: float | None = 30.0,
                  max_message_bytes: int = DEFAULT_MESSAGE_BYTES) -> None:
+        self.address = address
         self.timeout = timeout
         self.channel = grpc.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -133,6 +134,10 @@ class AxonClient:
             self.inference.ModelInfer,
             infer_request(model, batch, version=version, outputs=outputs))
         return response_arrays(response)
+
+    def model_metadata(self, model: str, version: str = "") -> oip.ModelMetadataResponse:
+        return self._call(self.inference.ModelMetadata,
+                          oip.ModelMetadataRequest(name=model, version=version))
 
     def models(self) -> list[cls.ModelDescription]:
         response = self._call(self.classifier.ListModels, cls.ListModelsRequest())

@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from axon.errors import AxonError
 from axon.model_repository import ModelRepository
 from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
 from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
@@ -69,6 +70,9 @@ async def build_server(settings: ServerSettings, *, reuse_port: bool = False) ->
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if serving
                                   else health_pb2.HealthCheckResponse.NOT_SERVING)
 
+    if not settings.model_repository.is_dir():
+        raise AxonError(f"model repository {settings.model_repository} is not a folder; train "
+                        "a model first (axon train) or point --model-repository at one")
     repository = ModelRepository(settings.model_repository)
     models = ModelManager(repository, VersionPolicy.parse(settings.version_policy), session,
                           batching, on_change=report)
@@ -97,7 +101,7 @@ async def build_server(settings: ServerSettings, *, reuse_port: bool = False) ->
     try:
         port = server.add_insecure_port(settings.address)
     except RuntimeError as exc:
-        raise OSError(f"cannot listen on {settings.address}: {exc}") from exc
+        raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
     await server.start()
     running = AxonServer(server, port, models, inference, health_servicer)
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -1,8 +1,9 @@
 """The dynamic batcher: merges concurrent requests into model executions.
 
 Requests (each 1..N items, rows of one float32 array) wait in a bounded FIFO queue. A batch is
-cut when the queued items reach ``max_batch_size`` or when the oldest request has waited
-``max_queue_delay``; only whole requests go into a batch. The batch runs in a worker thread, off
+cut when the queued items reach ``max_batch_size``, when the oldest request has waited
+``max_queue_delay``, or when no request has arrived for a quarter of that delay; only whole
+requests go into a batch. The batch runs in a worker thread, off
 the event loop, and each request gets back its own rows of every output. Requests whose caller
 cancelled, or whose deadline passed while queued, are dropped before execution.
 
@@ -12,6 +13,7 @@ It knows nothing of gRPC or onnxruntime: it is given an ``execute(batch) -> outp
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,6 +31,8 @@ from server.errors import (
     ServingError,
     ShuttingDownError,
 )
+
+log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 Execute = Callable[[Array], Sequence[Array]]
@@ -164,11 +168,20 @@ class DynamicBatcher:
                 self._idle.set()
 
     async def _wait_for_batch(self) -> None:
-        """Return when a full batch is queued or the oldest request's delay has run out."""
-        fire_at_ns = self._queue[0].enqueued_ns + int(self.policy.max_queue_delay_s * 1e9)
+        """Return when a batch should be cut: it is full, the oldest request has waited
+        max_queue_delay, or arrivals have paused for a quarter of that delay.
+
+        The pause rule matters under closed-loop load: once every caller's request is queued,
+        nothing more will arrive until they are answered, and waiting out the full delay would
+        only add it to every call. New arrivals do not wake this task; it re-checks when its
+        timer fires.
+        """
+        delay_ns = int(self.policy.max_queue_delay_s * 1e9)
+        fire_at_ns = self._queue[0].enqueued_ns + delay_ns
         while self._queue and self._queued_items < self.policy.max_batch_size \
                 and not self._closed:
-            remaining = (fire_at_ns - time.monotonic_ns()) / 1e9
+            wake_at_ns = min(fire_at_ns, self._queue[-1].enqueued_ns + delay_ns // 4)
+            remaining = (wake_at_ns - time.monotonic_ns()) / 1e9
             if remaining <= 0:
                 return
             self._wakeup.clear()
@@ -176,7 +189,7 @@ class DynamicBatcher:
                 async with asyncio.timeout(remaining):
                     await self._wakeup.wait()
             except TimeoutError:
-                return
+                continue
 
     def _take_batch(self) -> list[_Request]:
         """Pop whole requests, oldest first, up to max_batch_size items; drop dead ones."""
@@ -207,8 +220,15 @@ class DynamicBatcher:
             outputs, gather_ns, infer_ns = await loop.run_in_executor(
                 self._executor, self._gather_and_execute, [r.inputs for r in batch])
         except Exception as exc:
-            error = exc if isinstance(exc, ServingError) else ModelExecutionError(
-                f"model {self._name} failed on a batch of {sum(r.items for r in batch)}: {exc}")
+            items = sum(r.items for r in batch)
+            if isinstance(exc, ServingError):
+                error: ServingError = exc
+            else:
+                # The model's own error text can name files and internals: it goes to the log,
+                # the callers get the fact and where to look.
+                log.error("model %s failed on a batch of %d", self._name, items, exc_info=exc)
+                error = ModelExecutionError(f"model {self._name} failed on a batch of {items}; "
+                                            "the server log has the details")
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -68,7 +69,11 @@ class ServedModel:
         started = time.monotonic_ns()
         try:
             outputs = await self.batcher.submit(batch, deadline)
-        except BaseException:
+        except asyncio.CancelledError:
+            # The caller went away (or its deadline passed): not a failure of the model.
+            self.statistics.request_cancelled()
+            raise
+        except Exception:
             self.statistics.request_failed(time.monotonic_ns() - started)
             raise
         self.statistics.request_succeeded(len(batch), time.monotonic_ns() - started)

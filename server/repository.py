@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from server.runtime import ModelRuntime, SessionSettings
 
 log = logging.getLogger(__name__)
 
+_VERSION = re.compile(r"[0-9]{1,18}")
 _POLICY = re.compile(r"^(latest|all|specific)(?::(\d+(?:,\d+)*))?$")
 
 
@@ -103,36 +105,43 @@ class ModelManager:
 
     async def load(self, name: str) -> list[int]:
         """Load, or reload from disk, the selected versions of ``name``; return them."""
+        try:
+            on_disk = self.repository.versions(name)
+        except RepositoryError as exc:  # not a valid model name
+            raise ModelNotFoundError(str(exc)) from exc
+        if not on_disk:
+            raise ModelNotFoundError(f"model {name!r} is not in the model repository "
+                                     f"{self.repository.root.name}")
         slot = self._slot(name)
         async with slot.lock:
             try:
-                on_disk = self.repository.versions(name)
-                config = self.repository.serving_config(name) if on_disk else None
-                slot.policy = VersionPolicy.parse(config.version_policy) \
-                    if config and config.version_policy else self.policy
-            except RepositoryError as exc:
-                raise (ModelLoadError if on_disk else ModelNotFoundError)(str(exc)) from exc
-            except ValueError as exc:
-                raise ModelLoadError(f"{name}/config.json: {exc}") from exc
-            if config is None:
-                raise ModelNotFoundError(f"model {name!r} is not in the model repository "
-                                         f"{self.repository.root}")
-            selected = slot.policy.select(on_disk)
-            if not selected:
-                raise ModelLoadError(f"version policy {slot.policy} selects none of the "
-                                     f"versions of {name!r} on disk ({_numbers(on_disk)})")
-            try:
-                fresh = await asyncio.to_thread(self._build, name, selected, config)
+                fresh, selected = await self._build_selected(name, on_disk, slot)
             except ModelLoadError as exc:
+                message = self._within_repository(str(exc))
                 if not slot.versions:
-                    slot.reason = f"failed to load: {exc}"
-                raise
+                    slot.reason = f"failed to load: {message}"
+                raise ModelLoadError(message) from exc
             old, slot.versions, slot.reason = slot.versions, fresh, ""
             log.info("loaded %s version(s) %s on %s", name, _numbers(selected),
                      ", ".join(sorted({m.provider for m in fresh.values()})))
         await self._changed(name, True)
         await _close_all(old.values())
         return selected
+
+    async def _build_selected(self, name: str, on_disk: list[int], slot: _ModelSlot,
+                              ) -> tuple[dict[int, ServedModel], list[int]]:
+        """Read the model's config.json, apply its version policy, build those versions."""
+        try:
+            config = self.repository.serving_config(name)
+            slot.policy = VersionPolicy.parse(config.version_policy) if config.version_policy \
+                else self.policy
+        except (RepositoryError, ValueError) as exc:
+            raise ModelLoadError(f"{name}/config.json: {exc}") from exc
+        selected = slot.policy.select(on_disk)
+        if not selected:
+            raise ModelLoadError(f"version policy {slot.policy} selects none of the versions "
+                                 f"of {name!r} on disk ({_numbers(on_disk)})")
+        return await asyncio.to_thread(self._build, name, selected, config), selected
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name``; queued requests still get their answers."""
@@ -165,7 +174,7 @@ class ModelManager:
                                      f"{', '.join(self.loaded_names()) or 'none'}")
         if not version:
             return slot.versions[max(slot.versions)]
-        if not version.isdigit():
+        if not _VERSION.fullmatch(version):
             raise InvalidInputError(f"model version must be a positive integer, got {version!r}")
         served = slot.versions.get(int(version))
         if served is None:
@@ -197,6 +206,13 @@ class ModelManager:
                         else "not loaded"
                     entries.append(IndexEntry(name, version, "UNAVAILABLE", reason))
         return entries
+
+    def _within_repository(self, message: str) -> str:
+        """``message`` with the repository's location cut from paths: callers of the model
+        control API see paths relative to the repository, not the server's file system."""
+        for root in {str(self.repository.root.resolve()), str(self.repository.root)}:
+            message = message.replace(root + os.sep, "")
+        return message
 
     async def _changed(self, name: str, serving: bool) -> None:
         if self._on_change is not None:

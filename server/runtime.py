@@ -72,7 +72,7 @@ def resolve_providers(requested: Sequence[str],
     skipped: list[tuple[str, str]] = []
     for alias in requested:
         name = provider_name(alias)
-        if name in usable:
+        if name in usable or any(name == skip for skip, _ in skipped):
             continue
         if name in offered:
             usable.append(name)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clients.server_process import ServerProcess, running_server
 from tests.support.repositories import STARTUP_MODELS, build_serving_repository
-from tests.support.servers import ServerProcess, running_server
 from training import fetch
 from training.datasets import DatasetSpec, ImageDataset, load_idx_dataset
 from training.train import Hyperparameters, TrainConfig, TrainResult, train

@@ -42,6 +42,10 @@ PRESETS: dict[str, Preset] = {
         hidden_layers=(20,), activation="relu", dropout=0.0, epochs=10, batch_size=64,
         learning_rate=3e-3, weight_decay=0.0,
         description="the primer's digit net: 784 pixels -> 20 neurons -> 10 classes"),
+    "compact": Preset(
+        hidden_layers=(256, 128), activation="relu", dropout=0.0, epochs=8, batch_size=64,
+        learning_rate=3e-3, weight_decay=0.0,
+        description="784 -> 256 -> 128 -> 10: the serving benchmark's digit net, ~98.4 %"),
     "default": Preset(
         hidden_layers=(1024, 1024), activation="relu", dropout=0.2, epochs=16, batch_size=128,
         learning_rate=1e-3, weight_decay=1e-4,

@@ -40,6 +40,7 @@ async def answer_concurrently(requests: AsyncIterator[RequestT],
             await asyncio.wait(set(tasks))
 
     reader = asyncio.create_task(read())
+    getter: asyncio.Future[ResponseT] | None = None
     try:
         while True:
             getter = asyncio.ensure_future(answers.get())
@@ -54,5 +55,7 @@ async def answer_concurrently(requests: AsyncIterator[RequestT],
             return
     finally:
         reader.cancel()
+        if getter is not None:
+            getter.cancel()
         for task in list(tasks):
             task.cancel()

@@ -17,8 +17,8 @@ from PIL import Image
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
 from clients.client import AxonClient, infer_request
+from clients.server_process import ServerProcess
 from tests.support.repositories import BROKEN, DIGITS, PETS
-from tests.support.servers import ServerProcess
 
 Tensor = oip.ModelInferRequest.InferInputTensor
 GOOD = np.full((1, 784), 0.5, dtype=np.float32)
@@ -178,7 +178,8 @@ CASES = {
         "repository"),
     "load a corrupt model": Case(
         lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
-            model_name=BROKEN)), CODE.FAILED_PRECONDITION, "onnxruntime cannot load it"),
+            model_name=BROKEN)), CODE.FAILED_PRECONDITION,
+        "broken/1/model.onnx: onnxruntime cannot load it"),
     "load with a config parameter": Case(
         lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
             model_name=PETS, parameters={"config": oip.ModelRepositoryParameter(

@@ -62,17 +62,23 @@ def test_quickstart_does_not_retrain_an_existing_model(tmp_path: Path, mnist_dir
     assert "mnist v1 is already in the repository; not training" in again.stdout
     assert re.search(r"test accuracy \d+\.\d\d% on 10,000 mnist test images", again.stdout)
     assert ModelRepository(tmp_path / "model_repository").versions("mnist") == [1]
+    assert "served by a real server on 127.0.0.1:" in again.stdout
+    assert again.stdout.count(" predicted ") == 10
+    correct = int(re.search(r"(\d+)/10 correct", again.stdout)[1])  # type: ignore[index]
+    assert correct >= 6  # a one-epoch primer net on 6,000 images
 
 
 @pytest.mark.slow
 def test_quickstart_main_job_from_scratch(tmp_path: Path, mnist_dir: Path) -> None:
-    """The README's main command: train the default model, publish it, print its accuracy."""
+    """The README's main command: train the default model, publish it, print its accuracy,
+    serve it and classify the sample digits through the real server."""
     result = axon("quickstart", "--data-dir", mnist_dir, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "mnist v1:" in result.stdout and "1,863,690 parameters" in result.stdout
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", result.stdout)[1])  # type: ignore[index]
     assert accuracy >= 98.2
     assert "parity on 10000 images" in result.stderr
+    assert "10/10 correct" in result.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [

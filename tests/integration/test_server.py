@@ -19,8 +19,8 @@ from axon.preprocessing import load_image
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
 from clients.client import AxonClient, AxonClientError, infer_request, response_arrays
+from clients.server_process import ServerProcess
 from tests.support.repositories import BATCHED, DIGITS, PETS
-from tests.support.servers import ServerProcess
 from training.datasets import ImageDataset
 
 

@@ -1,1 +1,1 @@
-"""Test helpers: real servers in subprocesses and model repositories built from real training."""
+"""Test helpers: model repositories built from real training runs."""

@@ -1,4 +1,8 @@
-"""Start the real ``axon serve`` in a subprocess on a free loopback port, stop it cleanly."""
+"""Start the real ``axon serve`` in a subprocess on a free loopback port, stop it cleanly.
+
+Used by ``axon bench``, ``axon quickstart`` and the tests: all of them want a real server process
+(its own CPU, its own signals), never one inside their own event loop.
+"""
 
 from __future__ import annotations
 
@@ -51,23 +55,30 @@ def start_server(repository: Path, log_path: Path, *flags: str,
         if match:
             return ServerProcess(process, int(match[1]), log_path)
         if process.poll() is not None:
-            raise RuntimeError(f"axon serve exited with {process.returncode}:\n"
+            raise ServerFailedError(f"axon serve exited with {process.returncode}:\n"
                                f"{log_path.read_text(errors='replace')}")
         time.sleep(0.05)
     process.kill()
-    raise TimeoutError(f"axon serve did not start in {timeout} s:\n{log_path.read_text()}")
+    raise ServerFailedError(f"axon serve did not start in {timeout} s:\n{log_path.read_text()}")
 
 
 @contextmanager
 def running_server(repository: Path, log_path: Path, *flags: str,
                    env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    """A server for the block; afterwards it must stop cleanly on SIGTERM, or the test fails."""
+    """A server for the block; afterwards it must stop cleanly on SIGTERM, or this raises."""
     server = start_server(repository, log_path, *flags, env=env)
     try:
         yield server
     finally:
         alive = server.process.poll() is None
         status = server.stop()
-    assert alive, f"the server died during the test:\n{server.log()}"
-    assert status == 0, f"the server exited with {status} on SIGTERM:\n{server.log()}"
-    assert "Traceback" not in server.log(), f"the server logged a traceback:\n{server.log()}"
+    if not alive:
+        raise ServerFailedError(f"the server died while in use:\n{server.log()}")
+    if status != 0:
+        raise ServerFailedError(f"the server exited with {status} on SIGTERM:\n{server.log()}")
+    if "Traceback" in server.log():
+        raise ServerFailedError(f"the server logged a traceback:\n{server.log()}")
+
+
+class ServerFailedError(RuntimeError):
+    """The server process did not start, died, or did not stop cleanly."""

@@ -1,0 +1,168 @@
+"""``axon bench``: closed-loop load against a real server, next to the raw onnxruntime ceiling.
+
+For each scenario (callers x images per request) it reports throughput, p50/p99 latency, the
+batching efficiency (images per model execution, from the server's statistics), the server's
+CPU per request (from /proc, when bench started the server) and the load generator's CPU, and
+the throughput as a share of in-process onnxruntime on the same model and batch size, measured
+in the same run. Numbers compare within one run; absolute figures move between machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from clients.client import AxonClient
+from clients.loadgen import LoadError, LoadResult, request_bytes, run_h2load, run_python
+
+Generator = Callable[[str, bytes, int, float], LoadResult]
+GENERATORS: dict[str, Generator] = {"h2load": run_h2load, "python": run_python}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    callers: int
+    images: int
+
+    @classmethod
+    def parse(cls, text: str) -> Scenario:
+        callers, _, images = text.partition("x")
+        return cls(int(callers), int(images))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    generator: str
+    callers: int
+    images_per_request: int
+    requests_per_second: float
+    images_per_second: float
+    p50_ms: float
+    p99_ms: float
+    images_per_execution: float
+    server_cpu_us_per_request: float | None
+    generator_cpu_us_per_request: float
+    ceiling_images_per_second: float
+    errors: int
+
+    @property
+    def share_of_ceiling(self) -> float:
+        return self.images_per_second / self.ceiling_images_per_second
+
+
+def onnxruntime_ceiling(model_path: Path, batch: npt.NDArray[np.float32], threads: int,
+                        seconds: float = 2.0) -> float:
+    """Images/s of back-to-back in-process runs on ``batch``: no gRPC, no batcher."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: batch}
+    for _ in range(20):
+        session.run(None, feed)
+    runs, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        session.run(None, feed)
+        runs += 1
+    return runs * len(batch) / elapsed
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The served model under load, and the server process when bench started it."""
+
+    client: AxonClient
+    model: str
+    version: str
+    input_shape: tuple[int, ...]
+    server_pid: int | None
+
+
+def measure(target: Target, scenario: Scenario, generator: str, *, seconds: float,
+            ceiling: float) -> Measurement:
+    """Warm up, then run ``scenario`` for ``seconds`` and read the server's counters."""
+    client, model, server_pid = target.client, target.model, target.server_pid
+    batch = np.random.default_rng(0).random((scenario.images, *target.input_shape),
+                                            dtype=np.float32)
+    version = target.version
+    expected = client.infer(model, batch, version=version)  # a valid request: real outputs
+    assert len(next(iter(expected.values()))) == scenario.images
+    body = request_bytes(model, batch, version)
+    run = GENERATORS[generator]
+    address = client.address
+    run(address, body, scenario.callers, min(1.0, seconds))  # warm-up, not measured
+    (before,) = client.statistics(model, version)
+    cpu_before = process_cpu_seconds(server_pid) if server_pid else 0.0
+    result = run(address, body, scenario.callers, seconds)
+    cpu_after = process_cpu_seconds(server_pid) if server_pid else 0.0
+    (after,) = client.statistics(model, version)
+    executions = after.execution_count - before.execution_count
+    failed = after.inference_stats.fail.count - before.inference_stats.fail.count
+    succeeded = after.inference_stats.success.count - before.inference_stats.success.count
+    # Requests in flight when the generator stops are cancelled, which the server does not
+    # count as failures; anything else failing means the numbers measure errors.
+    if failed or succeeded < result.requests:
+        raise LoadError(f"the server counted {succeeded} successes and {failed} failures for "
+                           f"{result.requests} requests sent: the load is not what it seems")
+    return Measurement(
+        generator=generator, callers=scenario.callers, images_per_request=scenario.images,
+        requests_per_second=result.requests_per_second,
+        images_per_second=result.requests_per_second * scenario.images,
+        p50_ms=result.percentile_ms(50), p99_ms=result.percentile_ms(99),
+        images_per_execution=(after.inference_count - before.inference_count) / max(executions, 1),
+        server_cpu_us_per_request=(cpu_after - cpu_before) / succeeded * 1e6
+        if server_pid else None,
+        generator_cpu_us_per_request=result.generator_cpu_seconds / max(result.requests, 1) * 1e6,
+        ceiling_images_per_second=ceiling, errors=result.errors)
+
+
+def table(rows: Sequence[Measurement]) -> str:
+    lines = ["| load generator | callers | images/request | requests/s | images/s | p50 ms | "
+             "p99 ms | images/execution | server CPU µs/request | generator CPU µs/request "
+             "| onnxruntime ceiling images/s | share of ceiling |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m in rows:
+        cpu = "—" if m.server_cpu_us_per_request is None else f"{m.server_cpu_us_per_request:.0f}"
+        lines.append(
+            f"| {m.generator} | {m.callers} | {m.images_per_request} | "
+            f"{m.requests_per_second:,.0f} | {m.images_per_second:,.0f} | {m.p50_ms:.2f} | "
+            f"{m.p99_ms:.2f} | {m.images_per_execution:.1f} | {cpu} | "
+            f"{m.generator_cpu_us_per_request:.0f} | {m.ceiling_images_per_second:,.0f} | "
+            f"{m.share_of_ceiling:.1%} |")
+    return "\n".join(lines)
+
+
+def save(rows: Sequence[Measurement], path: Path) -> None:
+    path.write_text(json.dumps([asdict(m) for m in rows], indent=2) + "\n")
+
+
+def verdicts(rows: Sequence[Measurement]) -> list[str]:
+    """The issue's targets, checked against each load generator's rows (where measured)."""
+    lines = []
+    for m in rows:
+        if (m.callers, m.images_per_request) == (64, 1):
+            lines.append(f"{m.generator}: 64 single-image callers: {m.images_per_second:,.0f} "
+                         f"images/s (target >= 5,000), p99 {m.p99_ms:.1f} ms (<= 25), "
+                         f"{m.images_per_execution:.1f} images/execution (>= 8): "
+                         + ("met" if m.images_per_second >= 5000 and m.p99_ms <= 25
+                            and m.images_per_execution >= 8 else "MISSED"))
+        if (m.callers, m.images_per_request) == (16, 64):
+            lines.append(f"{m.generator}: 16 callers x 64 images: {m.images_per_second:,.0f} "
+                         f"images/s (target >= 100,000), {m.share_of_ceiling:.0%} of the "
+                         "onnxruntime ceiling: "
+                         + ("met" if m.images_per_second >= 100_000 else "MISSED"))
+    return lines

@@ -1,0 +1,161 @@
+"""``axon classify`` and ``axon bench``: the command-line clients."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from axon.errors import AxonError
+from axon.model_repository import MODEL_FILENAME, ModelRepository
+from clients.client import AxonClient, AxonClientError
+from clients.server_process import running_server
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+DEFAULT_ADDRESS = os.environ.get("AXON_ADDRESS", "127.0.0.1:8001")
+
+
+class ClientUsageError(AxonError):
+    """A client command that cannot run as asked."""
+
+
+def add_client_commands(commands: Any) -> None:
+    classify = commands.add_parser("classify", help="classify image files with a running server")
+    classify.add_argument("images", nargs="+", type=Path,
+                          help="PNG/JPEG files, or folders of them")
+    classify.add_argument("--address", default=DEFAULT_ADDRESS,
+                          help=f"server host:port (env AXON_ADDRESS; default {DEFAULT_ADDRESS})")
+    classify.add_argument("--model", default="", help="model name (default: the only one)")
+    classify.add_argument("--version", default="", help="model version (default: the highest)")
+    classify.add_argument("--top-k", type=int, default=1)
+    classify.add_argument("--json", action="store_true", help="one JSON object per image")
+    classify.set_defaults(handler=_classify)
+
+    bench = commands.add_parser("bench", help="load-test a model over gRPC next to the raw "
+                                "onnxruntime ceiling")
+    bench.add_argument("--model", default="mnist-compact")
+    bench.add_argument("--model-repository", type=Path, default=Path(os.environ.get(
+        "AXON_MODEL_REPOSITORY", "model_repository")))
+    bench.add_argument("--address", help="bench this running server instead of starting one "
+                       "(server CPU is then not reported)")
+    bench.add_argument("--serve-args", default="", help="extra `axon serve` flags for the "
+                       "server bench starts, e.g. '--max-queue-delay-ms 1'")
+    bench.add_argument("--generators", default="h2load,python",
+                       help="h2load (C, cheap: needs Debian nghttp2-client) and/or python "
+                       "(grpc.aio in a child process)")
+    bench.add_argument("--scenarios", default="1x1,16x1,64x1,1x64,16x64",
+                       help="CALLERSxIMAGES closed-loop scenarios")
+    bench.add_argument("--seconds", type=float, default=5.0, help="measured time per scenario")
+    bench.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the "
+                       "in-process ceiling (match the server's --intra-op-threads)")
+    bench.add_argument("--json-out", type=Path, help="also write the measurements here")
+    bench.set_defaults(handler=_bench)
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ClientUsageError(f"{path}: no such file or folder")
+    if not files:
+        raise ClientUsageError("no PNG/JPEG files found")
+    return files
+
+
+def _classify(args: argparse.Namespace) -> int:
+    files = _image_files(args.images)
+    with AxonClient(args.address) as client:
+        try:
+            answer = client.classify([f.read_bytes() for f in files], model=args.model,
+                                     version=args.version, top_k=args.top_k)
+        except AxonClientError as error:
+            raise ClientUsageError(f"{args.address}: {error}") from error
+    for file, result in zip(files, answer.results, strict=True):
+        if args.json:
+            print(json.dumps({"image": str(file), "model": answer.model_name,
+                              "version": answer.model_version, "classes": [
+                                  {"label": p.label, "index": p.index,
+                                   "probability": round(p.probability, 6)} for p in result]}))
+        else:
+            ranked = ", ".join(f"{p.label} {p.probability:.1%}" for p in result)
+            print(f"{file}: {ranked}")
+    return 0
+
+
+@contextmanager
+def _server_for(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
+    if args.address:
+        yield args.address, None
+        return
+    if args.model not in ModelRepository(args.model_repository).model_names():
+        raise ClientUsageError(f"model {args.model!r} is not in {args.model_repository}; train "
+                               "it first (make bench trains mnist-compact if missing)")
+    with tempfile.TemporaryDirectory() as tmp, running_server(
+            args.model_repository, Path(tmp) / "server.log", "--models", args.model,
+            *shlex.split(args.serve_args)) as server:
+        yield server.address, server.process.pid
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from clients.bench import (
+        GENERATORS,
+        Scenario,
+        Target,
+        measure,
+        onnxruntime_ceiling,
+        save,
+        table,
+        verdicts,
+    )
+    from clients.loadgen import h2load_available
+
+    generators = [g.strip() for g in args.generators.split(",") if g.strip()]
+    unknown = [g for g in generators if g not in GENERATORS]
+    if unknown:
+        raise ClientUsageError(f"unknown load generators {unknown}; use {list(GENERATORS)}")
+    if "h2load" in generators and not h2load_available():
+        raise ClientUsageError("h2load is not installed (apt-get install nghttp2-client), or "
+                               "pass --generators python")
+    scenarios = [Scenario.parse(s) for s in args.scenarios.split(",")]
+    rows = []
+    with _server_for(args) as (address, pid), AxonClient(address) as client:
+        client.wait_ready()
+        description = max((m for m in client.models() if m.name == args.model),
+                          key=lambda m: int(m.version))
+        path = args.model_repository / args.model / description.version / MODEL_FILENAME
+        metadata = client.model_metadata(args.model, description.version)
+        shape = tuple(metadata.inputs[0].shape[1:])
+        rng = np.random.default_rng(0)
+        ceilings = {n: onnxruntime_ceiling(path, rng.random((n, *shape), dtype=np.float32),
+                                           args.threads)
+                    for n in sorted({s.images for s in scenarios})}
+        target = Target(client, args.model, description.version, shape, pid)
+        print(f"{args.model} v{description.version} on {description.execution_provider}, "
+              f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else ""),
+              file=sys.stderr)
+        for generator in generators:
+            for scenario in scenarios:
+                row = measure(target, scenario, generator, seconds=args.seconds,
+                              ceiling=ceilings[scenario.images])
+                rows.append(row)
+                print(f"  {generator} {scenario.callers}x{scenario.images}: "
+                      f"{row.images_per_second:,.0f} images/s, p99 {row.p99_ms:.1f} ms",
+                      file=sys.stderr)
+    print(table(rows))
+    print("\n".join(verdicts(rows)))
+    if args.json_out:
+        save(rows, args.json_out)
+    return 0

@@ -1,0 +1,306 @@
+"""Version policies and the model manager, on a real repository of exported primer nets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
+from server.batching import BatchingPolicy
+from server.errors import (
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    ServingError,
+)
+from server.repository import IndexEntry, ModelManager, VersionPolicy
+from server.runtime import SessionSettings
+from tests.support.repositories import publish_run
+from training.train import TrainResult
+
+NAME = "mnist"
+BATCHING = BatchingPolicy(max_batch_size=64, max_queue_delay_s=0.001, max_queue_items=128)
+
+
+@pytest.mark.parametrize(("text", "policy"), [
+    ("latest", VersionPolicy("latest", 1)),
+    (" latest:2 ", VersionPolicy("latest", 2)),
+    ("all", VersionPolicy("all")),
+    ("specific:3,1,3", VersionPolicy("specific", versions=(1, 3))),
+])
+def test_version_policies_parse(text: str, policy: VersionPolicy) -> None:
+    assert VersionPolicy.parse(text) == policy
+    assert VersionPolicy.parse(str(policy)) == policy
+
+
+@pytest.mark.parametrize("text", ["newest", "specific", "all:2", "latest:1,2", "specific:0",
+                                  "latest:0", "LATEST", ""])
+def test_invalid_version_policies_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid version policy"):
+        VersionPolicy.parse(text)
+
+
+@pytest.mark.parametrize(("text", "selected"), [
+    ("latest", [5]), ("latest:2", [4, 5]), ("latest:9", [1, 2, 4, 5]),
+    ("all", [1, 2, 4, 5]), ("specific:2,3,5", [2, 5]), ("specific:3", []),
+])
+def test_version_policies_select(text: str, selected: list[int]) -> None:
+    assert VersionPolicy.parse(text).select([1, 2, 4, 5]) == selected
+
+
+@pytest.fixture(scope="module")
+def published(primer_run: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same primer run published four times: mnist v1 to v4 (v4 is held back by tests)."""
+    root = tmp_path_factory.mktemp("published") / "models"
+    for _ in range(4):
+        publish_run(primer_run, ModelRepository(root), NAME)
+    return root
+
+
+@pytest.fixture
+def repository(published: Path, tmp_path: Path) -> ModelRepository:
+    """A private copy of mnist v1 to v3, for a test to change."""
+    root = tmp_path / "models"
+    shutil.copytree(published, root, ignore=lambda folder, _: ["4"] if folder.endswith(NAME)
+                    else [])
+    return ModelRepository(root)
+
+
+def publish_v4(published: Path, repository: ModelRepository) -> None:
+    """Publish v4 as the repository does: complete in a staging folder, then renamed in."""
+    staging = repository.root / NAME / ".staging-v4"
+    shutil.copytree(published / NAME / "4", staging)
+    staging.rename(repository.version_dir(NAME, 4))
+
+
+Scenario = Callable[[ModelManager], Awaitable[None]]
+
+
+def run_with(repository: ModelRepository, scenario: Scenario,
+             policy: str = "latest",
+             on_change: Callable[[str, bool], Awaitable[None]] | None = None) -> None:
+    """Run ``scenario`` against a fresh manager, closed afterwards."""
+    async def main() -> None:
+        manager = ModelManager(repository, VersionPolicy.parse(policy), SessionSettings(),
+                               BATCHING, on_change)
+        try:
+            await scenario(manager)
+        finally:
+            await manager.close()
+
+    asyncio.run(main())
+
+
+def write_config(repository: ModelRepository, name: str, text: str) -> None:
+    (repository.root / name / CONFIG_FILENAME).write_text(text)
+
+
+def test_the_default_policy_serves_only_the_latest_version(repository: ModelRepository) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        assert await manager.load(NAME) == [3]
+        assert [m.version for m in manager.loaded()] == [3]
+        assert manager.loaded_names() == [NAME]
+        assert manager.get(NAME, "").version == 3
+        assert manager.get(NAME, "3") is manager.get(NAME)
+        with pytest.raises(ModelNotFoundError, match=r"no loaded version 1 \(loaded: 3\)"):
+            manager.get(NAME, "1")
+        # What is served really runs.
+        logits, probabilities = await manager.get(NAME).infer(np.zeros((2, 784), np.float32))
+        assert logits.shape == probabilities.shape == (2, 10)
+
+    run_with(repository, scenario)
+
+
+def test_get_without_a_version_gives_the_highest_loaded(repository: ModelRepository) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        assert await manager.load(NAME) == [2, 3]
+        assert manager.get(NAME, "").version == 3
+        assert manager.get(NAME, "2").version == 2
+
+    run_with(repository, scenario, policy="latest:2")
+
+
+def test_an_unknown_model_is_not_found_and_the_loaded_ones_are_listed(
+        repository: ModelRepository) -> None:
+    shutil.copytree(repository.root / NAME, repository.root / "digits")
+
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        await manager.load("digits")
+        with pytest.raises(ModelNotFoundError, match="unknown model 'fashion'; loaded models: "
+                                                     "digits, mnist"):
+            manager.get("fashion")
+        with pytest.raises(ModelNotFoundError, match="not in the model repository"):
+            await manager.load("fashion")
+
+    run_with(repository, scenario)
+
+
+@pytest.mark.parametrize("version", ["v3", "-1", "3.0", " 3"])
+def test_a_version_that_is_not_a_number_is_invalid(repository: ModelRepository,
+                                                   version: str) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        with pytest.raises(InvalidInputError, match="positive integer"):
+            manager.get(NAME, version)
+
+    run_with(repository, scenario)
+
+
+def test_a_superscript_digit_version_is_invalid_input(repository: ModelRepository) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        with pytest.raises(InvalidInputError):
+            manager.get(NAME, "²")
+
+    run_with(repository, scenario)
+
+
+def test_an_unloaded_model_is_not_ready(repository: ModelRepository) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        served = manager.get(NAME)
+        await manager.unload(NAME)
+        with pytest.raises(ModelNotReadyError, match="unloaded"):
+            manager.get(NAME)
+        assert manager.loaded() == [] and manager.loaded_names() == []
+        with pytest.raises(ModelNotFoundError, match="not loaded"):
+            await manager.unload(NAME)
+        # The unloaded version's batcher is closed: it refuses work.
+        with pytest.raises(Exception, match="being unloaded"):
+            await served.infer(np.zeros((1, 784), np.float32))
+
+    run_with(repository, scenario)
+
+
+def test_reload_picks_up_a_version_published_after_the_first_load(
+        repository: ModelRepository, published: Path) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        assert await manager.load(NAME) == [3]
+        old = manager.get(NAME)
+        publish_v4(published, repository)
+        assert manager.get(NAME) is old  # nothing changes until the reload
+        assert await manager.load(NAME) == [4]
+        assert manager.get(NAME).version == 4
+        assert [m.version for m in manager.loaded(NAME)] == [4]
+
+    run_with(repository, scenario)
+
+
+def test_a_models_config_json_sets_its_policy_and_batching(repository: ModelRepository) -> None:
+    write_config(repository, NAME, json.dumps({"version_policy": "all", "max_batch_size": 8}))
+
+    async def scenario(manager: ModelManager) -> None:
+        assert await manager.load(NAME) == [1, 2, 3]
+        assert [m.version for m in manager.loaded()] == [1, 2, 3]
+        for served in manager.loaded():
+            assert served.policy == BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001,
+                                                   max_queue_items=128, instances=1)
+
+    run_with(repository, scenario)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("{not json", "unreadable serving config"),
+    ('{"max_batch_size": 0}', "max_batch_size must be a positive integer"),
+    ('{"batch": 4}', "unexpected keyword argument 'batch'"),
+    ('{"version_policy": "newest"}', "config.json: invalid version policy 'newest'"),
+    ('{"version_policy": "specific:9"}', r"selects none of the versions of 'mnist' on disk"),
+])
+def test_an_invalid_config_json_fails_the_load(repository: ModelRepository, config: str,
+                                               message: str) -> None:
+    write_config(repository, NAME, config)
+
+    async def scenario(manager: ModelManager) -> None:
+        with pytest.raises(ModelLoadError, match=message):
+            await manager.load(NAME)
+        assert manager.loaded() == []
+
+    run_with(repository, scenario)
+
+
+def test_a_failed_reload_keeps_the_old_versions_serving(repository: ModelRepository) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        old = manager.get(NAME)
+        (repository.version_dir(NAME, 4)).mkdir()
+        (repository.version_dir(NAME, 4) / MODEL_FILENAME).write_bytes(b"not onnx")
+        with pytest.raises(ModelLoadError, match="cannot load it"):
+            await manager.load(NAME)
+        assert manager.get(NAME) is old
+
+    run_with(repository, scenario)
+
+
+def test_loading_an_invalid_model_name_is_a_serving_error(repository: ModelRepository) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        with pytest.raises(ServingError, match="invalid model name"):
+            await manager.load("../mnist")
+
+    run_with(repository, scenario)
+
+
+def test_the_index_gives_each_version_its_state_and_reason(repository: ModelRepository) -> None:
+    shutil.copytree(repository.root / NAME, repository.root / "idle")
+    (repository.root / "broken" / "1").mkdir(parents=True)
+    (repository.root / "broken" / "1" / MODEL_FILENAME).write_bytes(b"not onnx")
+
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        with pytest.raises(ModelLoadError):
+            await manager.load("broken")
+        with pytest.raises(ModelNotReadyError, match="failed to load"):
+            manager.get("broken")
+        index = manager.index()
+        assert [(e.name, e.version, e.state) for e in index] == [
+            ("broken", 1, "UNAVAILABLE"),
+            ("idle", 1, "UNAVAILABLE"), ("idle", 2, "UNAVAILABLE"), ("idle", 3, "UNAVAILABLE"),
+            (NAME, 1, "UNAVAILABLE"), (NAME, 2, "UNAVAILABLE"), (NAME, 3, "READY")]
+        assert index[0].reason.startswith("failed to load:")
+        assert {e.reason for e in index[1:4]} == {"not loaded"}
+        assert index[4].reason == index[5].reason == "not selected by version policy latest"
+        assert index[6].reason == ""
+        await manager.unload(NAME)
+        assert manager.index()[4:] == [IndexEntry(NAME, v, "UNAVAILABLE", "unloaded")
+                                       for v in (1, 2, 3)]
+
+    run_with(repository, scenario)
+
+
+def test_on_change_is_awaited_on_load_and_unload(repository: ModelRepository) -> None:
+    changes: list[tuple[str, bool]] = []
+
+    async def record(name: str, serving: bool) -> None:
+        await asyncio.sleep(0)
+        changes.append((name, serving))
+
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        assert changes == [(NAME, True)]
+        await manager.unload(NAME)
+        assert changes == [(NAME, True), (NAME, False)]
+        with pytest.raises(ModelNotFoundError):
+            await manager.load("absent")
+        assert changes == [(NAME, True), (NAME, False)]
+
+    run_with(repository, scenario, on_change=record)
+
+
+def test_a_model_whose_config_fails_is_not_ready_rather_than_unknown(
+        repository: ModelRepository) -> None:
+    write_config(repository, NAME, "{not json")
+
+    async def scenario(manager: ModelManager) -> None:
+        with pytest.raises(ModelLoadError):
+            await manager.load(NAME)
+        with pytest.raises(ModelNotReadyError, match="failed to load"):
+            manager.get(NAME)
+
+    run_with(repository, scenario)

@@ -1,0 +1,148 @@
+"""Provider choice and the onnxruntime session of one exported model.
+
+No GPU exists here: GPU builds of onnxruntime are simulated by passing ``available`` to
+``resolve_providers``; the real onnxruntime of this machine (a CPU build) is tested as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from axon.model_repository import MODEL_FILENAME, ModelRepository
+from server.errors import ModelLoadError
+from server.runtime import (
+    CPU_PROVIDER,
+    ModelRuntime,
+    SessionSettings,
+    TensorSpec,
+    provider_name,
+    resolve_providers,
+)
+from tests.support.repositories import publish_run
+from training.train import TrainResult
+
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+GPU_BUILD = (TENSORRT, CUDA, CPU_PROVIDER)
+"""What onnxruntime-gpu with TensorRT offers on a GPU machine."""
+
+
+@pytest.mark.parametrize(("alias", "name"), [
+    ("cuda", CUDA), ("tensorrt", TENSORRT), ("cpu", CPU_PROVIDER),
+    (" CUDA ", CUDA), ("openvino", "OpenVINOExecutionProvider"),
+    (CUDA, CUDA), ("QNNExecutionProvider", "QNNExecutionProvider"),
+])
+def test_provider_aliases_and_full_names(alias: str, name: str) -> None:
+    assert provider_name(alias) == name
+
+
+@pytest.mark.parametrize("alias", ["gpu", "", "cudaexecutionprovider", "CUDA-EP"])
+def test_unknown_provider_names_are_refused(alias: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown execution provider .* use one of tensorrt"):
+        provider_name(alias)
+
+
+def test_resolve_keeps_the_requested_order_on_a_gpu_build() -> None:
+    choice = resolve_providers(["cuda", "tensorrt", "cpu"], available=GPU_BUILD)
+    assert choice.usable == (CUDA, TENSORRT, CPU_PROVIDER)
+    assert choice.skipped == ()
+
+
+def test_resolve_skips_what_the_build_lacks_and_says_why() -> None:
+    choice = resolve_providers(["tensorrt", "cuda", "cpu"], available=(CUDA, CPU_PROVIDER))
+    assert choice.usable == (CUDA, CPU_PROVIDER)
+    assert [name for name, _ in choice.skipped] == [TENSORRT]
+    reason = choice.skipped[0][1]
+    assert "not in this onnxruntime build" in reason and CUDA in reason
+
+
+def test_resolve_always_ends_with_the_cpu_provider() -> None:
+    assert resolve_providers(["cuda"], available=GPU_BUILD).usable == (CUDA, CPU_PROVIDER)
+    # Even when the build does not list it: onnxruntime places leftover nodes on it.
+    assert resolve_providers(["cuda"], available=[CUDA]).usable == (CUDA, CPU_PROVIDER)
+    # Asked for first, it stays first.
+    assert resolve_providers(["cpu", "cuda"], available=GPU_BUILD).usable == (CPU_PROVIDER, CUDA)
+
+
+def test_resolve_removes_duplicates() -> None:
+    choice = resolve_providers(["cuda", CUDA, "cpu", " cuda", "cpu"], available=GPU_BUILD)
+    assert choice.usable == (CUDA, CPU_PROVIDER)
+
+
+def test_resolve_reports_a_skipped_provider_once() -> None:
+    choice = resolve_providers(["tensorrt", "tensorrt", "cpu"], available=[CPU_PROVIDER])
+    assert [name for name, _ in choice.skipped] == [TENSORRT]
+
+
+def test_resolve_refuses_an_unknown_alias() -> None:
+    with pytest.raises(ValueError, match="'gpu'"):
+        resolve_providers(["gpu", "cpu"], available=GPU_BUILD)
+
+
+def test_this_machines_onnxruntime_falls_back_to_the_cpu() -> None:
+    choice = resolve_providers(("tensorrt", "cuda", "cpu"))
+    assert choice.usable == (CPU_PROVIDER,)
+    assert [name for name, _ in choice.skipped] == [TENSORRT, CUDA]
+
+
+@pytest.fixture(scope="module")
+def model_path(primer_run: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The primer digit net, exported and published as mnist v1."""
+    repository = ModelRepository(tmp_path_factory.mktemp("runtime") / "models")
+    publish_run(primer_run, repository, "mnist")
+    return repository.version_dir("mnist", 1) / MODEL_FILENAME
+
+
+def test_a_published_model_has_its_signature_and_card(model_path: Path) -> None:
+    runtime = ModelRuntime(model_path, SessionSettings())
+    assert runtime.input == TensorSpec("input", (784,))
+    assert runtime.outputs == (TensorSpec("logits", (10,)), TensorSpec("probabilities", (10,)))
+    assert runtime.provider == CPU_PROVIDER
+    assert runtime.path == model_path
+    assert (runtime.card.name, runtime.card.version) == ("mnist", 1)
+
+
+def test_run_gives_what_a_plain_onnxruntime_session_gives(model_path: Path) -> None:
+    batch = np.random.default_rng(0).random((5, 784), dtype=np.float32)
+    logits, probabilities = ModelRuntime(model_path, SessionSettings()).run(batch)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    plain = ort.InferenceSession(str(model_path), options, providers=[CPU_PROVIDER])
+    expected_logits, expected_probabilities = plain.run(["logits", "probabilities"],
+                                                       {"input": batch})
+    np.testing.assert_array_equal(logits, expected_logits)
+    np.testing.assert_array_equal(probabilities, expected_probabilities)
+    assert logits.shape == (5, 10) and logits.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_corrupt_model_file_is_a_load_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / MODEL_FILENAME
+    path.write_bytes(b"this is not an ONNX model")
+    with pytest.raises(ModelLoadError, match="cannot load it") as caught:
+        ModelRuntime(path, SessionSettings())
+    assert str(path) in str(caught.value)
+
+
+def test_a_model_without_axon_metadata_is_a_load_error(model_path: Path,
+                                                       tmp_path: Path) -> None:
+    model = onnx.load(str(model_path))
+    assert len(model.metadata_props) > 0
+    del model.metadata_props[:]
+    stripped = tmp_path / MODEL_FILENAME
+    onnx.save(model, str(stripped))
+    with pytest.raises(ModelLoadError, match=r"no axon\.\* metadata") as caught:
+        ModelRuntime(stripped, SessionSettings())
+    assert str(stripped) in str(caught.value)
+
+
+def test_a_missing_model_file_is_a_load_error(tmp_path: Path) -> None:
+    missing = tmp_path / MODEL_FILENAME
+    with pytest.raises(ModelLoadError) as caught:
+        ModelRuntime(missing, SessionSettings())
+    assert str(missing) in str(caught.value)
