@@ -21,7 +21,7 @@ from clients.client import AxonClient, AxonClientError
 from clients.server_process import running_server
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-DEFAULT_ADDRESS = os.environ.get("AXON_ADDRESS", "127.0.0.1:8001")
+DEFAULT_ADDRESS = os.environ.get("AXON_SERVER", "127.0.0.1:8001")
 
 
 class ClientUsageError(AxonError):
@@ -33,7 +33,7 @@ def add_client_commands(commands: Any) -> None:
     classify.add_argument("images", nargs="+", type=Path,
                           help="PNG/JPEG files, or folders of them")
     classify.add_argument("--address", default=DEFAULT_ADDRESS,
-                          help=f"server host:port (env AXON_ADDRESS; default {DEFAULT_ADDRESS})")
+                          help=f"server host:port (env AXON_SERVER; default {DEFAULT_ADDRESS})")
     classify.add_argument("--model", default="", help="model name (default: the only one)")
     classify.add_argument("--version", default="", help="model version (default: the highest)")
     classify.add_argument("--top-k", type=int, default=1)
@@ -52,7 +52,7 @@ def add_client_commands(commands: Any) -> None:
     bench.add_argument("--generators", default="h2load,python",
                        help="h2load (C, cheap: needs Debian nghttp2-client) and/or python "
                        "(grpc.aio in a child process)")
-    bench.add_argument("--scenarios", default="1x1,16x1,64x1,1x64,16x64",
+    bench.add_argument("--scenarios", default="1x1,16x1,64x1,1x64,16x64,64x64",
                        help="CALLERSxIMAGES closed-loop scenarios")
     bench.add_argument("--seconds", type=float, default=5.0, help="measured time per scenario")
     bench.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the "

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +41,16 @@ class ServerProcess:
 
 
 def start_server(repository: Path, log_path: Path, *flags: str,
-                 env: dict[str, str] | None = None, timeout: float = 60) -> ServerProcess:
-    """``axon serve`` on 127.0.0.1, port 0; returns once it has announced its port."""
+                 env: dict[str, str] | None = None, timeout: float = 60,
+                 launcher: Sequence[str] = (sys.executable, "-m", "axon.cli"),
+                 ) -> ServerProcess:
+    """``axon serve`` on 127.0.0.1, port 0; returns once it has announced its port.
+
+    ``launcher`` is the command that runs the ``axon`` CLI with the arguments that follow.
+    """
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "axon.cli", "serve", "--model-repository", str(repository),
+        [*launcher, "serve", "--model-repository", str(repository),
          "--address", "127.0.0.1:0", *flags],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     log.close()

@@ -45,7 +45,7 @@ class AxonServer:
         await self.models.close()
 
 
-async def build_server(settings: ServerSettings, *, reuse_port: bool = False) -> AxonServer:
+async def build_server(settings: ServerSettings) -> AxonServer:
     """Start serving ``settings.model_repository``; return once every model is loaded.
 
     The port is bound first, so liveness answers while models load; readiness (ServerReady,
@@ -84,9 +84,9 @@ async def build_server(settings: ServerSettings, *, reuse_port: bool = False) ->
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # gRPC shares ports by default; then a second server on a busy port would silently
-        # take half its traffic. Only sibling worker processes may share.
-        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # gRPC shares ports by default; then a second server started on a busy port would
+        # silently take half its traffic instead of failing.
+        ("grpc.so_reuseport", 0),
     ])
     open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         guard(inference, INFERENCE_SERVICE), server)

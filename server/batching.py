@@ -2,10 +2,11 @@
 
 Requests (each 1..N items, rows of one float32 array) wait in a bounded FIFO queue. A batch is
 cut when the queued items reach ``max_batch_size``, when the oldest request has waited
-``max_queue_delay``, or when no request has arrived for a quarter of that delay; only whole
-requests go into a batch. The batch runs in a worker thread, off
-the event loop, and each request gets back its own rows of every output. Requests whose caller
-cancelled, or whose deadline passed while queued, are dropped before execution.
+``max_queue_delay``, when no request has arrived for a quarter of that delay, or at once while
+requests arrive one at a time (see ``_wait_for_batch``); only whole requests go into a batch.
+The batch runs in a worker thread, off the event loop, and each request gets back its own rows
+of every output. Requests whose caller cancelled, or whose deadline passed while queued, are
+dropped before execution.
 
 It knows nothing of gRPC or onnxruntime: it is given an ``execute(batch) -> outputs`` function.
 """
@@ -42,7 +43,7 @@ Execute = Callable[[Array], Sequence[Array]]
 class BatchingPolicy:
     max_batch_size: int = 256
     """Most items (images) in one model execution; a larger request is refused."""
-    max_queue_delay_s: float = 0.002
+    max_queue_delay_s: float = 0.004
     """Longest the oldest queued request waits for the batch to fill."""
     max_queue_items: int = 4096
     """Bound on queued items; a request that would exceed it is refused at once."""
@@ -105,6 +106,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(policy.instances, thread_name_prefix=f"run-{name}")
         self._closed = False
+        self._lone_caller = False
 
     @property
     def queued_items(self) -> int:
@@ -169,13 +171,18 @@ class DynamicBatcher:
 
     async def _wait_for_batch(self) -> None:
         """Return when a batch should be cut: it is full, the oldest request has waited
-        max_queue_delay, or arrivals have paused for a quarter of that delay.
+        max_queue_delay, or arrivals have paused for a quarter of that delay -- or at once
+        while requests come one at a time.
 
         The pause rule matters under closed-loop load: once every caller's request is queued,
         nothing more will arrive until they are answered, and waiting out the full delay would
-        only add it to every call. New arrivals do not wake this task; it re-checks when its
-        timer fires.
+        only add it to every call. The lone-caller rule: when the last batch was a single
+        request and nothing arrived while it ran, there is nobody to wait for; the first
+        request that arrives during an execution turns waiting back on. New arrivals do not
+        wake this task; it re-checks when its timer fires.
         """
+        if self._lone_caller:
+            return
         delay_ns = int(self.policy.max_queue_delay_s * 1e9)
         fire_at_ns = self._queue[0].enqueued_ns + delay_ns
         while self._queue and self._queued_items < self.policy.max_batch_size \
@@ -240,6 +247,7 @@ class DynamicBatcher:
             if not request.future.done():
                 request.future.set_result([output[start:stop] for output in outputs])
             start = stop
+        self._lone_caller = len(batch) == 1 and not self._queue
         if self._observer is not None:
             self._observer.batch_executed(start, gather_ns, infer_ns,
                                           time.monotonic_ns() - scatter_start)

@@ -52,8 +52,9 @@ class ServerSettings(BaseSettings):
         "all", description="onnxruntime graph optimisation level")
     max_batch_size: int = Field(256, ge=1, description="default most images per model "
                                 "execution; larger requests are refused")
-    max_queue_delay_ms: float = Field(2.0, ge=0, description="default longest wait of the "
-                                      "oldest request for its batch to fill")
+    max_queue_delay_ms: float = Field(4.0, ge=0, description="default longest wait of the "
+                                      "oldest request for its batch to fill (a batch is also "
+                                      "cut when arrivals pause for a quarter of it)")
     max_queue_size: int = Field(4096, ge=1, description="default most images queued per "
                                 "model; more are refused with RESOURCE_EXHAUSTED")
     instances: int = Field(1, ge=1, description="default concurrent executions per model")

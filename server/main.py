@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -19,16 +20,18 @@ def serve(settings: ServerSettings) -> int:
     return 0
 
 
-async def serve_until_stopped(settings: ServerSettings, *, reuse_port: bool = False,
-                              announce: bool = True) -> None:
-    running = await build_server(settings, reuse_port=reuse_port)
+async def serve_until_stopped(settings: ServerSettings) -> None:
+    running = await build_server(settings)
+    # Everything allocated at start-up (modules, descriptors, sessions) lives as long as the
+    # server; frozen, the collector no longer walks it on every full collection. Measured at 64
+    # concurrent callers: p99 latency 28.8 ms -> 12.6 ms (README, "Serving performance").
+    gc.collect()
+    gc.freeze()
     host = settings.address.rpartition(":")[0]
-    if announce:
-        versions = running.models.loaded()
-        # One line on stdout, the contract for scripts (and tests) that start the server
-        # with port 0 and need to know where it listens.
-        print(f"axon: serving {len(versions)} model version(s) on {host}:{running.port}",
-              flush=True)
+    # One line on stdout, the contract for scripts (and tests) that start the server with
+    # port 0 and need to know where it listens.
+    print(f"axon: serving {len(running.models.loaded())} model version(s) on "
+          f"{host}:{running.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,7 +1,7 @@
 """Cumulative per model version statistics, in the shape of the protocol's statistics extension.
 
 Updated from the event loop only (the batcher reports after its executor returns), so plain
-integers suffice. ``merge`` adds the statistics of several server processes together.
+integers suffice.
 """
 
 from __future__ import annotations
@@ -21,20 +21,12 @@ class Duration:
         self.count += count
         self.ns += ns
 
-    def merge(self, other: Duration) -> None:
-        self.add(other.ns, other.count)
-
 
 @dataclass
 class BatchSizeStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
-
-    def merge(self, other: BatchSizeStatistics) -> None:
-        self.compute_input.merge(other.compute_input)
-        self.compute_infer.merge(other.compute_infer)
-        self.compute_output.merge(other.compute_output)
 
 
 @dataclass
@@ -87,18 +79,3 @@ class ModelStatistics:
 
     def request_failed(self, elapsed_ns: int) -> None:
         self.fail.add(elapsed_ns)
-
-    def merge(self, other: ModelStatistics) -> None:
-        self.inference_count += other.inference_count
-        self.execution_count += other.execution_count
-        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
-        self.dropped += other.dropped
-        self.cancelled += other.cancelled
-        for mine, theirs in ((self.success, other.success), (self.fail, other.fail),
-                             (self.queue, other.queue),
-                             (self.compute_input, other.compute_input),
-                             (self.compute_infer, other.compute_infer),
-                             (self.compute_output, other.compute_output)):
-            mine.merge(theirs)
-        for size, stats in other.batches.items():
-            self.batches.setdefault(size, BatchSizeStatistics()).merge(stats)

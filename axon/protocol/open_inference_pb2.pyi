@@ -754,7 +754,9 @@ class InferStatistics(_message.Message):
 
     @_builtins.property
     def fail(self) -> Global___StatisticDuration:
-        """Requests that failed after they were accepted (expired, cancelled, model error)."""
+        """Requests for this model that failed in the batcher: refused by a full queue, expired while
+        queued, or the model raised. Requests whose caller cancelled are not failures.
+        """
 
     @_builtins.property
     def queue(self) -> Global___StatisticDuration:

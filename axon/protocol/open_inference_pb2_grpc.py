@@ -102,7 +102,7 @@ class GRPCInferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ServerReady(self, request, context):
-        """True once every model the server was started with is loaded.
+        """True once every model the server was started with is loaded, until it starts stopping.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,7 @@ class GRPCInferenceServiceStub:
     ServerLive: _grpc.UnaryUnaryMultiCallable[_open_inference_pb2.ServerLiveRequest, _open_inference_pb2.ServerLiveResponse]
     """True while the server process runs and can answer."""
     ServerReady: _grpc.UnaryUnaryMultiCallable[_open_inference_pb2.ServerReadyRequest, _open_inference_pb2.ServerReadyResponse]
-    """True once every model the server was started with is loaded."""
+    """True once every model the server was started with is loaded, until it starts stopping."""
     ModelReady: _grpc.UnaryUnaryMultiCallable[_open_inference_pb2.ModelReadyRequest, _open_inference_pb2.ModelReadyResponse]
     """True if the model (version) is loaded and accepts inference requests."""
     ServerMetadata: _grpc.UnaryUnaryMultiCallable[_open_inference_pb2.ServerMetadataRequest, _open_inference_pb2.ServerMetadataResponse]
@@ -68,7 +68,7 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     ServerLive: _aio.UnaryUnaryMultiCallable[_open_inference_pb2.ServerLiveRequest, _open_inference_pb2.ServerLiveResponse]  # type: ignore[assignment]
     """True while the server process runs and can answer."""
     ServerReady: _aio.UnaryUnaryMultiCallable[_open_inference_pb2.ServerReadyRequest, _open_inference_pb2.ServerReadyResponse]  # type: ignore[assignment]
-    """True once every model the server was started with is loaded."""
+    """True once every model the server was started with is loaded, until it starts stopping."""
     ModelReady: _aio.UnaryUnaryMultiCallable[_open_inference_pb2.ModelReadyRequest, _open_inference_pb2.ModelReadyResponse]  # type: ignore[assignment]
     """True if the model (version) is loaded and accepts inference requests."""
     ServerMetadata: _aio.UnaryUnaryMultiCallable[_open_inference_pb2.ServerMetadataRequest, _open_inference_pb2.ServerMetadataResponse]  # type: ignore[assignment]
@@ -103,7 +103,7 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _open_inference_pb2.ServerReadyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_open_inference_pb2.ServerReadyResponse, _abc.Awaitable[_open_inference_pb2.ServerReadyResponse]]:
-        """True once every model the server was started with is loaded."""
+        """True once every model the server was started with is loaded, until it starts stopping."""
 
     @_abc_1.abstractmethod
     def ModelReady(

@@ -14,15 +14,19 @@ from training.train import TrainResult
 
 DIGITS = "mnist"
 """Two versions (same weights), served with version policy ``all``."""
-SLOW = "mnist-slow"
-"""Holds requests 500 ms and queues at most 8 images: for deadlines and overflow."""
+HOLD_DEADLINE, HOLD_CANCEL, HOLD_QUEUE = "hold-deadline", "hold-cancel", "hold-queue"
+"""Each holds its first request 500 ms (a quarter of a 2 s delay, the pause rule) and queues at
+most 8 images: for deadlines, cancellation and overflow. One model per test, because after a
+lone request has run the batcher stops waiting (the lone-caller rule), so only a model that has
+not yet run holds a request for sure."""
+HOLDS = (HOLD_DEADLINE, HOLD_CANCEL, HOLD_QUEUE)
 BATCHED = "mnist-batched"
 """Holds requests up to 100 ms: concurrent requests land in one batch."""
 PETS = "pets"
 """An RGB cats-vs-dogs model trained on a generated image folder (16x16)."""
 BROKEN = "broken"
 """A model.onnx that is not ONNX; not loaded at start."""
-STARTUP_MODELS = (DIGITS, SLOW, BATCHED, PETS)
+STARTUP_MODELS = (DIGITS, BATCHED, PETS, *HOLDS)
 
 
 def source_of(result: TrainResult) -> ExportSource:
@@ -50,8 +54,9 @@ def build_serving_repository(root: Path, digits: TrainResult, pets: TrainResult)
     publish_run(digits, repository, DIGITS)
     publish_run(digits, repository, DIGITS)
     (root / DIGITS / CONFIG_FILENAME).write_text(json.dumps({"version_policy": "all"}))
-    copy_model(repository, DIGITS, 1, SLOW, {"max_queue_delay_ms": 500, "max_batch_size": 8,
-                                             "max_queue_size": 8})
+    for hold in HOLDS:
+        copy_model(repository, DIGITS, 1, hold, {"max_queue_delay_ms": 2000,
+                                                 "max_batch_size": 8, "max_queue_size": 8})
     copy_model(repository, DIGITS, 1, BATCHED, {"max_queue_delay_ms": 100})
     publish_run(pets, repository, PETS)
     (root / BROKEN / "1").mkdir(parents=True)

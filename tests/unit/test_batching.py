@@ -373,3 +373,20 @@ def test_a_pause_in_arrivals_cuts_the_batch_before_the_full_delay() -> None:
     elapsed = asyncio.run(scenario())
     assert model.batch_sizes == [5]
     assert 0.25 <= elapsed < 0.75
+
+
+def test_requests_arriving_one_at_a_time_run_at_once() -> None:
+    """A lone caller waits out the pause once; after a batch of one with nothing queued
+    behind it, the next request runs without waiting."""
+    model = FakeModel()
+
+    async def scenario() -> float:
+        async with batcher_for(model, BatchingPolicy(64, max_queue_delay_s=1.0)) as batcher:
+            await batcher.submit(rows(0))  # waits out the 0.25 s pause: nothing is known yet
+            started = time.monotonic()
+            for i in range(1, 6):
+                assert_own_rows(rows(i), await batcher.submit(rows(i)))
+            return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 0.25  # five requests, none of them waited the pause
+    assert model.batch_sizes == [1] * 6

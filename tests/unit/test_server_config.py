@@ -40,7 +40,7 @@ def test_defaults() -> None:
     assert settings.version_policy == "latest"
     assert settings.providers == ("cuda", "cpu")
     assert (settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size,
-            settings.instances) == (256, 2.0, 4096, 1)
+            settings.instances) == (256, 4.0, 4096, 1)
     assert (settings.intra_op_threads, settings.inter_op_threads) == (1, 1)
     assert settings.graph_optimization == "all"
     assert settings.model_control and settings.reflection
