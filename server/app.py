@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +26,7 @@ from server.status import guard
 
 log = logging.getLogger(__name__)
 
+_CLOSE_MARGIN_S = 10.0
 INFERENCE_SERVICE = open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 CLASSIFIER_SERVICE = classification_pb2.DESCRIPTOR.services_by_name["Classifier"]
 
@@ -36,13 +40,21 @@ class AxonServer:
     models: ModelManager
     inference: InferenceServicer
     health: health.aio.HealthServicer
+    decoder: ThreadPoolExecutor
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` s, close the models."""
         self.inference.ready = False
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        await self.models.close()
+        try:
+            # Every call has ended; what is left is draining the batchers, which only a hung
+            # model execution could hold up.
+            await asyncio.wait_for(self.models.close(), timeout=grace + _CLOSE_MARGIN_S)
+        except TimeoutError:
+            log.error("models did not close within %.0f s of the grace period; stopping anyway",
+                      _CLOSE_MARGIN_S)
+        self.decoder.shutdown(wait=False)
 
 
 async def build_server(settings: ServerSettings) -> AxonServer:
@@ -62,8 +74,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     batching = BatchingPolicy(
         max_batch_size=settings.max_batch_size,
         max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-        max_queue_items=max(settings.max_queue_size, settings.max_batch_size),
-        instances=settings.instances)
+        max_queue_items=settings.max_queue_size, instances=settings.instances)
     health_servicer = health.aio.HealthServicer()
 
     async def report(name: str, serving: bool) -> None:
@@ -78,10 +89,12 @@ async def build_server(settings: ServerSettings) -> AxonServer:
                           batching, on_change=report)
     inference = InferenceServicer(models, model_control=settings.model_control,
                                   max_stream_in_flight=settings.max_stream_in_flight)
-    classifier = ClassifierServicer(models, max_image_pixels=settings.max_image_pixels,
+    # Image decoding runs here, off the event loop: a 49 KB PNG can declare 16 megapixels.
+    decoder = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="decode")
+    classifier = ClassifierServicer(models, decoder, max_image_pixels=settings.max_image_pixels,
                                     max_stream_in_flight=settings.max_stream_in_flight)
 
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(maximum_concurrent_rpcs=settings.max_concurrent_rpcs, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # gRPC shares ports by default; then a second server started on a busy port would
@@ -102,9 +115,9 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         port = server.add_insecure_port(settings.address)
     except RuntimeError as exc:
         raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
-    await server.start()
-    running = AxonServer(server, port, models, inference, health_servicer)
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    running = AxonServer(server, port, models, inference, health_servicer, decoder)
     names = list(settings.models) or repository.model_names()
     if not names:
         log.warning("the model repository %s holds no models; load them later with "

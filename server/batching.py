@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ import numpy.typing as npt
 from server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
+    ModelExecutionError,
     QueueFullError,
     ServingError,
     ShuttingDownError,
@@ -71,10 +73,6 @@ class BatchObserver(Protocol):
 
     def request_dropped(self) -> None:
         ...
-
-
-class ModelExecutionError(ServingError):
-    """The model raised while running a batch (a bug or a broken model, not the caller's)."""
 
 
 class _Request:
@@ -140,17 +138,23 @@ class DynamicBatcher:
             self._wakeup.set()
         return await future
 
-    async def close(self) -> None:
-        """Refuse new requests, finish the queued ones, then stop the workers."""
+    def refuse_new(self) -> None:
+        """From now on ``submit`` raises ShuttingDownError; queued requests still run."""
         self._closed = True
         self._wakeup.set()
-        while self._queue or self._running:
-            self._idle.clear()
-            await self._idle.wait()
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+
+    async def close(self) -> None:
+        """Refuse new requests, finish the queued ones, then stop the workers."""
+        self.refuse_new()
+        try:
+            while self._queue or self._running:
+                self._idle.clear()
+                await self._idle.wait()
+        finally:  # also when cancelled: never leave workers or threads behind
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._executor.shutdown(wait=False)
 
     async def _work(self) -> None:
         while True:
@@ -164,6 +168,8 @@ class DynamicBatcher:
                 self._running += 1
                 try:
                     await self._run(batch)
+                except Exception as exc:  # a bug here must not leave the model without a worker
+                    self._fail(batch, exc)
                 finally:
                     self._running -= 1
             if not self._queue and not self._running:
@@ -227,18 +233,7 @@ class DynamicBatcher:
             outputs, gather_ns, infer_ns = await loop.run_in_executor(
                 self._executor, self._gather_and_execute, [r.inputs for r in batch])
         except Exception as exc:
-            items = sum(r.items for r in batch)
-            if isinstance(exc, ServingError):
-                error: ServingError = exc
-            else:
-                # The model's own error text can name files and internals: it goes to the log,
-                # the callers get the fact and where to look.
-                log.error("model %s failed on a batch of %d", self._name, items, exc_info=exc)
-                error = ModelExecutionError(f"model {self._name} failed on a batch of {items}; "
-                                            "the server log has the details")
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
+            self._fail(batch, exc)
             return
         scatter_start = time.monotonic_ns()
         start = 0
@@ -251,6 +246,23 @@ class DynamicBatcher:
         if self._observer is not None:
             self._observer.batch_executed(start, gather_ns, infer_ns,
                                           time.monotonic_ns() - scatter_start)
+
+    def _fail(self, batch: list[_Request], exc: Exception) -> None:
+        """Answer every request of ``batch`` with the error (logged unless a ServingError)."""
+        items = sum(r.items for r in batch)
+        if isinstance(exc, ServingError):
+            error: ServingError = exc
+        else:
+            # The model's own error text can name files and internals: it goes to the log,
+            # the callers get the fact and where to look.
+            incident = uuid.uuid4().hex[:12]
+            log.error("incident %s: model %s failed on a batch of %d", incident, self._name,
+                      items, exc_info=exc)
+            error = ModelExecutionError(f"model {self._name} failed on a batch of {items} "
+                                        f"(incident {incident}); the server log has the details")
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(error)
 
     def _gather_and_execute(self, inputs: list[Array]) -> tuple[Sequence[Array], int, int]:
         started = time.monotonic_ns()

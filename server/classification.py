@@ -7,7 +7,8 @@ the training images were, so callers send pictures, not tensors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +18,6 @@ from axon.preprocessing import ImageDecodeError, fit_pixels, load_image
 from server.errors import InvalidInputError
 from server.model import ServedModel
 
-# Decoding a large photo takes tens of milliseconds; below this many encoded bytes per request
-# it takes microseconds and a thread hop would cost more than it saves.
-_DECODE_INLINE_BYTES = 256 * 1024
 PROBABILITIES_OUTPUT = "probabilities"
 
 
@@ -44,30 +42,41 @@ class ClassScore:
     probability: float
 
 
-async def classify(model: ServedModel, images: Sequence[ImageInput], top_k: int,
-                   max_image_pixels: int, deadline: float | None = None,
-                   ) -> list[list[ClassScore]]:
-    """The ``top_k`` most probable classes of each image, most probable first."""
+async def classify(resolve: Callable[[], ServedModel], images: Sequence[ImageInput],
+                   top_k: int, *, max_image_pixels: int, decoder: Executor,
+                   deadline: float | None = None,
+                   ) -> tuple[ServedModel, list[list[ClassScore]]]:
+    """The ``top_k`` most probable classes of each image, most probable first, and the model
+    version that answered. ``resolve`` names the model; images decode on ``decoder``."""
+    model = resolve()
+    _check_request(model, images, top_k)
+    loop = asyncio.get_running_loop()
+    pixels = await loop.run_in_executor(decoder, decode_images, model, images, max_image_pixels)
+    current = resolve()
+    if current is not model:  # reloaded while the images decoded: the old one is closing
+        _check_request(current, images, top_k)
+        if current.card.preprocessing != model.card.preprocessing:
+            pixels = await loop.run_in_executor(decoder, decode_images, current, images,
+                                                max_image_pixels)
+        model = current
+    outputs = await model.infer(model.card.preprocessing.apply(pixels), deadline)
+    probabilities = _probabilities(model, outputs)
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     labels = model.card.labels
+    return model, [[ClassScore(int(i), labels[i], float(row[i])) for i in order]
+                   for row, order in zip(probabilities, ranked, strict=True)]
+
+
+def _check_request(model: ServedModel, images: Sequence[ImageInput], top_k: int) -> None:
+    classes = len(model.card.labels)
     if not images:
         raise InvalidInputError("the request holds no images")
     if len(images) > model.policy.max_batch_size:
-        raise InvalidInputError(f"the request holds {len(images)} images; model {model.name} takes "
-                                f"at most {model.policy.max_batch_size} per request")
-    if not 1 <= top_k <= len(labels):
-        raise InvalidInputError(f"top_k must be between 1 and {len(labels)} (the number of classes "
+        raise InvalidInputError(f"the request holds {len(images)} images; model {model.name} "
+                                f"takes at most {model.policy.max_batch_size} per request")
+    if not 1 <= top_k <= classes:
+        raise InvalidInputError(f"top_k must be between 1 and {classes} (the number of classes "
                                 f"of {model.name}), got {top_k}")
-    encoded_bytes = sum(len(i) for i in images if isinstance(i, bytes))
-    if encoded_bytes > _DECODE_INLINE_BYTES:
-        pixels = await asyncio.to_thread(decode_images, model, images, max_image_pixels)
-    else:
-        pixels = decode_images(model, images, max_image_pixels)
-    batch = model.card.preprocessing.apply(pixels)
-    outputs = await model.infer(batch, deadline)
-    probabilities = _probabilities(model, outputs)
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-    return [[ClassScore(int(i), labels[i], float(row[i])) for i in order]
-            for row, order in zip(probabilities, ranked, strict=True)]
 
 
 def decode_images(model: ServedModel, images: Sequence[ImageInput],

@@ -34,7 +34,8 @@ def add_serve_command(commands: Any) -> None:
             serve.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
         elif typing.get_origin(annotation) is tuple:
-            serve.add_argument(flag, dest=name, type=_comma_list, metavar="A,B",
+            # Split by the settings' own validator, as for environment variables.
+            serve.add_argument(flag, dest=name, metavar="A,B",
                                help=help_text)
         elif typing.get_origin(annotation) is typing.Literal:
             serve.add_argument(flag, dest=name, choices=typing.get_args(annotation),
@@ -58,10 +59,6 @@ def _serve(args: argparse.Namespace) -> int:
     from server.main import serve
 
     return serve(settings_from(args))
-
-
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _show(value: object) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -64,6 +64,9 @@ class ServerSettings(BaseSettings):
                                   "height) the classification API decodes")
     max_stream_in_flight: int = Field(256, ge=1, description="requests answered at once per "
                                       "stream; reading pauses past it")
+    max_concurrent_rpcs: int = Field(4096, ge=1, description="calls (streams included) "
+                                     "served at once; more are refused with "
+                                     "RESOURCE_EXHAUSTED")
     model_control: bool = Field(True, description="allow RepositoryModelLoad/Unload")
     reflection: bool = Field(True, description="serve gRPC server reflection")
     grace_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long in-flight "
@@ -75,6 +78,13 @@ class ServerSettings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> ServerSettings:
+        if self.max_queue_size < self.max_batch_size:
+            raise ValueError(f"max_queue_size ({self.max_queue_size}) must be at least "
+                             f"max_batch_size ({self.max_batch_size})")
+        return self
 
     @field_validator("version_policy")
     @classmethod

@@ -8,11 +8,21 @@ gets INTERNAL with a message that leaks nothing.
 
 from __future__ import annotations
 
+import reprlib
 from typing import ClassVar
 
 import grpc
 
 from axon.errors import AxonError
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 80
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for an error message, cut to a readable length: names come from callers,
+    and a status message longer than gRPC's metadata limit would replace the real error."""
+    return _SHORT.repr(text)
 
 
 class ServingError(AxonError):
@@ -61,6 +71,10 @@ class ModelLoadError(ServingError):
     """A model version on disk cannot be loaded (corrupt file, no model card, bad config)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ModelExecutionError(ServingError):
+    """The model raised while running a batch: a bug or a broken model, not the caller's."""
 
 
 class ModelControlDisabledError(ServingError):

@@ -17,7 +17,8 @@ PLATFORM = "onnxruntime_onnx"
 
 
 class ServedModel:
-    """One loaded model version. ``infer`` validates nothing; call ``check_batch`` first."""
+    """One loaded model version. ``infer`` validates nothing: callers check the request's shape
+    (``check_shape``) before converting its contents, then the values (``check_values``)."""
 
     def __init__(self, name: str, version: int, runtime: ModelRuntime,
                  policy: BatchingPolicy) -> None:
@@ -46,19 +47,23 @@ class ServedModel:
     def provider(self) -> str:
         return self.runtime.provider
 
-    def check_batch(self, batch: Array) -> None:
-        """Raise InvalidInputError unless ``batch`` is float32 [N, *item shape], N allowed."""
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise InvalidInputError unless ``shape`` is [N, *item shape] with N allowed.
+
+        Checked on the declared shape, before any contents are converted: a request declaring
+        an absurd shape costs nothing.
+        """
         expected = f"[N, {', '.join(map(str, self.item_shape))}] with N from 1 to " \
                    f"{self.policy.max_batch_size}"
-        if batch.dtype != np.float32:
-            raise InvalidInputError(f"input {self.input_name!r} of {self.name} must be float32 "
-                                    f"(FP32), got {batch.dtype}")
-        if batch.ndim != 1 + len(self.item_shape) or batch.shape[1:] != self.item_shape:
+        if len(shape) != 1 + len(self.item_shape) or shape[1:] != self.item_shape:
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} must have shape "
-                                    f"{expected}, got {list(batch.shape)}")
-        if not 0 < len(batch) <= self.policy.max_batch_size:
-            raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {len(batch)} "
+                                    f"{expected}, got {list(shape)}")
+        if not 0 < shape[0] <= self.policy.max_batch_size:
+            raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {shape[0]} "
                                     f"items; expected {expected}")
+
+    def check_values(self, batch: Array) -> None:
+        """Raise InvalidInputError unless every value is finite."""
         if not np.isfinite(batch).all():
             bad = int(np.count_nonzero(~np.isfinite(batch)))
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {bad} NaN or "
@@ -78,6 +83,9 @@ class ServedModel:
             raise
         self.statistics.request_succeeded(len(batch), time.monotonic_ns() - started)
         return outputs
+
+    def refuse_new(self) -> None:
+        self.batcher.refuse_new()
 
     async def close(self) -> None:
         """Finish queued requests, then release the batcher's threads."""

@@ -21,7 +21,13 @@ from axon.model_repository import (
     ServingConfig,
 )
 from server.batching import BatchingPolicy
-from server.errors import InvalidInputError, ModelLoadError, ModelNotFoundError, ModelNotReadyError
+from server.errors import (
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    shown,
+)
 from server.model import ServedModel
 from server.runtime import ModelRuntime, SessionSettings
 
@@ -74,7 +80,7 @@ class VersionPolicy:
 class IndexEntry:
     name: str
     version: int
-    state: Literal["READY", "UNAVAILABLE"]
+    state: Literal["READY", "LOADING", "UNAVAILABLE"]
     reason: str = ""
 
 
@@ -102,18 +108,25 @@ class ModelManager:
         self._batching = batching
         self._on_change = on_change
         self._slots: dict[str, _ModelSlot] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def load(self, name: str) -> list[int]:
-        """Load, or reload from disk, the selected versions of ``name``; return them."""
+        """Load, or reload from disk, the selected versions of ``name``; return them.
+
+        Returns once the new versions serve; the replaced ones finish their queued requests in
+        the background (``close`` waits for them).
+        """
         try:
             on_disk = self.repository.versions(name)
-        except RepositoryError as exc:  # not a valid model name
-            raise ModelNotFoundError(str(exc)) from exc
+        except RepositoryError as exc:
+            raise InvalidInputError(str(exc)) from exc
         if not on_disk:
-            raise ModelNotFoundError(f"model {name!r} is not in the model repository "
+            raise ModelNotFoundError(f"model {shown(name)} is not in the model repository "
                                      f"{self.repository.root.name}")
         slot = self._slot(name)
         async with slot.lock:
+            if not slot.versions:
+                slot.reason = "loading"
             try:
                 fresh, selected = await self._build_selected(name, on_disk, slot)
             except ModelLoadError as exc:
@@ -124,8 +137,8 @@ class ModelManager:
             old, slot.versions, slot.reason = slot.versions, fresh, ""
             log.info("loaded %s version(s) %s on %s", name, _numbers(selected),
                      ", ".join(sorted({m.provider for m in fresh.values()})))
-        await self._changed(name, True)
-        await _close_all(old.values())
+            await self._changed(name, True)
+        self._retire(old.values())
         return selected
 
     async def _build_selected(self, name: str, on_disk: list[int], slot: _ModelSlot,
@@ -146,20 +159,32 @@ class ModelManager:
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name``; queued requests still get their answers."""
         slot = self._slots.get(name)
-        if slot is None or not slot.versions:
-            raise ModelNotFoundError(f"model {name!r} is not loaded")
+        if slot is None:
+            raise ModelNotFoundError(f"model {shown(name)} is not loaded")
         async with slot.lock:
+            if not slot.versions:
+                raise ModelNotFoundError(f"model {shown(name)} is not loaded")
             old, slot.versions, slot.reason = slot.versions, {}, "unloaded"
-        log.info("unloaded %s", name)
-        await self._changed(name, False)
-        await _close_all(old.values())
+            log.info("unloaded %s", name)
+            await self._changed(name, False)
+        self._retire(old.values())
 
     async def close(self) -> None:
-        for name, slot in self._slots.items():
-            if slot.versions:
+        """Stop serving everything; wait for every model to finish its queued requests."""
+        for slot in list(self._slots.values()):
+            async with slot.lock:
                 old, slot.versions, slot.reason = slot.versions, {}, "server stopping"
-                log.debug("closing %s", name)
-                await _close_all(old.values())
+            self._retire(old.values())
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    def _retire(self, models: Iterable[ServedModel]) -> None:
+        """Close replaced models in the background: a caller's deadline or cancellation must
+        not cut their draining short and leave their threads and sessions behind."""
+        for model in models:
+            model.refuse_new()
+            task = asyncio.create_task(model.close(), name=f"close {model.name} v{model.version}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     def get(self, name: str, version: str = "") -> ServedModel:
         """The loaded model version a request names; ``version`` empty means the highest."""
@@ -169,17 +194,18 @@ class ModelManager:
         slot = self._slots.get(name)
         if slot is None or not slot.versions:
             if slot is not None and slot.reason:
-                raise ModelNotReadyError(f"model {name!r} is not loaded ({slot.reason})")
-            raise ModelNotFoundError(f"unknown model {name!r}; loaded models: "
+                raise ModelNotReadyError(f"model {shown(name)} is not loaded ({slot.reason})")
+            raise ModelNotFoundError(f"unknown model {shown(name)}; loaded models: "
                                      f"{', '.join(self.loaded_names()) or 'none'}")
         if not version:
             return slot.versions[max(slot.versions)]
         if not _VERSION.fullmatch(version):
-            raise InvalidInputError(f"model version must be a positive integer, got {version!r}")
+            raise InvalidInputError("model version must be a positive integer, got "
+                                    f"{shown(version)}")
         served = slot.versions.get(int(version))
         if served is None:
-            raise ModelNotFoundError(f"model {name!r} has no loaded version {version} (loaded: "
-                                     f"{_numbers(slot.versions)})")
+            raise ModelNotFoundError(f"model {shown(name)} has no loaded version {version} "
+                                     f"(loaded: {_numbers(slot.versions)})")
         return served
 
     def loaded_names(self) -> list[str]:
@@ -200,6 +226,8 @@ class ModelManager:
             for version in sorted(set(self.repository.versions(name)) | set(loaded)):
                 if version in loaded:
                     entries.append(IndexEntry(name, version, "READY"))
+                elif slot and slot.reason == "loading":
+                    entries.append(IndexEntry(name, version, "LOADING"))
                 else:
                     reason = slot.reason if slot and slot.reason else \
                         f"not selected by version policy {slot.policy}" if slot and loaded \
@@ -241,10 +269,6 @@ class ModelManager:
                             path, runtime.card.name, runtime.card.version, name, version)
             built[version] = ServedModel(name, version, runtime, policy)
         return built
-
-
-async def _close_all(models: Iterable[ServedModel]) -> None:
-    await asyncio.gather(*(m.close() for m in models))
 
 
 def _numbers(versions: Iterable[int]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from typing import Any
 
 import grpc
@@ -21,9 +22,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
-    def __init__(self, models: ModelManager, *, max_image_pixels: int,
+    def __init__(self, models: ModelManager, decoder: Executor, *, max_image_pixels: int,
                  max_stream_in_flight: int = 256) -> None:
         self._models = models
+        self._decoder = decoder
         self._max_image_pixels = max_image_pixels
         self._max_stream_in_flight = max_stream_in_flight
 
@@ -54,9 +56,11 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
 
     async def _classify(self, request: pb.ClassifyRequest,
                         deadline: float | None) -> pb.ClassifyResponse:
-        model = self._model(request.model_name, request.model_version)
-        results = await classify(model, [_image(i, p) for p, i in enumerate(request.images)],
-                                 request.top_k or 1, self._max_image_pixels, deadline)
+        images = [_image(i, p) for p, i in enumerate(request.images)]
+        model, results = await classify(
+            lambda: self._model(request.model_name, request.model_version), images,
+            request.top_k or 1, max_image_pixels=self._max_image_pixels,
+            decoder=self._decoder, deadline=deadline)
         return pb.ClassifyResponse(
             model_name=model.name, model_version=str(model.version),
             results=[pb.ImageClassification(classes=[

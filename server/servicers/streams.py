@@ -16,9 +16,10 @@ async def answer_concurrently(requests: AsyncIterator[RequestT],
     """Yield ``answer(request)`` for each request, in completion order.
 
     ``answer`` must turn failures into responses itself: a stream carries many requests and one
-    bad request must not end it. At most ``max_in_flight`` requests are answered at once; past
-    that, reading stops, so a fast sender is slowed by flow control instead of filling memory.
-    When the caller goes away, unanswered requests are cancelled.
+    bad request must not end it. At most ``max_in_flight`` requests are being answered or
+    waiting for the caller to read their answers; past that, reading stops, so a sender that
+    does not read is slowed by flow control instead of filling memory. When the caller goes
+    away, unanswered requests are cancelled.
     """
     answers: asyncio.Queue[ResponseT] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)
@@ -26,9 +27,11 @@ async def answer_concurrently(requests: AsyncIterator[RequestT],
 
     async def run(request: RequestT) -> None:
         try:
-            answers.put_nowait(await answer(request))
-        finally:
+            response = await answer(request)
+        except BaseException:
             slots.release()
+            raise
+        answers.put_nowait(response)  # its slot is freed once the caller has taken it
 
     async def read() -> None:
         async for request in requests:
@@ -47,10 +50,12 @@ async def answer_concurrently(requests: AsyncIterator[RequestT],
             await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 yield getter.result()
+                slots.release()
                 continue
             getter.cancel()
             while not answers.empty():
                 yield answers.get_nowait()
+                slots.release()
             reader.result()  # re-raises what ended the reading, if anything did
             return
     finally:

@@ -8,7 +8,7 @@ import numpy as np
 
 from axon.protocol import open_inference_pb2 as pb
 from server.batching import Array
-from server.errors import InvalidInputError
+from server.errors import InvalidInputError, shown
 from server.model import ServedModel
 
 MODEL_DATATYPE = "FP32"
@@ -29,30 +29,31 @@ def requested_outputs(request: pb.ModelInferRequest, model: ServedModel) -> list
     indexes = []
     for output in request.outputs:
         if output.name not in model.output_names:
-            raise InvalidInputError(f"unknown output {output.name!r} requested; {model.name} has "
-                                    f"outputs {', '.join(map(repr, model.output_names))}")
+            outputs = ", ".join(map(repr, model.output_names))
+            raise InvalidInputError(f"unknown output {shown(output.name)} requested; "
+                                    f"{model.name} has outputs {outputs}")
         indexes.append(model.output_names.index(output.name))
     return indexes
 
 
 def request_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
-    """The request's input tensor as a float32 array the model accepts, or InvalidInputError."""
+    """The request's input tensor as a float32 array the model accepts, or InvalidInputError.
+
+    Names, datatype and the declared shape are checked before any contents are touched.
+    """
+    _refuse_unsupported(request)
     names = [tensor.name for tensor in request.inputs]
     if names != [model.input_name]:
         raise InvalidInputError(f"{_input_names_problem(names, model.input_name)}; {model.name} "
                                 f"takes {signature(model)}")
     tensor = request.inputs[0]
     if tensor.datatype != MODEL_DATATYPE:
-        raise InvalidInputError(f"input {tensor.name!r} has datatype "
-                                f"{tensor.datatype or '(none)'}; {model.name} takes "
-                                f"{signature(model)}")
+        given = shown(tensor.datatype) if tensor.datatype else "(none)"
+        raise InvalidInputError(f"input {tensor.name!r} has datatype {given}; {model.name} "
+                                f"takes {signature(model)}")
     shape = tuple(tensor.shape)
-    if not 1 <= len(shape) <= _MAX_RANK or any(d < 0 for d in shape):
-        raise InvalidInputError(f"input {tensor.name!r} has shape {list(shape)}; dimensions "
-                                f"must be non-negative and {model.name} takes "
-                                f"{signature(model)}")
+    model.check_shape(shape)
     count = math.prod(shape)
-    typed = tensor.contents.fp32_contents
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
             raise InvalidInputError(f"raw_input_contents has {len(request.raw_input_contents)} "
@@ -63,26 +64,52 @@ def request_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
         raw = request.raw_input_contents[0]
         if len(raw) != count * _FP32_BYTES:
             raise InvalidInputError(f"input {tensor.name!r} has {len(raw):,} bytes of raw "
-                                    f"contents; "
-                                    f"shape {list(shape)} of FP32 needs {count * _FP32_BYTES:,}")
+                                    f"contents; shape {list(shape)} of FP32 needs "
+                                    f"{count * _FP32_BYTES:,}")
         batch: Array = np.frombuffer(raw, dtype="<f4").reshape(shape)
     else:
+        typed = tensor.contents.fp32_contents
         if len(typed) != count:
             raise InvalidInputError(f"input {tensor.name!r} has {len(typed):,} fp32_contents "
                                     f"values; shape {list(shape)} needs {count:,}")
         batch = np.asarray(typed, dtype=np.float32).reshape(shape)
-    model.check_batch(batch)
+    model.check_values(batch)
     return batch
+
+
+# Parameters of Triton extensions Axon does not implement. Ignoring them would change what the
+# caller gets without telling it (raw tensors instead of class labels, no shared memory read).
+_UNSUPPORTED_PARAMETERS = {
+    "shared_memory_region": "the shared-memory extension",
+    "shared_memory_byte_size": "the shared-memory extension",
+    "shared_memory_offset": "the shared-memory extension",
+    "classification": "the classification extension (use axon.v1.Classifier)",
+    "sequence_id": "sequence batching",
+    "sequence_start": "sequence batching",
+    "sequence_end": "sequence batching",
+    "triton_enable_empty_final_response": "decoupled final responses",
+}
+
+
+def _refuse_unsupported(request: pb.ModelInferRequest) -> None:
+    maps = [request.parameters, *(t.parameters for t in request.inputs),
+            *(o.parameters for o in request.outputs)]
+    for parameters in maps:
+        for name in parameters:
+            if name in _UNSUPPORTED_PARAMETERS:
+                raise InvalidInputError(f"parameter {name!r} asks for "
+                                        f"{_UNSUPPORTED_PARAMETERS[name]}, which Axon does not "
+                                        "implement")
 
 
 def _input_names_problem(names: list[str], expected: str) -> str:
     if not names:
         return "the request has no inputs"
     if expected not in names:
-        return f"missing input {expected!r} (got {', '.join(map(repr, names))})"
+        return f"missing input {expected!r} (got {', '.join(map(shown, names))})"
     extra = [name for name in names if name != expected]
     if extra:
-        return f"unexpected inputs {', '.join(map(repr, extra))}"
+        return f"unexpected inputs {', '.join(map(shown, extra))}"
     return f"input {expected!r} is given {len(names)} times"
 
 

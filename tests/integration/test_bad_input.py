@@ -87,7 +87,7 @@ CASES = {
                           CODE.INVALID_ARGUMENT, "a model name is required"),
     "wrong dtype": Case(infer(model_name=DIGITS, inputs=[tensor([1, 784], "INT32")],
                               raw_input_contents=raw(GOOD.astype(np.int32))),
-                        CODE.INVALID_ARGUMENT, "has datatype INT32; mnist takes one input "
+                        CODE.INVALID_ARGUMENT, "has datatype 'INT32'; mnist takes one input "
                         "'input' FP32 [-1, 784]"),
     "wrong shape": Case(infer(model_name=DIGITS, inputs=[tensor([1, 783])],
                               raw_input_contents=raw(GOOD[:, :783])),
@@ -96,9 +96,25 @@ CASES = {
     "wrong rank": Case(infer(model_name=DIGITS, inputs=[tensor([784])],
                              raw_input_contents=raw(GOOD)),
                        CODE.INVALID_ARGUMENT, "got [784]"),
+    "absurd shape with no contents": Case(
+        infer(model_name=DIGITS, inputs=[tensor([0, 2**62, 2**62])], raw_input_contents=[b""]),
+        CODE.INVALID_ARGUMENT, "got [0, 4611686018427387904, 4611686018427387904]"),
+    "huge batch declared, nothing sent": Case(
+        infer(model_name=DIGITS, inputs=[tensor([2**40, 784])]),
+        CODE.INVALID_ARGUMENT, "holds 1099511627776 items"),
+    "a 100 kB model name": Case(infer(model_name="m" * 100_000, inputs=[tensor([1, 784])],
+                                      raw_input_contents=raw(GOOD)),
+                                CODE.NOT_FOUND, "unknown model 'mmmmmmmmmmmm"),
+    "a Triton extension parameter": Case(
+        infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
+              outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(
+                  name="probabilities",
+                  parameters={"classification": oip.InferParameter(int64_param=3)})]),
+        CODE.INVALID_ARGUMENT, "parameter 'classification' asks for the classification "
+        "extension (use axon.v1.Classifier), which Axon does not implement"),
     "negative dimension": Case(infer(model_name=DIGITS, inputs=[tensor([-1, 784])],
                                      raw_input_contents=raw(GOOD)),
-                               CODE.INVALID_ARGUMENT, "dimensions must be non-negative"),
+                               CODE.INVALID_ARGUMENT, "holds -1 items; expected [N, 784]"),
     "byte length not matching shape": Case(
         infer(model_name=DIGITS, inputs=[tensor([2, 784])], raw_input_contents=raw(GOOD)),
         CODE.INVALID_ARGUMENT, "has 3,136 bytes of raw contents; shape [2, 784] of FP32 "
@@ -176,6 +192,9 @@ CASES = {
         lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
             model_name="resnet")), CODE.NOT_FOUND, "model 'resnet' is not in the model "
         "repository"),
+    "load a model name that is a path": Case(
+        lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
+            model_name="../etc")), CODE.INVALID_ARGUMENT, "invalid model name '../etc'"),
     "load a corrupt model": Case(
         lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
             model_name=BROKEN)), CODE.FAILED_PRECONDITION,
@@ -216,6 +235,7 @@ def test_bad_input_gets_a_precise_status_and_the_server_carries_on(
     assert error.code() == case.code, error.details()
     assert case.message in (error.details() or ""), error.details()
     assert "Traceback" not in (error.details() or "")
+    assert len(error.details() or "") < 1000, "messages stay readable whatever the input"
     good = client.inference.ModelInfer(infer_request(DIGITS, GOOD), timeout=10)
     assert good.outputs[1].shape == [1, 10]
     assert len(client.classify([real_png()], model=DIGITS).results) == 1

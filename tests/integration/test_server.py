@@ -179,7 +179,7 @@ def test_list_models_reports_provider_and_batching(client: AxonClient) -> None:
     pets = described[(PETS, "1")]
     assert list(pets.labels) == ["cats", "dogs"] and pets.image_channels == 3
     assert pets.execution_provider == "CPUExecutionProvider"
-    assert described[(BATCHED, "1")].max_queue_delay_ms == pytest.approx(100)
+    assert described[(BATCHED, "1")].max_queue_delay_ms == pytest.approx(1000)
 
 
 def test_statistics_count_items_and_time(client: AxonClient, mnist: ImageDataset) -> None:

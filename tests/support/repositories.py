@@ -15,13 +15,13 @@ from training.train import TrainResult
 DIGITS = "mnist"
 """Two versions (same weights), served with version policy ``all``."""
 HOLD_DEADLINE, HOLD_CANCEL, HOLD_QUEUE = "hold-deadline", "hold-cancel", "hold-queue"
-"""Each holds its first request 500 ms (a quarter of a 2 s delay, the pause rule) and queues at
+"""Each holds its first request 1 s (a quarter of a 4 s delay, the pause rule) and queues at
 most 8 images: for deadlines, cancellation and overflow. One model per test, because after a
 lone request has run the batcher stops waiting (the lone-caller rule), so only a model that has
 not yet run holds a request for sure."""
 HOLDS = (HOLD_DEADLINE, HOLD_CANCEL, HOLD_QUEUE)
 BATCHED = "mnist-batched"
-"""Holds requests up to 100 ms: concurrent requests land in one batch."""
+"""Holds requests up to 1 s (250 ms without arrivals): concurrent requests land in one batch."""
 PETS = "pets"
 """An RGB cats-vs-dogs model trained on a generated image folder (16x16)."""
 BROKEN = "broken"
@@ -55,9 +55,9 @@ def build_serving_repository(root: Path, digits: TrainResult, pets: TrainResult)
     publish_run(digits, repository, DIGITS)
     (root / DIGITS / CONFIG_FILENAME).write_text(json.dumps({"version_policy": "all"}))
     for hold in HOLDS:
-        copy_model(repository, DIGITS, 1, hold, {"max_queue_delay_ms": 2000,
+        copy_model(repository, DIGITS, 1, hold, {"max_queue_delay_ms": 4000,
                                                  "max_batch_size": 8, "max_queue_size": 8})
-    copy_model(repository, DIGITS, 1, BATCHED, {"max_queue_delay_ms": 100})
+    copy_model(repository, DIGITS, 1, BATCHED, {"max_queue_delay_ms": 1000})
     publish_run(pets, repository, PETS)
     (root / BROKEN / "1").mkdir(parents=True)
     (root / BROKEN / "1" / MODEL_FILENAME).write_bytes(b"this is not an ONNX model")

@@ -16,10 +16,11 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from server.batching import Array, BatchingPolicy, DynamicBatcher, ModelExecutionError
+from server.batching import Array, BatchingPolicy, DynamicBatcher
 from server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
+    ModelExecutionError,
     QueueFullError,
     ShuttingDownError,
 )
@@ -268,7 +269,8 @@ def test_a_failing_execution_fails_its_whole_batch_and_the_batcher_goes_on(
                                             return_exceptions=True)
             for outcome in outcomes:
                 assert isinstance(outcome, ModelExecutionError)
-                assert "failed on a batch of 2; the server log has the details" in str(outcome)
+                assert "failed on a batch of 2 (incident " in str(outcome)
+                assert "the server log has the details" in str(outcome)
                 assert "boom" not in str(outcome)
             assert_own_rows(rows(3), await batcher.submit(rows(3)))
         assert model.batch_sizes == [2, 1]

@@ -9,8 +9,7 @@ import grpc
 import pytest
 
 from server import errors
-from server.batching import ModelExecutionError
-from server.errors import ServingError
+from server.errors import ModelExecutionError, ServingError
 from server.status import status_of
 
 CODES: dict[type[ServingError], grpc.StatusCode] = {

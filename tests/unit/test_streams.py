@@ -162,3 +162,27 @@ def test_a_cancelled_consumer_leaves_no_task_behind() -> None:
         assert [t for t in asyncio.all_tasks() if t is not me and not t.done()] == []
 
     asyncio.run(scenario())
+
+
+def test_a_caller_that_does_not_read_stops_the_reading() -> None:
+    """Answers waiting to be read count against the limit: a client that sends and never
+    reads cannot make the server hold more than ``max_in_flight`` answers."""
+    limit = 4
+    sender = Sender(range(100), stay_open=True)
+
+    async def answer(request: int) -> int:
+        return request
+
+    async def scenario() -> None:
+        replies = answer_concurrently(sender.stream(), answer, limit)
+        assert isinstance(replies, AsyncGenerator)
+        async with aclosing(replies) as answers:
+            first = await anext(answers)  # the caller reads one answer, then stops reading
+            await asyncio.sleep(0.05)
+            assert first == 0
+            # one read answer + `limit` unread ones + the one request that waits for a slot
+            assert sender.read <= limit + 2
+            await anext(answers)
+            await wait_until(lambda: sender.read == limit + 2)
+
+    asyncio.run(scenario())
