@@ -17,6 +17,7 @@ from server.errors import (
     ModelControlDisabledError,
     ModelNotFoundError,
     ServingError,
+    shown,
 )
 from server.model import PLATFORM, ServedModel
 from server.repository import ModelManager
@@ -159,7 +160,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _check_repository_name(self, name: str) -> None:
         served = self._models.repository.root.resolve().name
         if name and name != served:
-            raise ModelNotFoundError(f"unknown repository {name!r}; this server serves {served!r}")
+            raise ModelNotFoundError(f"unknown repository {shown(name)}; this server serves "
+                                     f"{served!r}")
 
     def _check_model_control(self, repository_name: str, parameters: Any,
                              allowed: tuple[str, ...] = ()) -> None:
@@ -169,7 +171,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._check_repository_name(repository_name)
         unsupported = sorted(set(parameters) - set(allowed))
         if unsupported:
-            raise InvalidInputError(f"unsupported parameters {', '.join(map(repr, unsupported))}; "
+            names = ", ".join(map(shown, unsupported))
+            raise InvalidInputError(f"unsupported parameters {names}; "
                                     "Axon loads models as the repository holds them (edit the "
                                     "model's config.json to change how it is served)")
 
