@@ -134,6 +134,10 @@ class ModelManager:
                 if not slot.versions:
                     slot.reason = f"failed to load: {message}"
                 raise ModelLoadError(message) from exc
+            except BaseException:  # e.g. the caller cancelled: the model is not half-loaded
+                if not slot.versions:
+                    slot.reason = "its load was cancelled"
+                raise
             old, slot.versions, slot.reason = slot.versions, fresh, ""
             log.info("loaded %s version(s) %s on %s", name, _numbers(selected),
                      ", ".join(sorted({m.provider for m in fresh.values()})))
