@@ -75,8 +75,8 @@ class ServedModel:
         try:
             outputs = await self.batcher.submit(batch, deadline)
         except asyncio.CancelledError:
-            # The caller went away (or its deadline passed): not a failure of the model.
-            self.statistics.request_cancelled()
+            # The caller went away (or its deadline passed): not a failure of the model, so
+            # not counted as one.
             raise
         except Exception:
             self.statistics.request_failed(time.monotonic_ns() - started)

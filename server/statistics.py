@@ -47,8 +47,6 @@ class ModelStatistics:
     compute_output: Duration = field(default_factory=Duration)
     dropped: int = 0
     """Requests dropped before execution: cancelled by the caller or past their deadline."""
-    cancelled: int = 0
-    """Requests whose caller cancelled (or whose deadline passed) before the answer."""
     batches: dict[int, BatchSizeStatistics] = field(default_factory=dict)
 
     def batch_executed(self, size: int, gather_ns: int, infer_ns: int, scatter_ns: int) -> None:
@@ -73,9 +71,6 @@ class ModelStatistics:
         self.inference_count += items
         self.success.add(elapsed_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
-
-    def request_cancelled(self) -> None:
-        self.cancelled += 1
 
     def request_failed(self, elapsed_ns: int) -> None:
         self.fail.add(elapsed_ns)
