@@ -166,3 +166,41 @@ def verdicts(rows: Sequence[Measurement]) -> list[str]:
                          "onnxruntime ceiling: "
                          + ("met" if m.images_per_second >= 100_000 else "MISSED"))
     return lines
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One scenario measured in alternating rounds on two servers that differ in one setting."""
+
+    generator: str
+    scenario: Scenario
+    variant: list[Measurement]
+    baseline: list[Measurement]
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def comparison_table(pairs: Sequence[Pair], variant: str, baseline: str) -> str:
+    """Medians over the rounds, and variant/baseline ratios (1.00: no difference)."""
+    lines = [f"variant: {variant}; baseline: {baseline}; medians of {len(pairs[0].variant)} "
+             "alternating rounds" if pairs else "no measurements",
+             "| load generator | callers x images | images/s baseline | images/s variant | "
+             "throughput ratio | p99 ms baseline | p99 ms variant | server CPU µs/request "
+             "baseline | variant | CPU ratio |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for pair in pairs:
+        rate = [_median([m.images_per_second for m in side])
+                for side in (pair.baseline, pair.variant)]
+        p99 = [_median([m.p99_ms for m in side]) for side in (pair.baseline, pair.variant)]
+        cpu = [_median([m.server_cpu_us_per_request or 0.0 for m in side])
+               for side in (pair.baseline, pair.variant)]
+        lines.append(
+            f"| {pair.generator} | {pair.scenario.callers}x{pair.scenario.images} | "
+            f"{rate[0]:,.0f} | {rate[1]:,.0f} | {rate[1] / rate[0]:.3f} | {p99[0]:.2f} | "
+            f"{p99[1]:.2f} | {cpu[0]:.1f} | {cpu[1]:.1f} | "
+            f"{cpu[1] / cpu[0] if cpu[0] else float('nan'):.3f} |")
+    return "\n".join(lines)

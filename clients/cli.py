@@ -9,9 +9,9 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from axon.errors import AxonError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from clients.client import AxonClient, AxonClientError
 from clients.server_process import running_server
+
+if TYPE_CHECKING:
+    from clients.bench import Measurement, Scenario, Target
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 DEFAULT_ADDRESS = os.environ.get("AXON_SERVER", "127.0.0.1:8001")
@@ -58,6 +61,12 @@ def add_client_commands(commands: Any) -> None:
     bench.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the "
                        "in-process ceiling (match the server's --intra-op-threads)")
     bench.add_argument("--json-out", type=Path, help="also write the measurements here")
+    bench.add_argument("--baseline-args", metavar="FLAGS", help="A/B mode: also start a "
+                       "baseline server with these extra `axon serve` flags (e.g. "
+                       "'--no-metrics'), measure both in alternating rounds and print their "
+                       "ratios")
+    bench.add_argument("--rounds", type=int, default=3, help="A/B mode: rounds per scenario "
+                       "and server")
     bench.set_defaults(handler=_bench)
 
 
@@ -96,7 +105,8 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _server_for(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
+def _server_for(args: argparse.Namespace,
+                extra_flags: str = "") -> Iterator[tuple[str, int | None]]:
     if args.address:
         yield args.address, None
         return
@@ -105,21 +115,12 @@ def _server_for(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
                                "it first (make bench trains mnist-compact if missing)")
     with tempfile.TemporaryDirectory() as tmp, running_server(
             args.model_repository, Path(tmp) / "server.log", "--models", args.model,
-            *shlex.split(args.serve_args)) as server:
+            *shlex.split(args.serve_args), *shlex.split(extra_flags)) as server:
         yield server.address, server.process.pid
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from clients.bench import (
-        GENERATORS,
-        Scenario,
-        Target,
-        measure,
-        onnxruntime_ceiling,
-        save,
-        table,
-        verdicts,
-    )
+    from clients.bench import GENERATORS, Scenario, onnxruntime_ceiling, save, table, verdicts
     from clients.loadgen import h2load_available
 
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
@@ -129,33 +130,78 @@ def _bench(args: argparse.Namespace) -> int:
     if "h2load" in generators and not h2load_available():
         raise ClientUsageError("h2load is not installed (apt-get install nghttp2-client), or "
                                "pass --generators python")
+    if args.baseline_args is not None and args.address:
+        raise ClientUsageError("--baseline-args needs bench to start both servers: drop "
+                               "--address")
     scenarios = [Scenario.parse(s) for s in args.scenarios.split(",")]
-    rows = []
-    with _server_for(args) as (address, pid), AxonClient(address) as client:
-        client.wait_ready()
-        description = max((m for m in client.models() if m.name == args.model),
-                          key=lambda m: int(m.version))
-        path = args.model_repository / args.model / description.version / MODEL_FILENAME
-        metadata = client.model_metadata(args.model, description.version)
-        shape = tuple(metadata.inputs[0].shape[1:])
+    with ExitStack() as stack:
+        target, path = _target(stack, args, "")
         rng = np.random.default_rng(0)
-        ceilings = {n: onnxruntime_ceiling(path, rng.random((n, *shape), dtype=np.float32),
-                                           args.threads)
-                    for n in sorted({s.images for s in scenarios})}
-        target = Target(client, args.model, description.version, shape, pid)
-        print(f"{args.model} v{description.version} on {description.execution_provider}, "
-              f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else ""),
-              file=sys.stderr)
+        ceilings = {n: onnxruntime_ceiling(
+            path, rng.random((n, *target.input_shape), dtype=np.float32), args.threads)
+            for n in sorted({s.images for s in scenarios})}
+        if args.baseline_args is not None:
+            baseline, _ = _target(stack, args, args.baseline_args)
+            _compare(args, target, baseline, generators=generators, scenarios=scenarios,
+                     ceilings=ceilings)
+            return 0
+        rows = []
         for generator in generators:
             for scenario in scenarios:
-                row = measure(target, scenario, generator, seconds=args.seconds,
-                              ceiling=ceilings[scenario.images])
-                rows.append(row)
-                print(f"  {generator} {scenario.callers}x{scenario.images}: "
-                      f"{row.images_per_second:,.0f} images/s, p99 {row.p99_ms:.1f} ms",
-                      file=sys.stderr)
+                rows.append(_measure_and_tell(target, scenario, generator, args.seconds,
+                                              ceilings[scenario.images]))
     print(table(rows))
     print("\n".join(verdicts(rows)))
     if args.json_out:
         save(rows, args.json_out)
     return 0
+
+
+def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tuple[Target, Path]:
+    """A ready server (started unless --address), its model, and the model's file."""
+    from clients.bench import Target
+
+    address, pid = stack.enter_context(_server_for(args, extra_flags))
+    client = stack.enter_context(AxonClient(address))
+    client.wait_ready()
+    description = max((m for m in client.models() if m.name == args.model),
+                      key=lambda m: int(m.version))
+    path = args.model_repository / args.model / description.version / MODEL_FILENAME
+    metadata = client.model_metadata(args.model, description.version)
+    shape = tuple(metadata.inputs[0].shape[1:])
+    print(f"{args.model} v{description.version} on {description.execution_provider}, "
+          f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else "")
+          + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
+    return Target(client, args.model, description.version, shape, pid), path
+
+
+def _measure_and_tell(target: Target, scenario: Scenario, generator: str, seconds: float,
+                      ceiling: float) -> Measurement:
+    from clients.bench import measure
+
+    row = measure(target, scenario, generator, seconds=seconds, ceiling=ceiling)
+    print(f"  {generator} {scenario.callers}x{scenario.images}: "
+          f"{row.images_per_second:,.0f} images/s, p99 {row.p99_ms:.1f} ms", file=sys.stderr)
+    return row
+
+
+def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
+             generators: list[str], scenarios: list[Scenario],
+             ceilings: dict[int, float]) -> None:
+    """Both servers on each scenario in alternating rounds (ABBA...), so drift in the machine's
+    speed falls on both sides alike."""
+    from clients.bench import Pair, comparison_table
+
+    pairs = []
+    for generator in generators:
+        for scenario in scenarios:
+            sides: dict[str, list[Measurement]] = {"variant": [], "baseline": []}
+            for round_index in range(args.rounds):
+                order = [("variant", variant), ("baseline", baseline)]
+                for side, target in order if round_index % 2 == 0 else order[::-1]:
+                    print(f"round {round_index + 1}, {side}:", file=sys.stderr, end="")
+                    sides[side].append(_measure_and_tell(
+                        target, scenario, generator, args.seconds, ceilings[scenario.images]))
+            pairs.append(Pair(generator, scenario, sides["variant"], sides["baseline"]))
+    print(comparison_table(pairs, args.serve_args or "default settings",
+                           f"{args.serve_args} {args.baseline_args}".strip()))

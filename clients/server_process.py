@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-_ANNOUNCE = re.compile(r"axon: serving \d+ model version\(s\) on [\d.]+:(\d+)")
+_ANNOUNCE = re.compile(r"axon: serving \d+ model version\(s\) on [\d.]+:(\d+)"
+                       r"(?:; metrics on http://[\d.]+:(\d+)/metrics)?$", re.MULTILINE)
 
 
 @dataclass
@@ -25,6 +26,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    metrics_port: int | None = None
+    """Port of the Prometheus endpoint on 127.0.0.1 (None: started with --no-metrics)."""
 
     @property
     def address(self) -> str:
@@ -44,21 +47,23 @@ def start_server(repository: Path, log_path: Path, *flags: str,
                  env: dict[str, str] | None = None, timeout: float = 60,
                  launcher: Sequence[str] = (sys.executable, "-m", "axon.cli"),
                  ) -> ServerProcess:
-    """``axon serve`` on 127.0.0.1, port 0; returns once it has announced its port.
+    """``axon serve`` on 127.0.0.1, port 0 (metrics too); returns once it has announced its
+    ports.
 
     ``launcher`` is the command that runs the ``axon`` CLI with the arguments that follow.
     """
     log = log_path.open("wb")
     process = subprocess.Popen(
         [*launcher, "serve", "--model-repository", str(repository),
-         "--address", "127.0.0.1:0", *flags],
+         "--address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0", *flags],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     log.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         match = _ANNOUNCE.search(log_path.read_text(errors="replace"))
         if match:
-            return ServerProcess(process, int(match[1]), log_path)
+            return ServerProcess(process, int(match[1]), log_path,
+                                 int(match[2]) if match[2] else None)
         if process.poll() is not None:
             raise ServerFailedError(f"axon serve exited with {process.returncode}:\n"
                                f"{log_path.read_text(errors='replace')}")

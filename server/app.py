@@ -11,13 +11,17 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
+from axon import __version__
 from axon.errors import AxonError
 from axon.model_repository import ModelRepository
 from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
 from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
 from server.batching import BatchingPolicy
 from server.config import ServerSettings
+from server.metrics import Metrics, MetricsEndpoint, serve_metrics
+from server.model_states import watch_models
 from server.repository import ModelManager, VersionPolicy
 from server.runtime import SessionSettings, resolve_providers
 from server.servicers.classification import ClassifierServicer
@@ -41,6 +45,8 @@ class AxonServer:
     inference: InferenceServicer
     health: health.aio.HealthServicer
     decoder: ThreadPoolExecutor
+    metrics: Metrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` s, close the models."""
@@ -55,6 +61,8 @@ class AxonServer:
             log.error("models did not close within %.0f s of the grace period; stopping anyway",
                       _CLOSE_MARGIN_S)
         self.decoder.shutdown(wait=False)
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.close)
 
 
 async def build_server(settings: ServerSettings) -> AxonServer:
@@ -85,14 +93,20 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         raise AxonError(f"model repository {settings.model_repository} is not a folder; train "
                         "a model first (axon train) or point --model-repository at one")
     repository = ModelRepository(settings.model_repository)
+    metrics = Metrics(CollectorRegistry(), server_version=__version__) if settings.metrics \
+        else None
     models = ModelManager(repository, VersionPolicy.parse(settings.version_policy), session,
-                          batching, on_change=report)
+                          batching, on_change=report, observer=metrics)
+    if metrics is not None:
+        watch_models(metrics, models, asyncio.get_running_loop())
     inference = InferenceServicer(models, model_control=settings.model_control,
-                                  max_stream_in_flight=settings.max_stream_in_flight)
+                                  max_stream_in_flight=settings.max_stream_in_flight,
+                                  metrics=metrics)
     # Image decoding runs here, off the event loop: a 49 KB PNG can declare 16 megapixels.
     decoder = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="decode")
     classifier = ClassifierServicer(models, decoder, max_image_pixels=settings.max_image_pixels,
-                                    max_stream_in_flight=settings.max_stream_in_flight)
+                                    max_stream_in_flight=settings.max_stream_in_flight,
+                                    metrics=metrics)
 
     server = grpc.aio.server(maximum_concurrent_rpcs=settings.max_concurrent_rpcs, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -102,9 +116,9 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         ("grpc.so_reuseport", 0),
     ])
     open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        guard(inference, INFERENCE_SERVICE), server)
+        guard(inference, INFERENCE_SERVICE, metrics), server)
     classification_pb2_grpc.add_ClassifierServicer_to_server(
-        guard(classifier, CLASSIFIER_SERVICE), server)
+        guard(classifier, CLASSIFIER_SERVICE, metrics), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection((
@@ -115,9 +129,17 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         port = server.add_insecure_port(settings.address)
     except RuntimeError as exc:
         raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
+    endpoint = None
+    if metrics is not None:
+        try:
+            endpoint = serve_metrics(metrics.registry, settings.metrics_address)
+        except OSError as exc:
+            raise AxonError(f"cannot serve metrics on {settings.metrics_address}: "
+                            f"{exc.strerror or exc}") from exc
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    running = AxonServer(server, port, models, inference, health_servicer, decoder)
+    running = AxonServer(server, port, models, inference, health_servicer, decoder, metrics,
+                         endpoint)
     names = list(settings.models) or repository.model_names()
     if not names:
         log.warning("the model repository %s holds no models; load them later with "
@@ -131,3 +153,4 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     inference.ready = True
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
     return running
+

@@ -63,7 +63,7 @@ class BatchingPolicy:
 
 
 class BatchObserver(Protocol):
-    """Told what the batcher did; implemented by the model's statistics."""
+    """Told what the batcher did; implemented by the model's statistics and metrics."""
 
     def batch_executed(self, size: int, gather_ns: int, infer_ns: int, scatter_ns: int) -> None:
         ...
@@ -71,8 +71,12 @@ class BatchObserver(Protocol):
     def request_dequeued(self, waited_ns: int) -> None:
         ...
 
-    def request_dropped(self) -> None:
-        ...
+    def request_dropped(self, expired: bool) -> None:
+        """A queued request was not run: its deadline had passed (``expired``) or its caller
+        cancelled."""
+
+    def request_refused(self) -> None:
+        """A request was refused because the queue was full."""
 
 
 class _Request:
@@ -124,6 +128,8 @@ class DynamicBatcher:
             raise InvalidInputError(f"a request must hold 1 to {self.policy.max_batch_size} items "
                                     f"for model {self._name}, got {items}")
         if self._queued_items + items > self.policy.max_queue_items:
+            if self._observer is not None:
+                self._observer.request_refused()
             raise QueueFullError(f"model {self._name} has {self._queued_items} items queued, the "
                                  f"bound is {self.policy.max_queue_items}; retry later")
         future: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
@@ -212,12 +218,15 @@ class DynamicBatcher:
         while self._queue and items + self._queue[0].items <= self.policy.max_batch_size:
             request = self._queue.popleft()
             self._queued_items -= request.items
-            if request.future.done():  # the caller cancelled
-                self._report_drop()
-            elif request.deadline is not None and request.deadline <= now:
+            expired = request.deadline is not None and request.deadline <= now
+            if request.future.done():
+                # Cancelled: by its caller, or by gRPC when the deadline passed (which gRPC
+                # usually notices before this does).
+                self._report_drop(expired)
+            elif expired:
                 request.future.set_exception(DeadlineExpiredError(
                     f"the deadline passed while the request waited for model {self._name}"))
-                self._report_drop()
+                self._report_drop(expired)
             else:
                 batch.append(request)
                 items += request.items
@@ -271,6 +280,6 @@ class DynamicBatcher:
         outputs = self._execute(batch)
         return outputs, gathered - started, time.monotonic_ns() - gathered
 
-    def _report_drop(self) -> None:
+    def _report_drop(self, expired: bool) -> None:
         if self._observer is not None:
-            self._observer.request_dropped()
+            self._observer.request_dropped(expired)

@@ -67,6 +67,11 @@ class ServerSettings(BaseSettings):
     max_concurrent_rpcs: int = Field(4096, ge=1, description="calls (streams included) "
                                      "served at once; more are refused with "
                                      "RESOURCE_EXHAUSTED")
+    metrics: bool = Field(True, description="serve Prometheus metrics at "
+                          "http://METRICS_ADDRESS/metrics and record them")
+    metrics_address: str = Field("0.0.0.0:8002", description="host:port of the Prometheus "
+                                 "metrics endpoint; port 0 picks a free port (printed at "
+                                 "start)")
     model_control: bool = Field(True, description="allow RepositoryModelLoad/Unload")
     reflection: bool = Field(True, description="serve gRPC server reflection")
     grace_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long in-flight "
@@ -101,7 +106,7 @@ class ServerSettings(BaseSettings):
             provider_name(alias)
         return value
 
-    @field_validator("address")
+    @field_validator("address", "metrics_address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
         host, _, port = value.rpartition(":")

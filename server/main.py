@@ -30,8 +30,11 @@ async def serve_until_stopped(settings: ServerSettings) -> None:
     host = settings.address.rpartition(":")[0]
     # One line on stdout, the contract for scripts (and tests) that start the server with
     # port 0 and need to know where it listens.
+    metrics = "" if running.metrics_endpoint is None else \
+        f"; metrics on http://{running.metrics_endpoint.host}:{running.metrics_endpoint.port}" \
+        "/metrics"
     print(f"axon: serving {len(running.models.loaded())} model version(s) on "
-          f"{host}:{running.port}", flush=True)
+          f"{host}:{running.port}{metrics}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

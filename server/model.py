@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from axon.model_card import ModelCard
-from server.batching import Array, BatchingPolicy, DynamicBatcher
+from server.batching import Array, BatchingPolicy, BatchObserver, DynamicBatcher
 from server.errors import InvalidInputError
 from server.runtime import ModelRuntime
 from server.statistics import ModelStatistics
@@ -21,13 +21,16 @@ class ServedModel:
     (``check_shape``) before converting its contents, then the values (``check_values``)."""
 
     def __init__(self, name: str, version: int, runtime: ModelRuntime,
-                 policy: BatchingPolicy) -> None:
+                 policy: BatchingPolicy, metrics: BatchObserver | None = None) -> None:
+        """``metrics``, when given, hears what the batcher does, as the statistics do."""
         self.name = name
         self.version = version
         self.runtime = runtime
         self.card: ModelCard = runtime.card
         self.statistics = ModelStatistics()
-        self.batcher = DynamicBatcher(runtime.run, policy, self.statistics, f"{name} v{version}")
+        observer: BatchObserver = self.statistics if metrics is None \
+            else _BothObservers(self.statistics, metrics)
+        self.batcher = DynamicBatcher(runtime.run, policy, observer, f"{name} v{version}")
         self.output_names = tuple(spec.name for spec in runtime.outputs)
 
     @property
@@ -90,3 +93,29 @@ class ServedModel:
     async def close(self) -> None:
         """Finish queued requests, then release the batcher's threads."""
         await self.batcher.close()
+
+
+class _BothObservers:
+    """Tells two observers what the batcher did."""
+
+    __slots__ = ("_first", "_second")
+
+    def __init__(self, first: BatchObserver, second: BatchObserver) -> None:
+        self._first = first
+        self._second = second
+
+    def batch_executed(self, size: int, gather_ns: int, infer_ns: int, scatter_ns: int) -> None:
+        self._first.batch_executed(size, gather_ns, infer_ns, scatter_ns)
+        self._second.batch_executed(size, gather_ns, infer_ns, scatter_ns)
+
+    def request_dequeued(self, waited_ns: int) -> None:
+        self._first.request_dequeued(waited_ns)
+        self._second.request_dequeued(waited_ns)
+
+    def request_dropped(self, expired: bool) -> None:
+        self._first.request_dropped(expired)
+        self._second.request_dropped(expired)
+
+    def request_refused(self) -> None:
+        self._first.request_refused()
+        self._second.request_refused()

@@ -10,9 +10,10 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from axon.model_repository import (
     MODEL_FILENAME,
@@ -20,7 +21,7 @@ from axon.model_repository import (
     RepositoryError,
     ServingConfig,
 )
-from server.batching import BatchingPolicy
+from server.batching import BatchingPolicy, BatchObserver
 from server.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -76,6 +77,19 @@ class VersionPolicy:
         return "specific:" + ",".join(map(str, self.versions))
 
 
+class ModelObserver(Protocol):
+    """Told of loads and given an observer for each version built (the server's metrics)."""
+
+    def for_model(self, model: str, version: int) -> BatchObserver:
+        ...
+
+    def model_loaded(self, model: str, seconds: float) -> None:
+        ...
+
+    def model_load_failed(self, model: str) -> None:
+        ...
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     name: str
@@ -100,13 +114,15 @@ class ModelManager:
 
     def __init__(self, repository: ModelRepository, policy: VersionPolicy,
                  session: SessionSettings, batching: BatchingPolicy,
-                 on_change: Callable[[str, bool], Awaitable[None]] | None = None) -> None:
+                 *, on_change: Callable[[str, bool], Awaitable[None]] | None = None,
+                 observer: ModelObserver | None = None) -> None:
         """``on_change(name, serving)`` is awaited after a model is loaded or unloaded."""
         self.repository = repository
         self.policy = policy
         self._session = session
         self._batching = batching
         self._on_change = on_change
+        self._observer = observer
         self._slots: dict[str, _ModelSlot] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -127,9 +143,12 @@ class ModelManager:
         async with slot.lock:
             if not slot.versions:
                 slot.reason = "loading"
+            started = time.perf_counter()
             try:
                 fresh, selected = await self._build_selected(name, on_disk, slot)
             except ModelLoadError as exc:
+                if self._observer is not None:
+                    self._observer.model_load_failed(name)
                 message = self._within_repository(str(exc))
                 if not slot.versions:
                     slot.reason = f"failed to load: {message}"
@@ -138,6 +157,8 @@ class ModelManager:
                 if not slot.versions:
                     slot.reason = "its load was cancelled"
                 raise
+            if self._observer is not None:
+                self._observer.model_loaded(name, time.perf_counter() - started)
             old, slot.versions, slot.reason = slot.versions, fresh, ""
             log.info("loaded %s version(s) %s on %s", name, _numbers(selected),
                      ", ".join(sorted({m.provider for m in fresh.values()})))
@@ -212,6 +233,10 @@ class ModelManager:
                                      f"(loaded: {_numbers(slot.versions)})")
         return served
 
+    def served_names(self) -> list[str]:
+        """Every model the server was asked to serve: loaded, loading, failed or unloaded."""
+        return sorted(self._slots)
+
     def loaded_names(self) -> list[str]:
         return sorted(name for name, slot in self._slots.items() if slot.versions)
 
@@ -271,7 +296,9 @@ class ModelManager:
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
                             path, runtime.card.name, runtime.card.version, name, version)
-            built[version] = ServedModel(name, version, runtime, policy)
+            built[version] = ServedModel(
+                name, version, runtime, policy,
+                None if self._observer is None else self._observer.for_model(name, version))
         return built
 
 

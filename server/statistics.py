@@ -64,8 +64,11 @@ class ModelStatistics:
     def request_dequeued(self, waited_ns: int) -> None:
         self.queue.add(waited_ns)
 
-    def request_dropped(self) -> None:
+    def request_dropped(self, expired: bool) -> None:
         self.dropped += 1
+
+    def request_refused(self) -> None:
+        """Refused at the door (queue full): counted as a failed request by ``ServedModel``."""
 
     def request_succeeded(self, items: int, elapsed_ns: int) -> None:
         self.inference_count += items

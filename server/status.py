@@ -3,26 +3,35 @@
 ``guard`` wraps every RPC method of a servicer when the server is built, so servicers raise
 ``ServingError`` and never catch. A ``ServingError`` ends the call with its own code and message;
 anything else is a bug, logged with its traceback under an incident id, and the caller gets
-INTERNAL with that id and nothing of the internals.
+INTERNAL with that id and nothing of the internals. Being where every call ends, it is also
+where calls are counted and timed (``Metrics.begin``/``end``); the messages of a stream are
+answered one by one through ``outcome_of``, which does the same for each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from server.errors import ServingError
 
+if TYPE_CHECKING:
+    from server.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 ServicerT = TypeVar("ServicerT")
+ResultT = TypeVar("ResultT")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def status_of(error: Exception, method: str = "") -> tuple[grpc.StatusCode, str]:
@@ -35,38 +44,86 @@ def status_of(error: Exception, method: str = "") -> tuple[grpc.StatusCode, str]
                                      "the server log has the details"
 
 
-def guard(servicer: ServicerT, service: ServiceDescriptor) -> ServicerT:
-    """Wrap each of ``service``'s methods on ``servicer`` with the error mapping, in place."""
+@dataclass(frozen=True)
+class Outcome(Generic[ResultT]):
+    """A result, or the status code and message the caller gets instead."""
+
+    result: ResultT | None = None
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    message: str = ""
+
+
+async def outcome_of(work: Callable[[], Awaitable[ResultT]], method: str,
+                     metrics: Metrics | None, context: Context) -> Outcome[ResultT]:
+    """Run one request of a stream: its errors become an outcome, never end the stream."""
+    call = None if metrics is None else metrics.begin(method)
+    code = grpc.StatusCode.OK
+    try:
+        result = await work()
+    except asyncio.CancelledError:
+        code = _cancelled_code(context)
+        raise
+    except Exception as error:  # one failed request must not end the stream
+        code, message = status_of(error, method)
+        return Outcome(code=code, message=message)
+    finally:
+        if call is not None and metrics is not None:
+            metrics.end(call, code.name)
+    return Outcome(result)
+
+
+def guard(servicer: ServicerT, service: ServiceDescriptor,
+          metrics: Metrics | None = None) -> ServicerT:
+    """Wrap each of ``service``'s methods on ``servicer`` with the error mapping, in place.
+
+    With ``metrics``, unary calls are also counted and timed; streams count their messages
+    themselves (see ``outcome_of``).
+    """
     for method in service.methods:
         behaviour = getattr(servicer, method.name)
         full_name = f"/{service.full_name}/{method.name}"
         if inspect.isasyncgenfunction(behaviour):
             setattr(servicer, method.name, _guard_stream(behaviour, full_name))
         else:
-            setattr(servicer, method.name, _guard_unary(behaviour, full_name))
+            setattr(servicer, method.name,
+                    _guard_unary(behaviour, full_name, method.name, metrics))
     return servicer
 
 
-def _guard_unary(behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
-                 method: str) -> Callable[..., Awaitable[Any]]:
+def _guard_unary(behaviour: Callable[[Any, Context], Awaitable[Any]], full_name: str,
+                 method: str, metrics: Metrics | None) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(behaviour)
-    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def guarded(request: Any, context: Context) -> Any:
+        call = None if metrics is None else metrics.begin(method)
+        code = grpc.StatusCode.OK
         try:
             return await behaviour(request, context)
         except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = _cancelled_code(context)
             raise
         except Exception as error:  # the edge: every error becomes a status here
-            code, message = status_of(error, method)
+            code, message = status_of(error, full_name)
             await context.abort(code, message)
+        finally:
+            if call is not None and metrics is not None:
+                metrics.end(call, code.name)
     return guarded
 
 
-def _guard_stream(behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]],
-                                      AsyncIterator[Any]],
+def _cancelled_code(context: Context) -> grpc.StatusCode:
+    """Why a call was cancelled under us: its deadline passed, or its caller gave up."""
+    remaining = context.time_remaining()
+    return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 \
+        else grpc.StatusCode.CANCELLED
+
+
+def _guard_stream(behaviour: Callable[[Any, Context], AsyncIterator[Any]],
                   method: str) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(behaviour)
-    async def guarded(requests: Any, context: grpc.aio.ServicerContext[Any, Any],
-                      ) -> AsyncIterator[Any]:
+    async def guarded(requests: Any, context: Context) -> AsyncIterator[Any]:
         try:
             async for response in behaviour(requests, context):
                 yield response

@@ -12,19 +12,21 @@ from axon.protocol.v1 import classification_pb2 as pb
 from axon.protocol.v1 import classification_pb2_grpc as pb_grpc
 from server.classification import ImageInput, RawPixels, classify
 from server.errors import InvalidInputError
+from server.metrics import Metrics, attribute_call
 from server.model import ServedModel
 from server.repository import ModelManager
 from server.servicers.inference import deadline_of
 from server.servicers.streams import answer_concurrently
-from server.status import status_of
+from server.status import outcome_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     def __init__(self, models: ModelManager, decoder: Executor, *, max_image_pixels: int,
-                 max_stream_in_flight: int = 256) -> None:
+                 max_stream_in_flight: int = 256, metrics: Metrics | None = None) -> None:
         self._models = models
+        self._metrics = metrics
         self._decoder = decoder
         self._max_image_pixels = max_image_pixels
         self._max_stream_in_flight = max_stream_in_flight
@@ -38,13 +40,13 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         deadline = deadline_of(context)
 
         async def answer(message: pb.ClassifyStreamRequest) -> pb.ClassifyStreamResponse:
-            try:
-                return pb.ClassifyStreamResponse(
-                    id=message.id, response=await self._classify(message.request, deadline))
-            except Exception as error:  # one failed request must not end the stream
-                code, text = status_of(error, "ClassifyStream")
-                return pb.ClassifyStreamResponse(id=message.id, error=pb.Error(
-                    code=code.value[0], status=code.name, message=text))
+            outcome = await outcome_of(lambda: self._classify(message.request, deadline),
+                                       "ClassifyStream", self._metrics, context)
+            if outcome.result is not None:
+                return pb.ClassifyStreamResponse(id=message.id, response=outcome.result)
+            code = outcome.code
+            return pb.ClassifyStreamResponse(id=message.id, error=pb.Error(
+                code=code.value[0], status=code.name, message=outcome.message))
 
         async for response in answer_concurrently(request_iterator, answer,
                                                   self._max_stream_in_flight):
@@ -74,7 +76,9 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 raise InvalidInputError("model_name is required when the server has "
                                         f"{len(loaded)} models loaded ({', '.join(loaded)})")
             name = loaded[0]
-        return self._models.get(name, version)
+        model = self._models.get(name, version)
+        attribute_call(model.name, model.version)
+        return model
 
 
 def _image(image: pb.Image, position: int) -> ImageInput:

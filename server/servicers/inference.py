@@ -19,6 +19,7 @@ from server.errors import (
     ServingError,
     shown,
 )
+from server.metrics import Metrics, attribute_call
 from server.model import PLATFORM, ServedModel
 from server.repository import ModelManager
 from server.servicers.streams import answer_concurrently
@@ -29,7 +30,7 @@ from server.servicers.tensors import (
     requested_outputs,
 )
 from server.statistics import Duration, ModelStatistics
-from server.status import status_of
+from server.status import outcome_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVER_NAME = "axon"
@@ -44,8 +45,9 @@ def deadline_of(context: Context) -> float | None:
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, *, model_control: bool = True,
-                 max_stream_in_flight: int = 256) -> None:
+                 max_stream_in_flight: int = 256, metrics: Metrics | None = None) -> None:
         self._models = models
+        self._metrics = metrics
         self._model_control = model_control
         self._max_stream_in_flight = max_stream_in_flight
         self.ready = False
@@ -62,11 +64,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: Context) -> pb.ModelReadyResponse:
         try:
-            self._models.get(request.name, request.version)
+            model = self._models.get(request.name, request.version)
         except InvalidInputError:
             raise
         except ServingError:
             return pb.ModelReadyResponse(ready=False)
+        attribute_call(model.name, model.version)
         return pb.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
@@ -77,6 +80,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: Context) -> pb.ModelMetadataResponse:
         model = self._models.get(request.name, request.version)
+        attribute_call(model.name, model.version)
         runtime = model.runtime
         return pb.ModelMetadataResponse(
             name=model.name,
@@ -99,16 +103,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = deadline_of(context)
 
         async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
-            try:
-                return pb.ModelStreamInferResponse(
-                    infer_response=await self._infer(request, deadline))
-            except Exception as error:  # one failed request must not end the stream
-                code, message = status_of(error, "ModelStreamInfer")
-                return pb.ModelStreamInferResponse(
-                    error_message=f"{code.name}: {message}",
-                    infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name, model_version=request.model_version,
-                        id=request.id))
+            outcome = await outcome_of(lambda: self._infer(request, deadline),
+                                       "ModelStreamInfer", self._metrics, context)
+            if outcome.result is not None:
+                return pb.ModelStreamInferResponse(infer_response=outcome.result)
+            return pb.ModelStreamInferResponse(
+                error_message=f"{outcome.code.name}: {outcome.message}",
+                infer_response=pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version,
+                    id=request.id))
 
         async for response in answer_concurrently(request_iterator, answer,
                                                   self._max_stream_in_flight):
@@ -152,6 +155,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: pb.ModelInferRequest,
                      deadline: float | None) -> pb.ModelInferResponse:
         model = self._models.get(request.model_name, request.model_version)
+        attribute_call(model.name, model.version)
         batch = request_batch(request, model)
         indexes = requested_outputs(request, model)
         outputs = await model.infer(batch, deadline)

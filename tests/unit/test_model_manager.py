@@ -89,7 +89,7 @@ def run_with(repository: ModelRepository, scenario: Scenario,
     """Run ``scenario`` against a fresh manager, closed afterwards."""
     async def main() -> None:
         manager = ModelManager(repository, VersionPolicy.parse(policy), SessionSettings(),
-                               BATCHING, on_change)
+                               BATCHING, on_change=on_change)
         try:
             await scenario(manager)
         finally:

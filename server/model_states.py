@@ -1,0 +1,66 @@
+"""What the metrics report of the models at scrape time: states, providers, queue depths."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
+
+from server.metrics import Metrics, ModelState, ServedModelState
+from server.repository import ModelManager
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_SCRAPE_WAIT_S = 2.0
+
+
+def watch_models(metrics: Metrics, models: ModelManager,
+                 loop: asyncio.AbstractEventLoop) -> None:
+    """Let the metrics read model states and queue depths when scraped.
+
+    Scrapes arrive on the metrics server's thread; the manager belongs to the event loop, so
+    the snapshot is taken there (a scrape waits at most ``_SCRAPE_WAIT_S`` for it).
+    """
+    def versions() -> list[ModelState]:
+        loaded = {(m.name, m.version): m for m in models.loaded()}
+        states = []
+        for entry in models.index():
+            model = loaded.get((entry.name, entry.version))
+            states.append(ModelState(
+                entry.name, entry.version, entry.state,
+                provider=model.provider if model else "",
+                queued_items=model.batcher.queued_items if model else 0,
+                queue_capacity=model.policy.max_queue_items if model else 0))
+        return states
+
+    def served() -> list[ServedModelState]:
+        return [ServedModelState(name, bool(models.loaded(name)))
+                for name in models.served_names()]
+
+    metrics.state.versions = lambda: _on_loop(loop, versions, [])
+    metrics.state.models = lambda: _on_loop(loop, served, [])
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, read: Callable[[], T], otherwise: T) -> T:
+    """``read()`` run on ``loop``, from another thread; ``otherwise`` if the loop is gone or
+    does not get to it in time."""
+    result: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            result.set_result(read())
+        except Exception as exc:  # handed to the waiting thread
+            result.set_exception(exc)
+
+    try:
+        loop.call_soon_threadsafe(run)
+        return result.result(timeout=_SCRAPE_WAIT_S)
+    except RuntimeError:  # the loop is closed: the server is stopping
+        return otherwise
+    except TimeoutError:
+        log.warning("the event loop did not answer a metrics scrape within %.0f s",
+                    _SCRAPE_WAIT_S)
+        return otherwise
