@@ -1,17 +1,42 @@
-# Serving image: onnxruntime, no PyTorch. Models come from a mounted model repository.
-FROM python:3.11-slim
+# Two images from one file:
+#   docker build .                -> the serving image: onnxruntime, no PyTorch (the last stage)
+#   docker build --target train . -> the training image: PyTorch (CPU) to make models
+# Models pass between them through a mounted model repository (see docker-compose.yml).
+
+# The sources both images install, copied once.
+FROM python:3.11-slim AS source
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY axon ./axon
 COPY server ./server
 COPY clients ./clients
 COPY training ./training
+
+# Training image. Runs as root: it writes into a bind-mounted host folder whose owner it cannot
+# know; the serving image only reads it.
+FROM python:3.11-slim AS train
+# torch first, from the CPU index: PyPI's default wheel is a multi-GB CUDA build. Its own layer,
+# so editing the sources does not download it again.
+RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+WORKDIR /app
+COPY --from=source /app ./
+RUN pip install --no-cache-dir '.[train]'
+ENV AXON_MODEL_REPOSITORY=/models
+ENTRYPOINT ["axon"]
+CMD ["quickstart", "--no-serve"]
+
+# Serving image: onnxruntime, no PyTorch. Models come from a mounted model repository.
+# Keep this stage last: it is what `docker build .` produces.
+FROM python:3.11-slim AS serve
+WORKDIR /app
+COPY --from=source /app ./
 # Base install only: the training extra (torch) is deliberately left out.
 RUN pip install --no-cache-dir . && useradd --system --no-create-home axon
 USER axon
 ENV AXON_MODEL_REPOSITORY=/models
 VOLUME ["/models"]
-EXPOSE 8001
+# gRPC, and Prometheus metrics at /metrics (ServerSettings.address / .metrics_address).
+EXPOSE 8001 8002
 # grpc.health.v1 over the real port: the same check a Kubernetes gRPC probe makes.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \

@@ -1,0 +1,303 @@
+"""The deployment files agree with each other and with the code they deploy.
+
+No Docker engine runs here, so these read the files: Prometheus's own ``promtool`` checks the
+configuration, the alerts and their unit tests (and parses every dashboard query); the rest
+cross-checks ports, paths, datasource uids and entry points between the Dockerfile, the compose
+file, the Prometheus and Grafana files and ``ServerSettings``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from axon.cli import build_parser
+from clients.server_process import start_server
+from server.config import ServerSettings
+from tests.support.deploy_files import (
+    ALERTS_FILE,
+    ALERTS_TEST_FILE,
+    COMPOSE_FILE,
+    DASHBOARD_FILE,
+    DASHBOARD_PROVIDER_FILE,
+    DATASOURCES_FILE,
+    GPU_PANEL_TITLES,
+    LAYOUT_PANEL_TYPES,
+    PROMETHEUS_CONFIG,
+    REPO_ROOT,
+    alert_rules,
+    bind_mounts,
+    dashboard,
+    dashboard_expressions,
+    dashboard_panels,
+    dockerfile_stages,
+    env_values,
+    exec_form,
+    host_path,
+    is_gpu_expression,
+    load_yaml,
+    port_mappings,
+    substitute_variables,
+    volume_entries,
+)
+
+SERVICES = ("train", "axon", "prometheus", "grafana")
+
+
+def default_port(field: str) -> int:
+    """The port of a ServerSettings address default (not the environment's override)."""
+    address: str = ServerSettings.model_fields[field].default
+    return int(address.rpartition(":")[2])
+
+
+GRPC_PORT, METRICS_PORT = default_port("address"), default_port("metrics_address")
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run promtool from the repository root; its absence is a failure, not a skip."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is not on PATH: install Prometheus's tools (Debian/Ubuntu: "
+                    "apt-get install prometheus)")
+    return subprocess.run([path, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def assert_promtool_ok(*args: str) -> None:
+    result = promtool(*args)
+    assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = load_yaml(COMPOSE_FILE)
+    return loaded
+
+
+def service(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = compose()["services"][name]
+    return found
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+@pytest.mark.external
+def test_prometheus_config_is_valid() -> None:
+    assert_promtool_ok("check", "config", str(PROMETHEUS_CONFIG.relative_to(REPO_ROOT)))
+
+
+@pytest.mark.external
+def test_alert_rules_are_valid() -> None:
+    assert_promtool_ok("check", "rules", str(ALERTS_FILE.relative_to(REPO_ROOT)))
+
+
+@pytest.mark.external
+def test_alert_unit_tests_pass() -> None:
+    assert_promtool_ok("test", "rules", str(ALERTS_TEST_FILE.relative_to(REPO_ROOT)))
+
+
+def test_every_alert_is_tested_firing_and_silent() -> None:
+    cases = [case for test in load_yaml(ALERTS_TEST_FILE)["tests"]
+             for case in test.get("alert_rule_test", [])]
+    for name, _ in alert_rules():
+        outcomes = {bool(case.get("exp_alerts")) for case in cases if case["alertname"] == name}
+        assert outcomes == {True, False}, f"{name}: needs a case that fires and one that does not"
+
+
+def test_alerts_have_duration_severity_and_text() -> None:
+    rules = [rule for group in load_yaml(ALERTS_FILE)["groups"] for rule in group["rules"]]
+    assert rules
+    for rule in rules:
+        assert rule.get("for"), rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+
+
+@pytest.mark.external
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    """Each query, with Grafana's variables filled in, as a recording rule for promtool."""
+    rules = [{"record": f"axon_dashboard:query_{index}", "expr": substitute_variables(expr)}
+             for index, (_, expr) in enumerate(dashboard_expressions())]
+    rule_file = tmp_path / "dashboard_rules.yml"
+    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert_promtool_ok("check", "rules", str(rule_file))
+
+
+def test_prometheus_scrapes_the_axon_service_metrics_port() -> None:
+    config = load_yaml(PROMETHEUS_CONFIG)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [target for static in jobs["axon"]["static_configs"]
+               for target in static["targets"]]
+    assert "axon" in compose()["services"]
+    assert targets == [f"axon:{METRICS_PORT}"]
+    down = dict(alert_rules())["AxonTargetDown"]
+    assert 'job="axon"' in down, "AxonTargetDown must watch the scrape job's name"
+
+
+def test_prometheus_rule_files_exist() -> None:
+    rule_files = load_yaml(PROMETHEUS_CONFIG)["rule_files"]
+    assert rule_files
+    for name in rule_files:
+        assert not Path(name).is_absolute(), "relative, so promtool works outside the container"
+        assert (PROMETHEUS_CONFIG.parent / name).is_file(), name
+
+
+# --- compose ------------------------------------------------------------------------------------
+
+def test_compose_has_the_stack() -> None:
+    assert set(SERVICES) <= compose()["services"].keys()
+
+
+def test_axon_publishes_the_default_ports() -> None:
+    mappings = port_mappings(service("axon"))
+    assert (GRPC_PORT, GRPC_PORT) in mappings
+    assert (METRICS_PORT, METRICS_PORT) in mappings
+
+
+def test_mounted_folders_exist() -> None:
+    for name in ("prometheus", "grafana"):
+        mounts = bind_mounts(service(name))
+        assert mounts, name
+        for target, source in mounts.items():
+            assert source.exists(), f"{name}: {source} (mounted at {target}) is missing"
+
+
+def test_named_volumes_are_declared() -> None:
+    declared = (compose().get("volumes") or {}).keys()
+    for name, body in compose()["services"].items():
+        for source, _ in volume_entries(body):
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name}: volume {source} is not declared"
+
+
+def test_prometheus_reads_the_config_in_the_repository() -> None:
+    prometheus = service("prometheus")
+    flags = [arg for arg in prometheus["command"] if arg.startswith("--config.file=")]
+    assert len(flags) == 1
+    config = host_path(bind_mounts(prometheus), flags[0].partition("=")[2])
+    assert config == PROMETHEUS_CONFIG.resolve()
+
+
+def test_grafana_provisioning_and_dashboards_are_mounted_where_grafana_looks() -> None:
+    grafana = service("grafana")
+    mounts = bind_mounts(grafana)
+    provisioning = host_path(mounts, "/etc/grafana/provisioning")
+    assert provisioning is not None
+    assert provisioning / "datasources" / DATASOURCES_FILE.name == DATASOURCES_FILE.resolve()
+    provider_paths = [provider["options"]["path"]
+                      for provider in load_yaml(DASHBOARD_PROVIDER_FILE)["providers"]]
+    assert provider_paths, "no dashboard provider"
+    for path in provider_paths:
+        assert host_path(mounts, path) == DASHBOARD_FILE.parent.resolve(), path
+        assert path in mounts, f"{path} is not a mount target"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert host_path(mounts, home) == DASHBOARD_FILE.resolve()
+
+
+# --- Grafana dashboard --------------------------------------------------------------------------
+
+def test_panels_use_the_provisioned_datasource() -> None:
+    sources = load_yaml(DATASOURCES_FILE)["datasources"]
+    assert len(sources) == 1
+    expected = {"type": "prometheus", "uid": sources[0]["uid"]}
+    for variable in dashboard()["templating"]["list"]:
+        assert variable["datasource"] == expected, variable["name"]
+    for panel in dashboard_panels():
+        if panel["type"] in LAYOUT_PANEL_TYPES:
+            continue
+        assert panel["datasource"] == expected, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == expected, (panel["title"], target["refId"])
+
+
+def test_panel_ids_are_unique_and_fit_the_grid() -> None:
+    panels = dashboard_panels()
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+def test_query_panels_have_described_targets() -> None:
+    for panel in dashboard_panels():
+        if panel["type"] in LAYOUT_PANEL_TYPES:
+            continue
+        assert panel.get("description"), panel["title"]
+        assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
+        targets = panel.get("targets", [])
+        assert targets, panel["title"]
+        ref_ids = [target["refId"] for target in targets]
+        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
+        assert all(target.get("expr", "").strip() for target in targets), panel["title"]
+
+
+def test_gpu_panels_say_why_they_are_empty() -> None:
+    gpu_titles = {title for title, expr in dashboard_expressions() if is_gpu_expression(expr)}
+    assert gpu_titles == GPU_PANEL_TITLES
+    for panel in dashboard_panels():
+        if panel["title"] in GPU_PANEL_TITLES:
+            assert "no GPU" in panel["fieldConfig"]["defaults"]["noValue"], panel["title"]
+
+
+# --- Dockerfile ---------------------------------------------------------------------------------
+
+def test_the_axon_script_is_the_module_the_tests_launch() -> None:
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["axon"] == "axon.cli:main"
+    launcher = inspect.signature(start_server).parameters["launcher"].default
+    assert tuple(launcher[1:]) == ("-m", "axon.cli")
+
+
+def test_serving_image_runs_axon_serve() -> None:
+    final = dockerfile_stages()[-1]
+    entrypoint, cmd = final.last("ENTRYPOINT"), final.last("CMD")
+    assert entrypoint is not None and exec_form(entrypoint) == ["axon"]
+    assert cmd is not None and exec_form(cmd) == ["serve"]
+    assert service("axon")["command"] == exec_form(cmd)
+    build_parser().parse_args(exec_form(cmd))
+
+
+def test_compose_builds_the_right_stages() -> None:
+    stages = dockerfile_stages()
+    names = {stage.name for stage in stages}
+    axon_build, train_build = service("axon")["build"], service("train")["build"]
+    # No target, or the last stage by name: `docker build .` and compose agree.
+    assert isinstance(axon_build, str) or axon_build.get("target") in (None, stages[-1].name)
+    assert train_build["target"] in names
+    assert train_build["target"] != stages[-1].name
+    build_parser().parse_args(service("train")["command"])
+
+
+def test_serving_image_exposes_the_default_ports_and_checks_health() -> None:
+    final = dockerfile_stages()[-1]
+    exposed = {int(port.split("/")[0]) for args in final.arguments("EXPOSE")
+               for port in args.split()}
+    assert {GRPC_PORT, METRICS_PORT} <= exposed
+    healthcheck = final.last("HEALTHCHECK")
+    assert healthcheck is not None and f"127.0.0.1:{GRPC_PORT}" in healthcheck
+
+
+def test_serving_image_has_no_torch() -> None:
+    stages = dockerfile_stages()
+    by_name = {stage.name: stage for stage in stages if stage.name}
+    chain, stage = [stages[-1]], stages[-1]
+    while stage.base in by_name:  # FROM another stage inherits its packages
+        stage = by_name[stage.base]
+        chain.append(stage)
+    for link in chain:
+        for run in link.arguments("RUN"):
+            assert "torch" not in run.lower() and "[train]" not in run, run
+        for copy in link.arguments("COPY"):
+            assert "--from=train" not in copy, copy
+
+
+def test_serving_image_reads_the_mounted_repository() -> None:
+    repository = env_values(dockerfile_stages()[-1])["AXON_MODEL_REPOSITORY"]
+    assert repository in {target for _, target in volume_entries(service("axon"))}
