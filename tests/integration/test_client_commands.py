@@ -66,3 +66,27 @@ def test_bench_measures_both_generators_and_checks_the_server_counters(
         assert row["ceiling_images_per_second"] > row["images_per_second"]
     assert max(r["images_per_execution"] for r in rows if r["callers"] == 8) > 1
     assert "| h2load | 8 | 1 |" in result.stdout
+
+
+def test_bench_a_b_mode_alternates_two_servers_and_prints_ratios(
+        serving_repository: Path) -> None:
+    result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
+                  "--scenarios", "2x1", "--seconds", "0.3", "--generators", "python",
+                  "--rounds", "3", "--baseline-args=--no-metrics")
+    assert result.returncode == 0, result.stderr
+    assert "with --no-metrics" in result.stderr
+    rounds = re.findall(r"round (\d), (variant|baseline):", result.stderr)
+    assert rounds == [("1", "variant"), ("1", "baseline"), ("2", "baseline"),
+                      ("2", "variant"), ("3", "variant"), ("3", "baseline")]
+    assert "baseline: --no-metrics; medians of 3 alternating rounds" in result.stdout
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| python | 2x1 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    baseline, variant, ratio = (float(cell.replace(",", "")) for cell in cells[2:5])
+    assert baseline > 0 and variant > 0
+    assert abs(ratio - variant / baseline) < 0.01
+
+
+def test_bench_a_b_mode_refuses_a_running_server(server: ServerProcess) -> None:
+    result = axon("bench", "--address", server.address, "--baseline-args=--no-metrics")
+    assert result.returncode == 1
+    assert "--baseline-args needs bench to start both servers" in result.stderr
