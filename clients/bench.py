@@ -178,6 +178,14 @@ class Pair:
     baseline: list[Measurement]
 
 
+def save_pairs(pairs: Sequence[Pair], path: Path) -> None:
+    """Every round of an A/B run, both sides, as JSON."""
+    path.write_text(json.dumps([
+        {"generator": p.generator, "callers": p.scenario.callers, "images": p.scenario.images,
+         "variant": [asdict(m) for m in p.variant],
+         "baseline": [asdict(m) for m in p.baseline]} for p in pairs], indent=2) + "\n")
+
+
 def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2

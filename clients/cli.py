@@ -65,8 +65,8 @@ def add_client_commands(commands: Any) -> None:
                        "baseline server with these extra `axon serve` flags (e.g. "
                        "'--no-metrics'), measure both in alternating rounds and print their "
                        "ratios")
-    bench.add_argument("--rounds", type=int, default=3, help="A/B mode: rounds per scenario "
-                       "and server")
+    bench.add_argument("--rounds", type=_positive, default=3, help="A/B mode: rounds per "
+                       "scenario and server")
     bench.set_defaults(handler=_bench)
 
 
@@ -190,7 +190,7 @@ def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
              ceilings: dict[int, float]) -> None:
     """Both servers on each scenario in alternating rounds (ABBA...), so drift in the machine's
     speed falls on both sides alike."""
-    from clients.bench import Pair, comparison_table
+    from clients.bench import Pair, comparison_table, save_pairs
 
     pairs = []
     for generator in generators:
@@ -205,3 +205,12 @@ def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
             pairs.append(Pair(generator, scenario, sides["variant"], sides["baseline"]))
     print(comparison_table(pairs, args.serve_args or "default settings",
                            f"{args.serve_args} {args.baseline_args}".strip()))
+    if args.json_out:
+        save_pairs(pairs, args.json_out)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

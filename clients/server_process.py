@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-_ANNOUNCE = re.compile(r"axon: serving \d+ model version\(s\) on [\d.]+:(\d+)"
-                       r"(?:; metrics on http://[\d.]+:(\d+)/metrics)?$", re.MULTILINE)
+_ANNOUNCE = re.compile(r"axon: serving \d+ model version\(s\) on \S+:(\d+)"
+                       r"(?:; metrics on http://\S+:(\d+)/metrics)?$", re.MULTILINE)
 
 
 @dataclass

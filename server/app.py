@@ -51,18 +51,21 @@ class AxonServer:
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` s, close the models."""
         self.inference.ready = False
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
         try:
-            # Every call has ended; what is left is draining the batchers, which only a hung
-            # model execution could hold up.
-            await asyncio.wait_for(self.models.close(), timeout=grace + _CLOSE_MARGIN_S)
-        except TimeoutError:
-            log.error("models did not close within %.0f s of the grace period; stopping anyway",
-                      _CLOSE_MARGIN_S)
-        self.decoder.shutdown(wait=False)
-        if self.metrics_endpoint is not None:
-            await asyncio.to_thread(self.metrics_endpoint.close)
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(grace)
+            try:
+                # Every call has ended; what is left is draining the batchers, which only a
+                # hung model execution could hold up.
+                await asyncio.wait_for(self.models.close(), timeout=grace + _CLOSE_MARGIN_S)
+            except TimeoutError:
+                log.error("models did not close within %.0f s of the grace period; stopping "
+                          "anyway", _CLOSE_MARGIN_S)
+            self.decoder.shutdown(wait=False)
+        finally:
+            # Last, so Prometheus can watch the drain.
+            if self.metrics_endpoint is not None:
+                await asyncio.to_thread(self.metrics_endpoint.close)
 
 
 async def build_server(settings: ServerSettings) -> AxonServer:
@@ -129,15 +132,14 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         port = server.add_insecure_port(settings.address)
     except RuntimeError as exc:
         raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
-    endpoint = None
-    if metrics is not None:
-        try:
-            endpoint = serve_metrics(metrics.registry, settings.metrics_address)
-        except OSError as exc:
-            raise AxonError(f"cannot serve metrics on {settings.metrics_address}: "
-                            f"{exc.strerror or exc}") from exc
+    endpoint = None if metrics is None else _serve_metrics(metrics, settings.metrics_address)
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        if endpoint is not None:
+            endpoint.close()
+        raise
     running = AxonServer(server, port, models, inference, health_servicer, decoder, metrics,
                          endpoint)
     names = list(settings.models) or repository.model_names()
@@ -154,3 +156,10 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
     return running
 
+
+
+def _serve_metrics(metrics: Metrics, address: str) -> MetricsEndpoint:
+    try:
+        return serve_metrics(metrics.registry, address)
+    except OSError as exc:
+        raise AxonError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from exc

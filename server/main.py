@@ -30,9 +30,9 @@ async def serve_until_stopped(settings: ServerSettings) -> None:
     host = settings.address.rpartition(":")[0]
     # One line on stdout, the contract for scripts (and tests) that start the server with
     # port 0 and need to know where it listens.
-    metrics = "" if running.metrics_endpoint is None else \
-        f"; metrics on http://{running.metrics_endpoint.host}:{running.metrics_endpoint.port}" \
-        "/metrics"
+    endpoint = running.metrics_endpoint
+    metrics = "" if endpoint is None else \
+        f"; metrics on http://{_url_host(endpoint.host)}:{endpoint.port}/metrics"
     print(f"axon: serving {len(running.models.loaded())} model version(s) on "
           f"{host}:{running.port}{metrics}", flush=True)
     stop = asyncio.Event()
@@ -44,3 +44,8 @@ async def serve_until_stopped(settings: ServerSettings) -> None:
     await running.stop(settings.grace_seconds)
     log.info("stopped")
     sys.stdout.flush()
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a URL writes it: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host

@@ -14,6 +14,7 @@ serving path nothing. Rare events (model loads) use prometheus-client's own coll
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar, Token
@@ -66,11 +67,11 @@ class Call:
 _current_call: ContextVar[Call | None] = ContextVar("axon_current_call", default=None)
 
 
-def attribute_call(model: str, version: int) -> None:
-    """Label the request being answered in this task with the model version that answers it.
+def attribute_call(model: str, version: int | str = "") -> None:
+    """Label the request being answered in this task with the model (version) that answers it.
 
-    Servicers call this once they have resolved the model; a request that fails before that
-    (an unknown model, say) is counted with empty model and version labels.
+    Servicers call this as they resolve the model; a request that fails before a model is
+    known (an unknown model, say) is counted with empty model and version labels.
     """
     call = _current_call.get()
     if call is not None:
@@ -217,8 +218,6 @@ class Metrics:
     def end(self, call: Call, code: str) -> None:
         """Count ``call`` as finished with status ``code`` (a ``grpc.StatusCode`` name)."""
         elapsed = time.perf_counter() - call.started
-        if call.token is not None:
-            _current_call.reset(call.token)
         self._in_flight[call.method].dec()
         key = (call.model, call.version, call.method, code)
         children = self._calls.get(key)
@@ -227,6 +226,9 @@ class Metrics:
                 self.requests.child(*key), self.request_duration.child(*key[:3]))
         children[0].inc()
         children[1].observe(elapsed)
+        if call.token is not None:
+            with contextlib.suppress(ValueError):  # ended in another context: nothing to undo
+                _current_call.reset(call.token)
 
     def model_loaded(self, model: str, seconds: float) -> None:
         self.load_duration.labels(model).observe(seconds)

@@ -22,12 +22,22 @@ def watch_models(metrics: Metrics, models: ModelManager,
     """Let the metrics read model states and queue depths when scraped.
 
     Scrapes arrive on the metrics server's thread; the manager belongs to the event loop, so
-    the snapshot is taken there (a scrape waits at most ``_SCRAPE_WAIT_S`` for it).
+    the snapshot is taken there (a scrape waits at most ``_SCRAPE_WAIT_S`` for it), while the
+    repository's folders are listed on the scrape's own thread. A failure leaves those series
+    out of one scrape, never fails the scrape (which would read as the server being down).
     """
     def versions() -> list[ModelState]:
+        try:
+            on_disk = models.on_disk()
+        except OSError as exc:
+            log.warning("metrics: cannot list the model repository: %s", exc)
+            on_disk = {}
+        return _on_loop(loop, lambda: snapshot(on_disk), [])
+
+    def snapshot(on_disk: dict[str, list[int]]) -> list[ModelState]:
         loaded = {(m.name, m.version): m for m in models.loaded()}
         states = []
-        for entry in models.index():
+        for entry in models.index(on_disk):
             model = loaded.get((entry.name, entry.version))
             states.append(ModelState(
                 entry.name, entry.version, entry.state,
@@ -40,7 +50,7 @@ def watch_models(metrics: Metrics, models: ModelManager,
         return [ServedModelState(name, bool(models.loaded(name)))
                 for name in models.served_names()]
 
-    metrics.state.versions = lambda: _on_loop(loop, versions, [])
+    metrics.state.versions = versions
     metrics.state.models = lambda: _on_loop(loop, served, [])
 
 
@@ -57,10 +67,14 @@ def _on_loop(loop: asyncio.AbstractEventLoop, read: Callable[[], T], otherwise: 
 
     try:
         loop.call_soon_threadsafe(run)
-        return result.result(timeout=_SCRAPE_WAIT_S)
     except RuntimeError:  # the loop is closed: the server is stopping
         return otherwise
+    try:
+        return result.result(timeout=_SCRAPE_WAIT_S)
     except TimeoutError:
-        log.warning("the event loop did not answer a metrics scrape within %.0f s",
+        log.warning("metrics: the event loop did not answer a scrape within %.0f s",
                     _SCRAPE_WAIT_S)
+        return otherwise
+    except Exception:
+        log.exception("metrics: reading the model states failed")
         return otherwise

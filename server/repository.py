@@ -179,7 +179,11 @@ class ModelManager:
         if not selected:
             raise ModelLoadError(f"version policy {slot.policy} selects none of the versions "
                                  f"of {name!r} on disk ({_numbers(on_disk)})")
-        return await asyncio.to_thread(self._build, name, selected, config), selected
+        # Observers are made here, on the event loop: the metrics' collectors are only ever
+        # changed from the loop's thread.
+        observers = {version: self._observer.for_model(name, version) for version in selected} \
+            if self._observer is not None else {}
+        return await asyncio.to_thread(self._build, name, selected, config, observers), selected
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name``; queued requests still get their answers."""
@@ -234,8 +238,14 @@ class ModelManager:
         return served
 
     def served_names(self) -> list[str]:
-        """Every model the server was asked to serve: loaded, loading, failed or unloaded."""
-        return sorted(self._slots)
+        """The models the server means to serve: loaded, loading, or failed to load -- not
+        those unloaded on purpose (or never asked for)."""
+        return sorted(name for name, slot in self._slots.items()
+                      if slot.versions or slot.reason not in ("unloaded", "server stopping"))
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` was ever asked to be served (a bounded set: a label is safe)."""
+        return name in self._slots
 
     def loaded_names(self) -> list[str]:
         return sorted(name for name, slot in self._slots.items() if slot.versions)
@@ -246,13 +256,20 @@ class ModelManager:
         return [slot.versions[v] for n in names if (slot := self._slots.get(n))
                 for v in sorted(slot.versions)]
 
-    def index(self) -> list[IndexEntry]:
-        """Every version on disk or loaded, with its state."""
+    def on_disk(self) -> dict[str, list[int]]:
+        """Every model in the repository and its versions (reads the file system only, so any
+        thread may call it)."""
+        return {name: self.repository.versions(name) for name in self.repository.model_names()}
+
+    def index(self, on_disk: dict[str, list[int]] | None = None) -> list[IndexEntry]:
+        """Every version on disk (``on_disk``, read now if not given) or loaded, with its
+        state."""
+        disk = self.on_disk() if on_disk is None else on_disk
         entries: list[IndexEntry] = []
-        for name in sorted(set(self.repository.model_names()) | set(self.loaded_names())):
+        for name in sorted(set(disk) | set(self.loaded_names())):
             slot = self._slots.get(name)
             loaded = slot.versions if slot else {}
-            for version in sorted(set(self.repository.versions(name)) | set(loaded)):
+            for version in sorted(set(disk.get(name, ())) | set(loaded)):
                 if version in loaded:
                     entries.append(IndexEntry(name, version, "READY"))
                 elif slot and slot.reason == "loading":
@@ -278,8 +295,8 @@ class ModelManager:
     def _slot(self, name: str) -> _ModelSlot:
         return self._slots.setdefault(name, _ModelSlot())
 
-    def _build(self, name: str, versions: list[int],
-               config: ServingConfig) -> dict[int, ServedModel]:
+    def _build(self, name: str, versions: list[int], config: ServingConfig,
+               observers: dict[int, BatchObserver]) -> dict[int, ServedModel]:
         """Create the sessions (blocking: runs in a worker thread)."""
         base = self._batching
         batch_size = config.max_batch_size or base.max_batch_size
@@ -296,9 +313,8 @@ class ModelManager:
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
                             path, runtime.card.name, runtime.card.version, name, version)
-            built[version] = ServedModel(
-                name, version, runtime, policy,
-                None if self._observer is None else self._observer.for_model(name, version))
+            built[version] = ServedModel(name, version, runtime, policy,
+                                         observers.get(version))
         return built
 
 

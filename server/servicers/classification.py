@@ -12,10 +12,10 @@ from axon.protocol.v1 import classification_pb2 as pb
 from axon.protocol.v1 import classification_pb2_grpc as pb_grpc
 from server.classification import ImageInput, RawPixels, classify
 from server.errors import InvalidInputError
-from server.metrics import Metrics, attribute_call
+from server.metrics import Metrics
 from server.model import ServedModel
 from server.repository import ModelManager
-from server.servicers.inference import deadline_of
+from server.servicers.inference import deadline_of, resolve
 from server.servicers.streams import answer_concurrently
 from server.status import outcome_of
 
@@ -76,9 +76,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 raise InvalidInputError("model_name is required when the server has "
                                         f"{len(loaded)} models loaded ({', '.join(loaded)})")
             name = loaded[0]
-        model = self._models.get(name, version)
-        attribute_call(model.name, model.version)
-        return model
+        return resolve(self._models, name, version)
 
 
 def _image(image: pb.Image, position: int) -> ImageInput:

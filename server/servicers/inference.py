@@ -43,6 +43,17 @@ def deadline_of(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+def resolve(models: ModelManager, name: str, version: str) -> ServedModel:
+    """The model version a request names; the call is labelled with it for the metrics -- with
+    the name alone when a model the server knows cannot answer (unloaded, loading, no such
+    version), so an outage of that model shows under its name."""
+    if models.knows(name):
+        attribute_call(name)
+    model = models.get(name, version)
+    attribute_call(model.name, model.version)
+    return model
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, *, model_control: bool = True,
                  max_stream_in_flight: int = 256, metrics: Metrics | None = None) -> None:
@@ -64,12 +75,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: Context) -> pb.ModelReadyResponse:
         try:
-            model = self._models.get(request.name, request.version)
+            resolve(self._models, request.name, request.version)
         except InvalidInputError:
             raise
         except ServingError:
             return pb.ModelReadyResponse(ready=False)
-        attribute_call(model.name, model.version)
         return pb.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
@@ -79,8 +89,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: Context) -> pb.ModelMetadataResponse:
-        model = self._models.get(request.name, request.version)
-        attribute_call(model.name, model.version)
+        model = resolve(self._models, request.name, request.version)
         runtime = model.runtime
         return pb.ModelMetadataResponse(
             name=model.name,
@@ -154,8 +163,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest,
                      deadline: float | None) -> pb.ModelInferResponse:
-        model = self._models.get(request.model_name, request.model_version)
-        attribute_call(model.name, model.version)
+        model = resolve(self._models, request.model_name, request.model_version)
         batch = request_batch(request, model)
         indexes = requested_outputs(request, model)
         outputs = await model.infer(batch, deadline)

@@ -69,11 +69,16 @@ def test_bench_measures_both_generators_and_checks_the_server_counters(
 
 
 def test_bench_a_b_mode_alternates_two_servers_and_prints_ratios(
-        serving_repository: Path) -> None:
+        serving_repository: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ab.json"
     result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
                   "--scenarios", "2x1", "--seconds", "0.3", "--generators", "python",
-                  "--rounds", "3", "--baseline-args=--no-metrics")
+                  "--rounds", "3", "--baseline-args=--no-metrics", "--json-out", out)
     assert result.returncode == 0, result.stderr
+    (pair,) = json.loads(out.read_text())
+    assert (pair["generator"], pair["callers"], pair["images"]) == ("python", 2, 1)
+    assert len(pair["variant"]) == len(pair["baseline"]) == 3
+    assert all(row["errors"] == 0 for row in pair["variant"] + pair["baseline"])
     assert "with --no-metrics" in result.stderr
     rounds = re.findall(r"round (\d), (variant|baseline):", result.stderr)
     assert rounds == [("1", "variant"), ("1", "baseline"), ("2", "baseline"),

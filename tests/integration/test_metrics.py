@@ -7,7 +7,7 @@ these tests, and its counters start from zero.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -48,6 +48,18 @@ def metrics(server: ServerProcess) -> Scrape:
 
 def delta(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
     return after.value(name, **labels) - before.value(name, **labels)
+
+
+def poll(server: ServerProcess, condition: Callable[[Scrape], bool],
+         timeout: float = 10) -> Scrape:
+    """Scrape until ``condition`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = metrics(server)
+        if condition(page):
+            return page
+        assert time.monotonic() < deadline, "the metrics never showed the expected state"
+        time.sleep(0.02)
 
 
 def test_requests_are_counted_by_model_version_method_and_code(
@@ -121,10 +133,11 @@ def test_queue_depth_in_flight_and_a_full_queue_are_visible(
     assert before.value("axon_queue_capacity_items", **labels) == 8
     five = np.zeros((5, 784), np.float32)
     waiting = client.inference.ModelInfer.future(infer_request(HOLD_QUEUE, five), timeout=10)
-    time.sleep(0.3)
-    held = metrics(metered)
+    # The model holds a lone first request about 1 s: the overflow must come before that.
+    # (One scrape reads the in-flight gauge before the queue: poll until both show it.)
+    held = poll(metered, lambda page: page.value("axon_queue_items", **labels) == 5
+                and page.value("axon_in_flight_requests", method="ModelInfer") >= 1)
     assert held.value("axon_queue_items", **labels) == 5
-    assert held.value("axon_in_flight_requests", method="ModelInfer") >= 1
     with pytest.raises(grpc.RpcError) as error:
         client.inference.ModelInfer(infer_request(HOLD_QUEUE, five), timeout=10)
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -144,8 +157,9 @@ def test_an_expired_deadline_is_counted_as_a_rejection(
     with pytest.raises(grpc.RpcError) as error:
         client.inference.ModelInfer(infer_request(HOLD_DEADLINE, ONE), timeout=0.1)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    time.sleep(1.3)  # the batcher finds the dead request when the held batch is cut
-    after = metrics(metered)
+    # The batcher finds the dead request when the held batch is cut, about 1 s later.
+    after = poll(metered, lambda page: delta(before, page, "axon_rejected_requests_total",
+                                             reason="deadline_expired", **labels) >= 1)
     assert delta(before, after, "axon_rejected_requests_total", reason="deadline_expired",
                  **labels) == 1
     assert delta(before, after, "axon_requests_total", method="ModelInfer",
@@ -176,9 +190,19 @@ def test_model_state_provider_and_load_failures(metered: ServerProcess,
 
     client.inference.RepositoryModelUnload(oip.RepositoryModelUnloadRequest(model_name=DIGITS))
     try:
-        assert metrics(metered).get("axon_model_ready", model=DIGITS) == 0
+        unloaded = metrics(metered)
+        # Unloaded on purpose: not "not ready" (that would page someone), simply not served.
+        assert unloaded.get("axon_model_ready", model=DIGITS) is None
+        assert unloaded.get("axon_model_state", model=DIGITS, version="1",
+                            state="UNAVAILABLE") == 1
+        with pytest.raises(grpc.RpcError) as refused:
+            client.inference.ModelInfer(infer_request(DIGITS, ONE))
+        # Its outage shows under its own name, not as an anonymous error.
+        assert metrics(metered).value("axon_requests_total", model=DIGITS, version="",
+                                      method="ModelInfer", code="UNAVAILABLE") >= 1
     finally:
         client.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(model_name=DIGITS))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     reloaded = metrics(metered)
     assert reloaded.get("axon_model_ready", model=DIGITS) == 1
     assert reloaded.value("axon_model_load_duration_seconds_count", model=DIGITS) == 2

@@ -2,8 +2,8 @@
 
 Every PromQL expression of the Grafana dashboard and of the alert rules is sent to Prometheus'
 HTTP API while traffic flows: dashboard queries must return data (GPU queries: data exactly
-where NVML exists), alert rules must evaluate without error, and an alert must go pending when
-a model stops being ready.
+where NVML exists), alert rules must evaluate without error, an alert must go pending when a
+model fails to load, and none when a model is unloaded on purpose.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from tests.support.deploy_files import (
     is_gpu_expression,
     substitute_variables,
 )
-from tests.support.repositories import DIGITS, PETS
+from tests.support.repositories import BROKEN, DIGITS, PETS
 
 pytestmark = pytest.mark.external
 RATE_WINDOW = "15s"
@@ -184,8 +184,14 @@ def test_prometheus_scrapes_the_server_and_every_query_answers(
 
         has_gpu = load_nvml() is not None
         problems = []
-        for title, raw in dashboard_expressions():
-            expr = substitute_variables(raw, rate_interval=RATE_WINDOW, model=".*")
+        # With the model variable on All, and on one model (the common case in an incident).
+        queries = [(title, substitute_variables(raw, rate_interval=RATE_WINDOW, model=".*"))
+                   for title, raw in dashboard_expressions()]
+        queries += [(f"{title} [model={DIGITS}]",
+                     substitute_variables(raw, rate_interval=RATE_WINDOW, model=DIGITS))
+                    for title, raw in dashboard_expressions() if "$model" in raw]
+        assert len(queries) > len(dashboard_expressions()) + 10
+        for title, expr in queries:
             answer = prometheus.query(expr)
             if answer["status"] != "success":
                 problems.append(f"{title}: {expr}: {answer.get('error')}")
@@ -214,25 +220,43 @@ def test_every_alert_rule_evaluates_cleanly(axon: ServerProcess,
     assert {name for name, _ in rules} <= set(loaded)
     for name, _ in rules:
         assert loaded[name]["health"] == "ok", (name, loaded[name].get("lastError"))
-    firing = {alert["labels"]["alertname"]
-              for alert in prometheus.api("alerts")["data"]["alerts"]}
-    assert "AxonTargetDown" not in firing
+    # The target-down rule's own expression, live: the server is up, so it selects nothing.
+    (up,) = prometheus.query('up{job="axon"}')["data"]["result"]
+    assert up["value"][1] == "1"
+    assert prometheus.query(dict(rules)["AxonTargetDown"])["data"]["result"] == []
+    assert loaded["AxonTargetDown"]["state"] == "inactive"
 
 
-def test_an_unloaded_model_turns_its_not_ready_alert_pending(
+def test_a_failed_load_turns_the_not_ready_alert_pending(
         axon: ServerProcess, prometheus: Prometheus) -> None:
+    with AxonClient(axon.address) as client:
+        with pytest.raises(grpc.RpcError) as error:
+            client.inference.RepositoryModelLoad(
+                oip.RepositoryModelLoadRequest(model_name=BROKEN))
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    deadline = time.monotonic() + 30
+    pending: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not pending:
+        alerts = prometheus.api("alerts")["data"]["alerts"]
+        pending = [a for a in alerts if a["labels"]["alertname"] == "AxonModelNotReady"]
+        time.sleep(0.5)
+    assert pending, "AxonModelNotReady never went pending after the failed load"
+    assert {a["labels"]["model"] for a in pending} == {BROKEN}
+    assert pending[0]["state"] in {"pending", "firing"}
+
+
+def test_a_model_unloaded_on_purpose_raises_no_alert(axon: ServerProcess,
+                                                    prometheus: Prometheus) -> None:
     with AxonClient(axon.address) as client:
         client.inference.RepositoryModelUnload(oip.RepositoryModelUnloadRequest(model_name=PETS))
         try:
-            deadline = time.monotonic() + 30
-            pending: list[dict[str, Any]] = []
-            while time.monotonic() < deadline and not pending:
-                alerts = prometheus.api("alerts")["data"]["alerts"]
-                pending = [a for a in alerts if a["labels"]["alertname"] == "AxonModelNotReady"]
-                time.sleep(0.5)
-            assert pending, "AxonModelNotReady never went pending after the unload"
-            assert {a["labels"]["model"] for a in pending} == {PETS}
-            assert pending[0]["state"] in {"pending", "firing"}
+            # Several scrapes and rule evaluations (1 s each) after the unload.
+            wait_for_samples(prometheus, f'absent(axon_model_ready{{model="{PETS}"}})', 1)
+            time.sleep(3)
+            alerts = prometheus.api("alerts")["data"]["alerts"]
+            assert not [a for a in alerts if a["labels"].get("model") == PETS]
+            state = prometheus.query(f'axon_model_state{{model="{PETS}",state="UNAVAILABLE"}}')
+            assert [r["value"][1] for r in state["data"]["result"]] == ["1"]
         finally:
             client.inference.RepositoryModelLoad(
                 oip.RepositoryModelLoadRequest(model_name=PETS))
