@@ -14,6 +14,7 @@ import math
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -34,6 +35,7 @@ from clients.server_process import ServerProcess, running_server
 from server.gpu import load_nvml
 from tests.support.deploy_files import (
     ALERTS_FILE,
+    GRAFANA_DIR,
     PROMETHEUS_CONFIG,
     alert_rules,
     dashboard_expressions,
@@ -43,6 +45,7 @@ from tests.support.deploy_files import (
 from tests.support.repositories import BROKEN, DIGITS, PETS
 
 pytestmark = pytest.mark.external
+PREVIEW = GRAFANA_DIR / "preview.py"
 RATE_WINDOW = "15s"
 """What Grafana's ``$__rate_interval`` becomes here: several 1 s scrapes."""
 
@@ -204,6 +207,20 @@ def test_prometheus_scrapes_the_server_and_every_query_answers(
                 problems.append(f"{title}: no data: {expr} -> {answer['data']['result']}")
         assert not problems, "\n".join(problems)
         assert traffic.sent > 0
+
+
+def test_the_dashboard_preview_renders_from_the_live_prometheus(
+        axon: ServerProcess, prometheus: Prometheus, tmp_path: Path) -> None:
+    """deploy/grafana/preview.py (the README's picture) runs every panel's range query."""
+    wait_for_samples(prometheus, 'count_over_time(up{job="axon"}[1m])', 3)
+    out = tmp_path / "preview.png"
+    result = subprocess.run(
+        [sys.executable, str(PREVIEW), "--prometheus", prometheus.url, "--minutes", "1",
+         "--rate-interval", RATE_WINDOW, "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 50_000
 
 
 def test_every_alert_rule_evaluates_cleanly(axon: ServerProcess,
