@@ -112,7 +112,7 @@ class ModelRepository:
         if not model_dir.is_dir():
             return []
         return sorted(int(p.name) for p in model_dir.iterdir()
-                      if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+                      if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) > 0
                       and (p / MODEL_FILENAME).is_file())
 
     def latest_version(self, name: str) -> int | None:

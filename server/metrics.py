@@ -258,8 +258,9 @@ class _StateCollector(Collector):
             "axon_queue_capacity_items", "Most items the batcher's queue holds; more are "
             "refused with RESOURCE_EXHAUSTED", labels=["model", "version"])
         ready = GaugeMetricFamily(
-            "axon_model_ready", "1 when a model the server serves has a version ready, 0 when "
-            "none is (loading, failed or unloaded)", labels=["model"])
+            "axon_model_ready", "Per model the server means to serve: 1 when a version is "
+            "ready, 0 when none is (loading, or its load failed); models unloaded on purpose "
+            "are left out", labels=["model"])
         for entry in self._source.versions():
             version = str(entry.version)
             for name in MODEL_STATES:

@@ -29,8 +29,8 @@ def watch_models(metrics: Metrics, models: ModelManager,
     def versions() -> list[ModelState]:
         try:
             on_disk = models.on_disk()
-        except OSError as exc:
-            log.warning("metrics: cannot list the model repository: %s", exc)
+        except Exception:  # whatever the folder holds, the scrape goes on
+            log.exception("metrics: cannot list the model repository")
             on_disk = {}
         return _on_loop(loop, lambda: snapshot(on_disk), [])
 

@@ -136,7 +136,9 @@ class ModelManager:
             on_disk = self.repository.versions(name)
         except RepositoryError as exc:
             raise InvalidInputError(str(exc)) from exc
-        if not on_disk:
+        # The folder's own spelling, too: on a case-insensitive file system "MNIST" would
+        # otherwise find "mnist" and serve it under a second name.
+        if not on_disk or name not in self.repository.model_names():
             raise ModelNotFoundError(f"model {shown(name)} is not in the model repository "
                                      f"{self.repository.root.name}")
         slot = self._slot(name)

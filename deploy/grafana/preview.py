@@ -57,6 +57,16 @@ def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in found if p["type"] != "row"]
 
 
+def shown_value(panel: dict[str, Any], value: float) -> str:
+    """``value`` through the panel's value mappings (e.g. 1 -> READY), as Grafana shows it."""
+    for mapping in panel.get("fieldConfig", {}).get("defaults", {}).get("mappings", []):
+        if mapping.get("type") == "value":
+            text = mapping["options"].get(f"{value:g}", {}).get("text")
+            if text:
+                return str(text)
+    return f"{value:g}"
+
+
 def scale(unit: str | None) -> tuple[float, str]:
     return {"percentunit": (100.0, "%"), "s": (1000.0, "ms"), "bytes": (1 / 2**20, "MiB"),
             "reqps": (1.0, "req/s")}.get(unit or "", (1.0, ""))
@@ -85,13 +95,19 @@ def draw(panel: dict[str, Any], axis: Any, prometheus: str, window: tuple[float,
         return
     if panel["type"] in {"stat", "table"}:
         axis.axis("off")
-        lines = [f"{name}: {values[-1] / factor:g}" for name, _, values in series][:12]
+        lines = [f"{name}: {shown_value(panel, values[-1] / factor)}"
+                 for name, _, values in series][:12]
         axis.text(0.02, 0.95, "\n".join(lines), va="top", fontsize=7, family="monospace",
                   transform=axis.transAxes)
         return
     if panel["type"] == "heatmap":
-        ordered = sorted(series, key=lambda s: float(s[0]) if s[0] != "+Inf" else float("inf"))
-        image = [values for _, _, values in ordered]
+        # Prometheus buckets are cumulative (le); a heatmap cell is one bucket's own count,
+        # as Grafana's "heatmap" data format computes it.
+        ordered = sorted(series, key=lambda s: float(s[0]))
+        image = [[high - low for high, low in zip(values, below, strict=True)]
+                 for (_, _, values), (_, _, below) in zip(
+                     ordered, [("", [], [0.0] * len(ordered[0][2])), *ordered[:-1]],
+                     strict=True)]
         axis.imshow(image, aspect="auto", origin="lower", cmap="viridis",
                     extent=(ordered[0][1][0] / 60, 0, 0, len(ordered)))
         axis.set_yticks([i + 0.5 for i in range(len(ordered))],
