@@ -12,7 +12,7 @@ REPOSITORY ?= model_repository
 BENCH_MODEL ?= mnist-compact
 BENCH_ARGS ?=
 
-.PHONY: run test lint typecheck proto proto-check bench bench-train venv clean
+.PHONY: run test lint typecheck proto proto-check bench bench-train venv node-client clean
 
 venv: $(VENV)/.installed
 
@@ -28,9 +28,16 @@ run: venv
 
 # tests/interop runs in a pytest process of its own: tritonclient carries its own copy of the
 # `inference` protobuf package, and one process cannot load both (tests/interop/conftest.py).
-test: lint typecheck proto-check
+test: lint typecheck proto-check node-client
 	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest --ignore=tests/interop
 	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest tests/interop
+
+# The Node.js client's packages (@grpc/grpc-js, @grpc/proto-loader), as the lock file pins them.
+node-client: clients/node/node_modules/.installed
+
+clients/node/node_modules/.installed: clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --silent --no-audit --no-fund
+	touch $@
 
 lint: venv
 	$(BIN)/ruff check .
@@ -57,4 +64,4 @@ bench-train: venv
 	MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m training.bench_targets
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache clients/node/node_modules
