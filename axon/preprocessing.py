@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from axon.errors import AxonError
 
@@ -126,7 +126,10 @@ def load_image(source: Path | bytes, height: int, width: int,
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise
-        raise ImageDecodeError(f"{name}: not a decodable PNG/JPEG image ({exc})") from exc
+        # PIL's own text for an unknown format names an in-memory object's address: say what
+        # it means instead.
+        reason = "unrecognised format" if isinstance(exc, UnidentifiedImageError) else exc
+        raise ImageDecodeError(f"{name}: not a decodable PNG/JPEG image ({reason})") from exc
 
 
 def fit_pixels(pixels: npt.NDArray[np.uint8], height: int, width: int,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -18,12 +17,12 @@ import numpy as np
 from axon.errors import AxonError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from clients.client import AxonClient, AxonClientError
+from clients.file_stream import classify_files, image_paths
 from clients.server_process import running_server
 
 if TYPE_CHECKING:
     from clients.bench import Measurement, Scenario, Target
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 DEFAULT_ADDRESS = os.environ.get("AXON_SERVER", "127.0.0.1:8001")
 
 
@@ -32,15 +31,26 @@ class ClientUsageError(AxonError):
 
 
 def add_client_commands(commands: Any) -> None:
-    classify = commands.add_parser("classify", help="classify image files with a running server")
-    classify.add_argument("images", nargs="+", type=Path,
-                          help="PNG/JPEG files, or folders of them")
+    classify = commands.add_parser(
+        "classify", help="classify image files with a running server",
+        description="Stream PNG/JPEG files through a running server's ClassifyStream and print "
+        "one line per file, in input order. Files that cannot be read or decoded are reported "
+        "and skipped; the exit status is 1 if any was.")
+    classify.add_argument("images", nargs="+", help="files, folders (walked recursively), "
+                          "globs ('shots/**/*.png'), or - for one path per line on stdin")
     classify.add_argument("--address", default=DEFAULT_ADDRESS,
                           help=f"server host:port (env AXON_SERVER; default {DEFAULT_ADDRESS})")
     classify.add_argument("--model", default="", help="model name (default: the only one)")
     classify.add_argument("--version", default="", help="model version (default: the highest)")
-    classify.add_argument("--top-k", type=int, default=1)
-    classify.add_argument("--json", action="store_true", help="one JSON object per image")
+    classify.add_argument("--top-k", type=_positive, default=1)
+    classify.add_argument("--format", choices=("table", "csv", "jsonl"), default="table",
+                          help="table (default), csv, or jsonl (one JSON object per file)")
+    classify.add_argument("--json", action="store_const", const="jsonl", dest="format",
+                          help="same as --format jsonl")
+    classify.add_argument("--window", type=_positive, default=64,
+                          help="files in flight at once (bounds memory; default 64)")
+    classify.add_argument("--timeout", type=float, default=None,
+                          help="deadline for the whole run in seconds (default: none)")
     classify.set_defaults(handler=_classify)
 
     bench = commands.add_parser("bench", help="load-test a model over gRPC next to the raw "
@@ -70,38 +80,24 @@ def add_client_commands(commands: Any) -> None:
     bench.set_defaults(handler=_bench)
 
 
-def _image_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ClientUsageError(f"{path}: no such file or folder")
-    if not files:
-        raise ClientUsageError("no PNG/JPEG files found")
-    return files
-
-
 def _classify(args: argparse.Namespace) -> int:
-    files = _image_files(args.images)
+    from clients.classify_output import Report
+
+    paths = image_paths(args.images, sys.stdin)
+    report = Report(args.format, args.top_k, sys.stdout, sys.stderr)
     with AxonClient(args.address) as client:
         try:
-            answer = client.classify([f.read_bytes() for f in files], model=args.model,
-                                     version=args.version, top_k=args.top_k)
+            for result in classify_files(client, paths, model=args.model, version=args.version,
+                                         top_k=args.top_k, window=args.window,
+                                         timeout=args.timeout):
+                report.add(result)
         except AxonClientError as error:
+            report.close()
             raise ClientUsageError(f"{args.address}: {error}") from error
-    for file, result in zip(files, answer.results, strict=True):
-        if args.json:
-            print(json.dumps({"image": str(file), "model": answer.model_name,
-                              "version": answer.model_version, "classes": [
-                                  {"label": p.label, "index": p.index,
-                                   "probability": round(p.probability, 6)} for p in result]}))
-        else:
-            ranked = ", ".join(f"{p.label} {p.probability:.1%}" for p in result)
-            print(f"{file}: {ranked}")
-    return 0
+    report.close()
+    if report.files == 0:
+        raise ClientUsageError("no PNG/JPEG files found in " + " ".join(args.images))
+    return 1 if report.errors else 0
 
 
 @contextmanager

@@ -80,6 +80,13 @@ def response_arrays(response: oip.ModelInferResponse) -> dict[str, npt.NDArray[n
             for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
 
 
+class _ClientTimeout:
+    """The default of a per-call ``timeout``: the client's own."""
+
+
+CLIENT_TIMEOUT = _ClientTimeout()
+
+
 class AxonClient:
     """Blocking client over one channel; use as a context manager."""
 
@@ -119,12 +126,18 @@ class AxonClient:
             [Prediction(c.index, c.label, c.probability) for c in result.classes]
             for result in response.results])
 
-    def classify_stream(self, requests: Iterator[tuple[str, cls.ClassifyRequest]],
+    def classify_stream(self, requests: Iterator[tuple[str, cls.ClassifyRequest]], *,
+                        timeout: float | _ClientTimeout | None = CLIENT_TIMEOUT,
                         ) -> Iterator[cls.ClassifyStreamResponse]:
-        """Answers (in completion order) to ``(id, request)`` pairs sent on one stream."""
+        """Answers (in completion order) to ``(id, request)`` pairs sent on one stream.
+
+        ``timeout`` bounds the whole stream (default: the client's timeout; None: no deadline,
+        for streams as long as their input).
+        """
         messages = (cls.ClassifyStreamRequest(id=i, request=r) for i, r in requests)
+        deadline = self.timeout if isinstance(timeout, _ClientTimeout) else timeout
         try:
-            yield from self.classifier.ClassifyStream(messages, timeout=self.timeout)
+            yield from self.classifier.ClassifyStream(messages, timeout=deadline)
         except grpc.RpcError as error:
             raise _client_error(error) from None
 

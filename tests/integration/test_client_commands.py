@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+from clients.client import AxonClient
 from clients.demo import SAMPLES
+from clients.file_stream import classify_files
 from clients.server_process import ServerProcess
 from tests.support.repositories import DIGITS
 
@@ -29,7 +34,7 @@ def test_classify_prints_each_image_with_its_top_classes(server: ServerProcess) 
         assert len(answer["classes"]) == 3
         probabilities = [c["probability"] for c in answer["classes"]]
         assert probabilities == sorted(probabilities, reverse=True)
-    true_labels = [re.match(r"digit-(\d)", Path(a["image"]).name)[1]  # type: ignore[index]
+    true_labels = [re.match(r"digit-(\d)", Path(a["path"]).name)[1]  # type: ignore[index]
                    for a in answers]
     correct = sum(a["classes"][0]["label"] == t for a, t in zip(answers, true_labels, strict=True))
     assert correct >= 7
@@ -44,7 +49,91 @@ def test_classify_reports_server_errors_in_one_line(server: ServerProcess,
     assert "INVALID_ARGUMENT: image 0: 13-byte image: not a decodable" in result.stderr
     assert "Traceback" not in result.stderr
     missing = axon("classify", tmp_path / "absent.png", "--address", server.address)
-    assert missing.returncode == 1 and "absent.png: no such file or folder" in missing.stderr
+    assert missing.returncode == 1
+    assert "absent.png: cannot read: no such file or folder" in missing.stderr
+    down = axon("classify", bogus, "--address", "127.0.0.1:1")
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert down.stderr.splitlines()[-1].startswith("axon: error: 127.0.0.1:1: UNAVAILABLE")
+
+
+def make_tree(root: Path) -> list[Path]:
+    """Sample digits in nested folders, a corrupt PNG among them and a non-image file."""
+    files = sorted(SAMPLES.glob("*.png"))
+    (root / "a" / "b").mkdir(parents=True)
+    placed = []
+    for index, sample in enumerate(files):
+        target = root / ("a" if index < 5 else "a/b") / sample.name
+        target.write_bytes(sample.read_bytes())
+        placed.append(target)
+    (root / "a" / "b" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "a" / "notes.txt").write_text("not an image")
+    return placed
+
+
+def test_classify_walks_folders_keeps_input_order_and_skips_bad_files(
+        server: ServerProcess, tmp_path: Path) -> None:
+    placed = make_tree(tmp_path)
+    result = axon("classify", tmp_path, tmp_path / "absent.png", "--address", server.address,
+                  "--model", DIGITS, "--format", "jsonl", "--window", "3")
+    assert result.returncode == 1, "errors were reported, so the status says so"
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    expected_order = [*placed[:5], *placed[5:], tmp_path / "a/b/corrupt.png"]
+    expected_order.sort(key=lambda p: (p.parent != tmp_path / "a", str(p)))
+    assert [r["path"] for r in records] == [str(p) for p in expected_order] + \
+        [str(tmp_path / "absent.png")]
+    errors = {Path(r["path"]).name: r["error"] for r in records if "error" in r}
+    assert errors["corrupt.png"].startswith("INVALID_ARGUMENT: image 0:")
+    assert "unrecognised format" in errors["corrupt.png"]
+    assert errors["absent.png"] == "cannot read: no such file or folder"
+    good = [r for r in records if "error" not in r]
+    assert len(good) == 10
+    assert sum(r["classes"][0]["label"] == Path(r["path"]).name.split("-")[1]
+               for r in good) >= 7
+    assert "corrupt.png: INVALID_ARGUMENT" in result.stderr
+    assert "12 image(s) in" in result.stderr and "2 error(s)" in result.stderr
+
+
+def test_classify_reads_globs_and_stdin_and_writes_csv_and_tables(
+        server: ServerProcess, tmp_path: Path) -> None:
+    placed = make_tree(tmp_path)
+    globbed = axon("classify", str(tmp_path / "**" / "digit-[0-4]*.png"), "--address",
+                   server.address, "--model", DIGITS, "--format", "csv", "--top-k", "2")
+    assert globbed.returncode == 0, globbed.stderr
+    rows = list(csv.reader(io.StringIO(globbed.stdout)))
+    assert rows[0] == ["path", "label", "probability", "error", "label_2", "probability_2"]
+    assert [Path(r[0]).name for r in rows[1:]] == [p.name for p in placed[:5]]
+    for row in rows[1:]:
+        assert float(row[2]) >= float(row[5]) and row[3] == ""
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "axon.cli", "classify", "-", "--address", server.address,
+         "--model", DIGITS], input="\n".join(str(p) for p in placed[5:]) + "\n",
+        capture_output=True, text=True, timeout=120, check=False)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(p) for p in placed[5:]]
+    assert all(re.search(r": \d \d+\.\d%$", line) for line in lines)
+    assert "5 image(s) in" in listed.stderr
+
+
+def test_the_stream_window_bounds_how_far_reading_runs_ahead(server: ServerProcess) -> None:
+    files = sorted(SAMPLES.glob("*.png")) * 5
+    pulled = 0
+
+    def paths() -> Iterator[Path]:
+        nonlocal pulled
+        for path in files:
+            pulled += 1
+            yield path
+
+    answered = 0
+    with AxonClient(server.address) as client:
+        for result in classify_files(client, paths(), model=DIGITS, window=4):
+            assert not result.error
+            answered += 1
+            # At most the window's files in flight, plus one read and waiting for a slot.
+            assert pulled - answered <= 4 + 1
+    assert answered == len(files) == pulled
 
 
 def test_bench_measures_both_generators_and_checks_the_server_counters(
