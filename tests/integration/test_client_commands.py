@@ -11,11 +11,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from clients.client import AxonClient
 from clients.demo import SAMPLES
 from clients.file_stream import classify_files
 from clients.server_process import ServerProcess
 from tests.support.repositories import DIGITS
+from training.datasets import ImageDataset
 
 
 def axon(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -184,3 +188,23 @@ def test_bench_a_b_mode_refuses_a_running_server(server: ServerProcess) -> None:
     result = axon("bench", "--address", server.address, "--baseline-args=--no-metrics")
     assert result.returncode == 1
     assert "--baseline-args needs bench to start both servers" in result.stderr
+
+
+def test_export_samples_writes_test_digits_that_classify(
+        server: ServerProcess, mnist_dir: Path, mnist: ImageDataset, tmp_path: Path) -> None:
+    out = tmp_path / "samples"
+    exported = axon("export-samples", "--data-dir", mnist_dir, "--count", "20", "--out", out)
+    assert exported.returncode == 0, exported.stderr
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 20
+    for index in range(20):
+        label = mnist.class_names[int(mnist.test.labels[index])]
+        path = out / f"{label}-test{index:05d}.png"
+        assert np.array_equal(np.asarray(Image.open(path)), mnist.test.images[index][..., 0])
+    classified = axon("classify", out, "--address", server.address, "--model", DIGITS,
+                      "--format", "jsonl")
+    assert classified.returncode == 0, classified.stderr
+    records = [json.loads(line) for line in classified.stdout.splitlines()]
+    correct = sum(r["classes"][0]["label"] == Path(r["path"]).name.split("-")[0]
+                  for r in records)
+    assert len(records) == 20 and correct >= 16
