@@ -1,11 +1,16 @@
 """A small typed client for Axon: classification and Open Inference Protocol calls.
 
 Errors come back as ``AxonClientError`` carrying the server's ``grpc.StatusCode`` (an enum, not
-a string) and its message.
+a string) and its message. Unary calls that fail with UNAVAILABLE (server restarting, connection
+lost) or RESOURCE_EXHAUSTED (queue full) are retried with exponential back-off and jitter, a
+bounded number of times and never past the call's deadline (``RetryPolicy``); every Axon call is
+safe to repeat (inference is stateless; loads and unloads are idempotent).
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,6 +28,26 @@ from axon.protocol.v1 import classification_pb2_grpc as cls_grpc
 DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
+
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a unary call is tried, and how long to wait between tries."""
+
+    attempts: int = 5
+    """Tries in all (1: no retries)."""
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.initial_backoff < 0 or self.max_backoff < 0:
+            raise ValueError("attempts must be at least 1 and back-offs not negative")
+
+
+NO_RETRIES = RetryPolicy(attempts=1)
 
 
 class AxonClientError(Exception):
@@ -91,9 +116,14 @@ class AxonClient:
     """Blocking client over one channel; use as a context manager."""
 
     def __init__(self, address: str, *, timeout: float | None = 30.0,
-                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+                 retry: RetryPolicy = RetryPolicy()) -> None:
+        """``timeout``: each call's deadline in seconds, retries included (None: none)."""
         self.address = address
         self.timeout = timeout
+        self.retry = retry
+        self.retries = 0
+        """Calls repeated so far (for logs and tests)."""
         self.channel = grpc.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)])
@@ -164,10 +194,24 @@ class AxonClient:
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable[RequestT, ResponseT],
               request: RequestT) -> ResponseT:
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise _client_error(error) from None
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        backoff = self.retry.initial_backoff
+        attempt = 1
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                return method(request, timeout=remaining)
+            except grpc.RpcError as error:
+                failure = _client_error(error)
+            pause = random.uniform(backoff / 2, backoff)  # jitter: restarted servers see
+            # their callers come back spread out, not all at once
+            out_of_time = deadline is not None and time.monotonic() + pause >= deadline
+            if failure.code not in RETRYABLE or attempt >= self.retry.attempts or out_of_time:
+                raise failure
+            time.sleep(pause)
+            backoff = min(backoff * 2, self.retry.max_backoff)
+            attempt += 1
+            self.retries += 1
 
 
 def _client_error(error: grpc.RpcError) -> AxonClientError:
