@@ -47,7 +47,25 @@ class RetryPolicy:
             raise ValueError("attempts must be at least 1 and back-offs not negative")
 
 
+DEFAULT_RETRY = RetryPolicy()
 NO_RETRIES = RetryPolicy(attempts=1)
+
+
+def retry_pauses(policy: RetryPolicy) -> Iterator[float]:
+    """The waits before each retry: doubling up to the cap, each drawn from its upper half so
+    the callers of a restarted server come back spread out, not all at once."""
+    backoff = policy.initial_backoff
+    for _ in range(policy.attempts - 1):
+        yield random.uniform(backoff / 2, backoff)
+        backoff = min(backoff * 2, policy.max_backoff)
+
+
+def should_retry(failure: AxonClientError, pause: float | None,
+                 deadline: float | None) -> bool:
+    """Whether to try again after ``failure``: a transient code, a retry left (``pause``), and
+    time for it before the call's deadline."""
+    return failure.code in RETRYABLE and pause is not None and \
+        (deadline is None or time.monotonic() + pause < deadline)
 
 
 class AxonClientError(Exception):
@@ -99,6 +117,18 @@ def infer_request(model: str, batch: npt.NDArray[np.float32], *, version: str = 
         raw_input_contents=[np.ascontiguousarray(batch, dtype="<f4").tobytes()])
 
 
+def classify_request(images: Sequence[ImageSource], model: str, version: str,
+                     top_k: int) -> cls.ClassifyRequest:
+    return cls.ClassifyRequest(model_name=model, model_version=version, top_k=top_k,
+                               images=[image_message(i) for i in images])
+
+
+def classification_of(response: cls.ClassifyResponse) -> Classification:
+    return Classification(response.model_name, response.model_version, [
+        [Prediction(c.index, c.label, c.probability) for c in result.classes]
+        for result in response.results])
+
+
 def response_arrays(response: oip.ModelInferResponse) -> dict[str, npt.NDArray[np.float32]]:
     """Output name -> array, from a response's raw contents."""
     return {tensor.name: np.frombuffer(raw, dtype="<f4").reshape(tuple(tensor.shape))
@@ -117,7 +147,7 @@ class AxonClient:
 
     def __init__(self, address: str, *, timeout: float | None = 30.0,
                  max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-                 retry: RetryPolicy = RetryPolicy()) -> None:
+                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
         """``timeout``: each call's deadline in seconds, retries included (None: none)."""
         self.address = address
         self.timeout = timeout
@@ -148,13 +178,9 @@ class AxonClient:
 
     def classify(self, images: Sequence[ImageSource], *, model: str = "", version: str = "",
                  top_k: int = 1) -> Classification:
-        response = self._call(
-            self.classifier.Classify, cls.ClassifyRequest(
-                model_name=model, model_version=version, top_k=top_k,
-                images=[image_message(i) for i in images]))
-        return Classification(response.model_name, response.model_version, [
-            [Prediction(c.index, c.label, c.probability) for c in result.classes]
-            for result in response.results])
+        response = self._call(self.classifier.Classify,
+                              classify_request(images, model, version, top_k))
+        return classification_of(response)
 
     def classify_stream(self, requests: Iterator[tuple[str, cls.ClassifyRequest]], *,
                         timeout: float | _ClientTimeout | None = CLIENT_TIMEOUT,
@@ -169,7 +195,7 @@ class AxonClient:
         try:
             yield from self.classifier.ClassifyStream(messages, timeout=deadline)
         except grpc.RpcError as error:
-            raise _client_error(error) from None
+            raise client_error(error) from None
 
     def infer(self, model: str, batch: npt.NDArray[np.float32], *, version: str = "",
               outputs: Sequence[str] = ()) -> dict[str, npt.NDArray[np.float32]]:
@@ -195,27 +221,23 @@ class AxonClient:
     def _call(self, method: grpc.UnaryUnaryMultiCallable[RequestT, ResponseT],
               request: RequestT) -> ResponseT:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        backoff = self.retry.initial_backoff
-        attempt = 1
+        pauses = retry_pauses(self.retry)
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             try:
                 return method(request, timeout=remaining)
             except grpc.RpcError as error:
-                failure = _client_error(error)
-            pause = random.uniform(backoff / 2, backoff)  # jitter: restarted servers see
-            # their callers come back spread out, not all at once
-            out_of_time = deadline is not None and time.monotonic() + pause >= deadline
-            if failure.code not in RETRYABLE or attempt >= self.retry.attempts or out_of_time:
+                failure = client_error(error)
+            pause = next(pauses, None)
+            if not should_retry(failure, pause, deadline):
                 raise failure
-            time.sleep(pause)
-            backoff = min(backoff * 2, self.retry.max_backoff)
-            attempt += 1
+            time.sleep(pause or 0.0)
             self.retries += 1
 
 
-def _client_error(error: grpc.RpcError) -> AxonClientError:
-    call = error if isinstance(error, grpc.Call) else None
-    if call is None:
-        return AxonClientError(grpc.StatusCode.UNKNOWN, str(error))
-    return AxonClientError(call.code(), call.details() or "")
+def client_error(error: grpc.RpcError) -> AxonClientError:
+    """The client exception for a failed call, keeping its status code (from a blocking call's
+    ``grpc.Call`` or an asyncio call's ``AioRpcError``)."""
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+        return AxonClientError(error.code(), error.details() or "")
+    return AxonClientError(grpc.StatusCode.UNKNOWN, str(error))
