@@ -23,6 +23,7 @@ import onnxruntime as ort
 from clients.client import AxonClient
 from clients.loadgen import LoadError, LoadResult, request_bytes, run_h2load, run_python
 
+LATENCY_PERCENTILES = (50, 75, 90, 95, 99, 99.9, 100)
 Generator = Callable[[str, bytes, int, float], LoadResult]
 GENERATORS: dict[str, Generator] = {"h2load": run_h2load, "python": run_python}
 
@@ -46,12 +47,16 @@ class Measurement:
     requests_per_second: float
     images_per_second: float
     p50_ms: float
+    p90_ms: float
     p99_ms: float
+    max_ms: float
     images_per_execution: float
     server_cpu_us_per_request: float | None
     generator_cpu_us_per_request: float
     ceiling_images_per_second: float
     errors: int
+    latency_percentiles_ms: dict[str, float]
+    """Latency at LATENCY_PERCENTILES (keys: "50", "90", "99.9", ...), for plots."""
 
     @property
     def share_of_ceiling(self) -> float:
@@ -122,7 +127,10 @@ def measure(target: Target, scenario: Scenario, generator: str, *, seconds: floa
         generator=generator, callers=scenario.callers, images_per_request=scenario.images,
         requests_per_second=result.requests_per_second,
         images_per_second=result.requests_per_second * scenario.images,
-        p50_ms=result.percentile_ms(50), p99_ms=result.percentile_ms(99),
+        p50_ms=result.percentile_ms(50), p90_ms=result.percentile_ms(90),
+        p99_ms=result.percentile_ms(99), max_ms=result.percentile_ms(100),
+        latency_percentiles_ms={f"{q:g}": result.percentile_ms(q)
+                                for q in LATENCY_PERCENTILES},
         images_per_execution=(after.inference_count - before.inference_count) / max(executions, 1),
         server_cpu_us_per_request=(cpu_after - cpu_before) / succeeded * 1e6
         if server_pid else None,
@@ -132,18 +140,46 @@ def measure(target: Target, scenario: Scenario, generator: str, *, seconds: floa
 
 def table(rows: Sequence[Measurement]) -> str:
     lines = ["| load generator | callers | images/request | requests/s | images/s | p50 ms | "
-             "p99 ms | images/execution | server CPU µs/request | generator CPU µs/request "
-             "| onnxruntime ceiling images/s | share of ceiling |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "p90 ms | p99 ms | max ms | errors | images/execution | server CPU µs/request | "
+             "generator CPU µs/request | onnxruntime ceiling images/s | share of ceiling |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: | ---: |"]
     for m in rows:
         cpu = "—" if m.server_cpu_us_per_request is None else f"{m.server_cpu_us_per_request:.0f}"
         lines.append(
             f"| {m.generator} | {m.callers} | {m.images_per_request} | "
             f"{m.requests_per_second:,.0f} | {m.images_per_second:,.0f} | {m.p50_ms:.2f} | "
-            f"{m.p99_ms:.2f} | {m.images_per_execution:.1f} | {cpu} | "
+            f"{m.p90_ms:.2f} | {m.p99_ms:.2f} | {m.max_ms:.2f} | {m.errors} | "
+            f"{m.images_per_execution:.1f} | {cpu} | "
             f"{m.generator_cpu_us_per_request:.0f} | {m.ceiling_images_per_second:,.0f} | "
             f"{m.share_of_ceiling:.1%} |")
     return "\n".join(lines)
+
+
+def plot(rows: Sequence[Measurement], path: Path) -> None:
+    """Latency against percentile, one line per scenario and load generator (a PNG)."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise LoadError("--plot needs matplotlib (pip install matplotlib, or the train "
+                        "extra)") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    ticks = [f"{q:g}" for q in LATENCY_PERCENTILES]
+    for m in rows:
+        axis.plot(range(len(ticks)), [m.latency_percentiles_ms[t] for t in ticks], marker="o",
+                  label=f"{m.generator} {m.callers}x{m.images_per_request}: "
+                        f"{m.images_per_second:,.0f} images/s")
+    axis.set_xticks(range(len(ticks)), [f"p{t}" if t != "100" else "max" for t in ticks])
+    axis.set_yscale("log")
+    axis.set_ylabel("latency, ms (log)")
+    axis.set_title("axon bench: latency by percentile")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=7)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
 
 
 def save(rows: Sequence[Measurement], path: Path) -> None:

@@ -71,6 +71,8 @@ def add_client_commands(commands: Any) -> None:
     bench.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the "
                        "in-process ceiling (match the server's --intra-op-threads)")
     bench.add_argument("--json-out", type=Path, help="also write the measurements here")
+    bench.add_argument("--plot", type=Path, metavar="PNG", help="also draw latency by "
+                       "percentile for every scenario (needs matplotlib)")
     bench.add_argument("--baseline-args", metavar="FLAGS", help="A/B mode: also start a "
                        "baseline server with these extra `axon serve` flags (e.g. "
                        "'--no-metrics'), measure both in alternating rounds and print their "
@@ -116,7 +118,15 @@ def _server_for(args: argparse.Namespace,
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from clients.bench import GENERATORS, Scenario, onnxruntime_ceiling, save, table, verdicts
+    from clients.bench import (
+        GENERATORS,
+        Scenario,
+        onnxruntime_ceiling,
+        plot,
+        save,
+        table,
+        verdicts,
+    )
     from clients.loadgen import h2load_available
 
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
@@ -150,6 +160,8 @@ def _bench(args: argparse.Namespace) -> int:
     print("\n".join(verdicts(rows)))
     if args.json_out:
         save(rows, args.json_out)
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 

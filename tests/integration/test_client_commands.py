@@ -147,18 +147,24 @@ def test_bench_measures_both_generators_and_checks_the_server_counters(
     out = tmp_path / "bench.json"
     result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
                   "--scenarios", "1x1,8x1,2x16", "--seconds", "0.5",
-                  "--generators", "h2load,python", "--json-out", out)
+                  "--generators", "h2load,python", "--json-out", out,
+                  "--plot", tmp_path / "latency.png")
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())
     assert [(r["generator"], r["callers"], r["images_per_request"]) for r in rows] == [
         (g, c, i) for g in ("h2load", "python") for c, i in ((1, 1), (8, 1), (2, 16))]
     for row in rows:
         assert row["errors"] == 0
-        assert row["requests_per_second"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["requests_per_second"] > 0
+        assert row["max_ms"] >= row["p99_ms"] >= row["p90_ms"] >= row["p50_ms"] > 0
+        percentiles = row["latency_percentiles_ms"]
+        assert list(percentiles) == ["50", "75", "90", "95", "99", "99.9", "100"]
+        assert percentiles["100"] == row["max_ms"] and percentiles["90"] == row["p90_ms"]
         assert row["server_cpu_us_per_request"] > 0
         assert row["ceiling_images_per_second"] > row["images_per_second"]
     assert max(r["images_per_execution"] for r in rows if r["callers"] == 8) > 1
     assert "| h2load | 8 | 1 |" in result.stdout
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_a_b_mode_alternates_two_servers_and_prints_ratios(
