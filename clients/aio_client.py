@@ -27,6 +27,7 @@ from clients.client import (
     Classification,
     ImageSource,
     RetryPolicy,
+    channel_options,
     classification_of,
     classify_request,
     client_error,
@@ -50,9 +51,8 @@ class AsyncAxonClient:
         self.timeout = timeout
         self.retry = retry
         self.retries = 0
-        self.channel = grpc.aio.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
+        self.channel = grpc.aio.insecure_channel(address,
+                                                 options=channel_options(max_message_bytes))
         self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.classifier = cls_grpc.ClassifierStub(self.channel)
 

@@ -51,6 +51,12 @@ DEFAULT_RETRY = RetryPolicy()
 NO_RETRIES = RetryPolicy(attempts=1)
 
 
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Options of every client channel: message limits both ways."""
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)]
+
+
 def retry_pauses(policy: RetryPolicy) -> Iterator[float]:
     """The waits before each retry: doubling up to the cap, each drawn from its upper half so
     the callers of a restarted server come back spread out, not all at once."""
@@ -154,9 +160,7 @@ class AxonClient:
         self.retry = retry
         self.retries = 0
         """Calls repeated so far (for logs and tests)."""
-        self.channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
+        self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
         self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.classifier = cls_grpc.ClassifierStub(self.channel)
 

@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from axon.errors import AxonError
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
-from clients.client import infer_request
+from clients.client import DEFAULT_MESSAGE_BYTES, channel_options, infer_request
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -104,9 +104,8 @@ async def _closed_loop(address: str, body: bytes, concurrency: int,
     from axon.protocol import open_inference_pb2 as oip
 
     request = oip.ModelInferRequest.FromString(body)
-    async with grpc.aio.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20)]) as channel:
+    async with grpc.aio.insecure_channel(
+            address, options=channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
         infer = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer
         await infer(request)  # connect before the clock starts
         latencies: list[float] = []

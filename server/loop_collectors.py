@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,6 +22,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+ChildT = TypeVar("ChildT")
 
 
 class CounterChild:
@@ -60,77 +63,69 @@ class HistogramChild:
         self.total += value
 
 
-class _Family(Collector):
-    """One metric name and its children by label values."""
+class _Family(Collector, Generic[ChildT]):
+    """One metric name and its children by label values, made on first use."""
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
         self.name = name
         self.documentation = documentation
         self.labels = tuple(labels)
+        self._children: dict[tuple[str, ...], ChildT] = {}
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labels):
-            raise ValueError(f"{self.name} takes labels {self.labels}, got {values}")
-
-
-class LoopCounter(_Family):
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        """``name`` without the ``_total`` suffix, which the exposition adds."""
-        super().__init__(name, documentation, labels)
-        self._children: dict[tuple[str, ...], CounterChild] = {}
-
-    def child(self, *values: str) -> CounterChild:
+    def child(self, *values: str) -> ChildT:
         found = self._children.get(values)
         if found is None:
-            self._check(values)
-            found = self._children[values] = CounterChild()
+            if len(values) != len(self.labels):
+                raise ValueError(f"{self.name} takes labels {self.labels}, got {values}")
+            found = self._children[values] = self._new_child()
         return found
+
+    def _new_child(self) -> ChildT:
+        raise NotImplementedError
+
+    def _snapshot(self) -> list[tuple[tuple[str, ...], ChildT]]:
+        # A copy: the event loop may add a child while a scrape iterates.
+        return list(self._children.items())
+
+
+class LoopCounter(_Family[CounterChild]):
+    """``name`` with or without the ``_total`` suffix; the exposition writes it."""
+
+    def _new_child(self) -> CounterChild:
+        return CounterChild()
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for values, child in list(self._children.items()):
+        for values, child in self._snapshot():
             family.add_metric(values, child.value)
         yield family
 
 
-class LoopGauge(_Family):
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        super().__init__(name, documentation, labels)
-        self._children: dict[tuple[str, ...], GaugeChild] = {}
-
-    def child(self, *values: str) -> GaugeChild:
-        found = self._children.get(values)
-        if found is None:
-            self._check(values)
-            found = self._children[values] = GaugeChild()
-        return found
+class LoopGauge(_Family[GaugeChild]):
+    def _new_child(self) -> GaugeChild:
+        return GaugeChild()
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
-        for values, child in list(self._children.items()):
+        for values, child in self._snapshot():
             family.add_metric(values, child.value)
         yield family
 
 
-class LoopHistogram(_Family):
+class LoopHistogram(_Family[HistogramChild]):
     def __init__(self, name: str, documentation: str, labels: Sequence[str],
                  buckets: Sequence[float]) -> None:
         super().__init__(name, documentation, labels)
         self.bounds = tuple(float(b) for b in buckets)
         if list(self.bounds) != sorted(set(self.bounds)):
             raise ValueError(f"{name}: buckets must increase strictly")
-        self._children: dict[tuple[str, ...], HistogramChild] = {}
 
-    def child(self, *values: str) -> HistogramChild:
-        found = self._children.get(values)
-        if found is None:
-            self._check(values)
-            found = self._children[values] = HistogramChild(self.bounds)
-        return found
+    def _new_child(self) -> HistogramChild:
+        return HistogramChild(self.bounds)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for values, child in list(self._children.items()):
+        for values, child in self._snapshot():
             counts, cumulative, buckets = list(child.counts), 0, []
             for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
                 cumulative += count
