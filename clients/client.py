@@ -2,7 +2,8 @@
 
 Errors come back as ``AxonClientError`` carrying the server's ``grpc.StatusCode`` (an enum, not
 a string) and its message. Unary calls that fail with UNAVAILABLE (server restarting, connection
-lost) or RESOURCE_EXHAUSTED (queue full) are retried with exponential back-off and jitter, a
+lost), RESOURCE_EXHAUSTED (queue full) or CANCELLED by the server (a call caught by a shutdown)
+are retried with exponential back-off and jitter, a
 bounded number of times and never past the call's deadline (``RetryPolicy``); every Axon call is
 safe to repeat (inference is stateless; loads and unloads are idempotent).
 """
@@ -30,7 +31,11 @@ RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       grpc.StatusCode.CANCELLED})
+"""Transient codes. CANCELLED is among them because this client never cancels a unary call
+itself: on one it comes from the server's side, as for a call that arrives while a server shuts
+down (seen in CI during a restart), and every Axon call is safe to repeat."""
 
 
 @dataclass(frozen=True)
