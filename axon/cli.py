@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_REPOSITORY = "model_repository"
 DEFAULT_RUNS_DIR = "runs"
 QUICKSTART_MODEL = "mnist"
+QUICKSTART_SAMPLES = "samples/mnist"
 TRAINING_MODULES = ("torch", "onnx", "onnxscript", "matplotlib")
 
 
@@ -106,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train a new version even if the repository has one")
     quick.add_argument("--no-serve", action="store_true",
                        help="stop after training: do not serve and classify the samples")
+    quick.add_argument("--samples", type=Path, default=Path(QUICKSTART_SAMPLES),
+                       help="folder of images to classify; when it has none, the first "
+                       f"--sample-count MNIST test digits are written there (default "
+                       f"./{QUICKSTART_SAMPLES})")
+    quick.add_argument("--sample-count", type=int, default=100,
+                       help="how many test digits to write (default 100)")
     _add_repository_arguments(quick)
     quick.set_defaults(handler=_quickstart)
 
@@ -256,10 +263,38 @@ def _quickstart(args: argparse.Namespace) -> int:
         return 0
     from clients.demo import serve_and_classify
 
-    serve_and_classify(repository.root, QUICKSTART_MODEL)
+    samples = _quickstart_samples(args.samples, args.data_dir, args.sample_count)
+    serve_and_classify(repository.root, QUICKSTART_MODEL, samples)
     print(f"\nserve it yourself: axon serve --model-repository {repository.root}\n"
-          "then, from another shell: axon classify clients/samples --top-k 3")
+          f"then, from another shell: axon classify {samples} --top-k 3")
     return 0
+
+
+def _quickstart_samples(folder: Path, data_dir: str | None, count: int) -> Path:
+    """``folder`` if it holds images; else the first ``count`` MNIST test digits exported into
+    it; else, when MNIST cannot be had (an existing model, no data, offline), the ten digits
+    shipped with Axon."""
+    from clients.demo import SAMPLES
+
+    if any(folder.glob("*.png")):
+        return folder
+    if count < 1:
+        raise UsageError("--sample-count must be at least 1")
+    from training import fetch
+    from training.datasets import load_idx_dataset
+    from training.samples import export_samples
+
+    try:
+        dataset = load_idx_dataset(fetch.MNIST, fetch.obtain(
+            fetch.MNIST, Path(data_dir) if data_dir else None))
+    except (AxonError, OSError) as error:
+        print(f"MNIST is not at hand ({str(error).splitlines()[0]}); classifying the digits "
+              f"shipped in {SAMPLES} instead")
+        return SAMPLES
+    written = export_samples(dataset, folder, count)
+    print(f"{len(written)} MNIST test digits written to {folder}/ as PNG files "
+          "(axon export-samples writes more)")
+    return folder
 
 
 def _print_card(repository: ModelRepository, card: ModelCard) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from axon.errors import AxonError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
-from clients.client import AxonClient, AxonClientError
+from clients.client import AxonClient, AxonClientError, RetryPolicy
 from clients.file_stream import classify_files, image_paths
 from clients.server_process import running_server
 
@@ -51,6 +51,11 @@ def add_client_commands(commands: Any) -> None:
                           help="files in flight at once (bounds memory; default 64)")
     classify.add_argument("--timeout", type=float, default=None,
                           help="deadline for the whole run in seconds (default: none)")
+    classify.add_argument("--retries", type=_at_least_zero, default=10,
+                          help="tries again after a transient failure (server restarting, "
+                          "queue full), with back-off from 0.1 s doubling to 2 s; the count "
+                          "starts afresh after each answer (default 10: 7 to 13 s of "
+                          "waiting before giving up)")
     classify.set_defaults(handler=_classify)
 
     bench = commands.add_parser("bench", help="load-test a model over gRPC next to the raw "
@@ -87,7 +92,8 @@ def _classify(args: argparse.Namespace) -> int:
 
     paths = image_paths(args.images, sys.stdin)
     report = Report(args.format, args.top_k, sys.stdout, sys.stderr)
-    with AxonClient(args.address) as client:
+    retry = RetryPolicy(attempts=args.retries + 1)
+    with AxonClient(args.address, retry=retry) as client:
         try:
             for result in classify_files(client, paths, model=args.model, version=args.version,
                                          top_k=args.top_k, window=args.window,
@@ -221,4 +227,11 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value

@@ -63,12 +63,17 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def retry_pauses(policy: RetryPolicy) -> Iterator[float]:
-    """The waits before each retry: doubling up to the cap, each drawn from its upper half so
-    the callers of a restarted server come back spread out, not all at once."""
-    backoff = policy.initial_backoff
-    for _ in range(policy.attempts - 1):
-        yield random.uniform(backoff / 2, backoff)
-        backoff = min(backoff * 2, policy.max_backoff)
+    """The waits before each retry of one call, as ``retry_pause`` draws them."""
+    for retry in range(1, policy.attempts):
+        yield retry_pause(policy, retry)
+
+
+def retry_pause(policy: RetryPolicy, retry: int) -> float:
+    """The wait before retry number ``retry`` (1, 2, ...): doubling up to the cap, drawn from
+    its upper half so the callers of a restarted server come back spread out, not all at
+    once."""
+    backoff = min(policy.initial_backoff * 2 ** (retry - 1), policy.max_backoff)
+    return random.uniform(backoff / 2, backoff)
 
 
 def should_retry(failure: AxonClientError, pause: float | None,
