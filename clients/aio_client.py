@@ -16,6 +16,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
@@ -36,6 +37,7 @@ from clients.client import (
     retry_pauses,
     should_retry,
 )
+from clients.security import NO_SECURITY, ConnectionSecurity
 
 ResponseT = TypeVar("ResponseT")
 
@@ -45,16 +47,19 @@ class AsyncAxonClient:
 
     def __init__(self, address: str, *, timeout: float | None = 30.0,
                  max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
-        """``timeout``: each call's deadline in seconds, retries included (None: none)."""
+                 retry: RetryPolicy = DEFAULT_RETRY,
+                 security: ConnectionSecurity = NO_SECURITY) -> None:
+        """``timeout``: each call's deadline in seconds, retries included (None: none);
+        ``security``: TLS, client certificate and token (default: plain text, no token)."""
         self.address = address
         self.timeout = timeout
         self.retry = retry
         self.retries = 0
-        self.channel = grpc.aio.insecure_channel(address,
-                                                 options=channel_options(max_message_bytes))
+        self.metadata = security.metadata
+        self.channel = security.aio_channel(address, channel_options(max_message_bytes))
         self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.classifier = cls_grpc.ClassifierStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     async def __aenter__(self) -> AsyncAxonClient:
         return self
@@ -69,31 +74,42 @@ class AsyncAxonClient:
     async def ready(self) -> bool:
         """Whether the server reports ready (ServerReady)."""
         response = await self._call(lambda timeout: self.inference.ServerReady(
-            oip.ServerReadyRequest(), timeout=timeout))
+            oip.ServerReadyRequest(), timeout=timeout, metadata=self.metadata))
         return response.ready
 
     async def classify(self, images: Sequence[ImageSource], *, model: str = "",
                        version: str = "", top_k: int = 1) -> Classification:
         request = classify_request(images, model, version, top_k)
         response = await self._call(
-            lambda timeout: self.classifier.Classify(request, timeout=timeout))
+            lambda timeout: self.classifier.Classify(request, timeout=timeout,
+                                                     metadata=self.metadata))
         return classification_of(response)
 
     async def infer(self, model: str, batch: npt.NDArray[np.float32], *, version: str = "",
                     outputs: Sequence[str] = ()) -> dict[str, npt.NDArray[np.float32]]:
         request = infer_request(model, batch, version=version, outputs=outputs)
         response = await self._call(
-            lambda timeout: self.inference.ModelInfer(request, timeout=timeout))
+            lambda timeout: self.inference.ModelInfer(request, timeout=timeout,
+                                                      metadata=self.metadata))
         return response_arrays(response)
+
+    async def health(self, service: str = "") -> str:
+        """grpc.health.v1 status of the server (``""``) or of a model by name: ``SERVING``,
+        ``NOT_SERVING``; NOT_FOUND (raised) for a name the server does not know."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        response = await self._call(lambda timeout: self.health_stub.Check(
+            request, timeout=timeout, metadata=self.metadata))
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     async def model_metadata(self, model: str, version: str = "") -> oip.ModelMetadataResponse:
         request = oip.ModelMetadataRequest(name=model, version=version)
         return await self._call(
-            lambda timeout: self.inference.ModelMetadata(request, timeout=timeout))
+            lambda timeout: self.inference.ModelMetadata(request, timeout=timeout,
+                                                         metadata=self.metadata))
 
     async def models(self) -> list[cls.ModelDescription]:
         response = await self._call(lambda timeout: self.classifier.ListModels(
-            cls.ListModelsRequest(), timeout=timeout))
+            cls.ListModelsRequest(), timeout=timeout, metadata=self.metadata))
         return list(response.models)
 
     async def classify_stream(self, requests: AsyncIterable[tuple[str, cls.ClassifyRequest]], *,
@@ -105,7 +121,7 @@ class AsyncAxonClient:
         if window < 1:
             raise ValueError("window must be at least 1")
         slots = asyncio.Semaphore(window)
-        call = self.classifier.ClassifyStream(timeout=timeout)
+        call = self.classifier.ClassifyStream(timeout=timeout, metadata=self.metadata)
 
         async def send() -> None:
             async for request_id, request in requests:

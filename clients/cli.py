@@ -18,12 +18,14 @@ from axon.errors import AxonError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from clients.client import AxonClient, AxonClientError, RetryPolicy
 from clients.file_stream import classify_files, image_paths
+from clients.security import ConnectionSecurity
 from clients.server_process import running_server
 
 if TYPE_CHECKING:
     from clients.bench import Measurement, Scenario, Target
 
 DEFAULT_ADDRESS = os.environ.get("AXON_SERVER", "127.0.0.1:8001")
+TOKEN_ENV = "AXON_TOKEN"
 
 
 class ClientUsageError(AxonError):
@@ -56,6 +58,7 @@ def add_client_commands(commands: Any) -> None:
                           "queue full), with back-off from 0.1 s doubling to 2 s; the count "
                           "starts afresh after each answer (default 10: 7 to 13 s of "
                           "waiting before giving up)")
+    add_security_arguments(classify)
     classify.set_defaults(handler=_classify)
 
     bench = commands.add_parser("bench", help="load-test a model over gRPC next to the raw "
@@ -93,7 +96,7 @@ def _classify(args: argparse.Namespace) -> int:
     paths = image_paths(args.images, sys.stdin)
     report = Report(args.format, args.top_k, sys.stdout, sys.stderr)
     retry = RetryPolicy(attempts=args.retries + 1)
-    with AxonClient(args.address, retry=retry) as client:
+    with AxonClient(args.address, retry=retry, security=security_from(args)) as client:
         try:
             for result in classify_files(client, paths, model=args.model, version=args.version,
                                          top_k=args.top_k, window=args.window,
@@ -235,3 +238,29 @@ def _at_least_zero(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """TLS, client certificate and token options of the commands that call a server."""
+    group = parser.add_argument_group("security (for a server with TLS or tokens)")
+    group.add_argument("--tls", action="store_true", help="connect with TLS, checking the "
+                       "server's certificate against the system's CAs (implied by the options "
+                       "below)")
+    group.add_argument("--tls-ca", type=Path, metavar="PEM",
+                       help="CA certificate(s) to check the server's certificate against")
+    group.add_argument("--tls-cert", type=Path, metavar="PEM",
+                       help="client certificate, for a server that requires one (mutual TLS)")
+    group.add_argument("--tls-key", type=Path, metavar="PEM", help="the client certificate's "
+                       "private key")
+    group.add_argument("--tls-server-name", metavar="NAME", help="the name the server's "
+                       "certificate must carry, when it differs from the address")
+    group.add_argument("--token-file", type=Path, metavar="FILE",
+                       help="file holding a bearer token sent with every call (or env "
+                       f"{TOKEN_ENV}; the token is never printed)")
+
+
+def security_from(args: argparse.Namespace) -> ConnectionSecurity:
+    token = None if args.token_file is not None else os.environ.get(TOKEN_ENV) or None
+    return ConnectionSecurity.from_files(
+        tls=args.tls, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+        server_name=args.tls_server_name, token=token, token_file=args.token_file)

@@ -20,11 +20,13 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
 from axon.protocol.v1 import classification_pb2 as cls
 from axon.protocol.v1 import classification_pb2_grpc as cls_grpc
+from clients.security import NO_SECURITY, ConnectionSecurity
 
 DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
 RequestT = TypeVar("RequestT")
@@ -56,7 +58,7 @@ DEFAULT_RETRY = RetryPolicy()
 NO_RETRIES = RetryPolicy(attempts=1)
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
     """Options of every client channel: message limits both ways."""
     return [("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)]
@@ -163,16 +165,20 @@ class AxonClient:
 
     def __init__(self, address: str, *, timeout: float | None = 30.0,
                  max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
-        """``timeout``: each call's deadline in seconds, retries included (None: none)."""
+                 retry: RetryPolicy = DEFAULT_RETRY,
+                 security: ConnectionSecurity = NO_SECURITY) -> None:
+        """``timeout``: each call's deadline in seconds, retries included (None: none);
+        ``security``: TLS, client certificate and token (default: plain text, no token)."""
         self.address = address
         self.timeout = timeout
         self.retry = retry
         self.retries = 0
         """Calls repeated so far (for logs and tests)."""
-        self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        self.metadata = security.metadata
+        self.channel = security.channel(address, channel_options(max_message_bytes))
         self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.classifier = cls_grpc.ClassifierStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     def __enter__(self) -> AxonClient:
         return self
@@ -207,7 +213,8 @@ class AxonClient:
         messages = (cls.ClassifyStreamRequest(id=i, request=r) for i, r in requests)
         deadline = self.timeout if isinstance(timeout, _ClientTimeout) else timeout
         try:
-            yield from self.classifier.ClassifyStream(messages, timeout=deadline)
+            yield from self.classifier.ClassifyStream(messages, timeout=deadline,
+                                                      metadata=self.metadata)
         except grpc.RpcError as error:
             raise client_error(error) from None
 
@@ -217,6 +224,13 @@ class AxonClient:
             self.inference.ModelInfer,
             infer_request(model, batch, version=version, outputs=outputs))
         return response_arrays(response)
+
+    def health(self, service: str = "") -> str:
+        """grpc.health.v1 status of the server (``""``) or of a model by name: ``SERVING``,
+        ``NOT_SERVING``; NOT_FOUND (raised) for a name the server does not know."""
+        response = self._call(self.health_stub.Check,
+                              health_pb2.HealthCheckRequest(service=service))
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     def model_metadata(self, model: str, version: str = "") -> oip.ModelMetadataResponse:
         return self._call(self.inference.ModelMetadata,
@@ -239,7 +253,7 @@ class AxonClient:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             try:
-                return method(request, timeout=remaining)
+                return method(request, timeout=remaining, metadata=self.metadata)
             except grpc.RpcError as error:
                 failure = client_error(error)
             pause = next(pauses, None)

@@ -75,3 +75,22 @@ def test_a_stream_keeps_its_window_and_answers_every_id(server: ServerProcess) -
     assert all(a.response.results for key, a in answers.items() if key != "r17")
     # The generator runs one request ahead of the window while it waits for a slot.
     assert 1 < most_in_flight <= window + 1
+
+
+def test_both_clients_read_server_and_model_health(server: ServerProcess) -> None:
+    with AxonClient(server.address) as sync:
+        assert sync.health() == "SERVING"
+        assert sync.health(DIGITS) == "SERVING"
+        with pytest.raises(AxonClientError) as error:
+            sync.health("no-such-model")
+        assert error.value.code == grpc.StatusCode.NOT_FOUND
+
+    async def main() -> None:
+        async with AsyncAxonClient(server.address) as client:
+            assert await client.health() == "SERVING"
+            assert await client.health(DIGITS) == "SERVING"
+            with pytest.raises(AxonClientError) as error:
+                await client.health("no-such-model")
+            assert error.value.code == grpc.StatusCode.NOT_FOUND
+
+    asyncio.run(main())
