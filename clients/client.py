@@ -240,6 +240,23 @@ class AxonClient:
         response = self._call(self.classifier.ListModels, cls.ListModelsRequest())
         return list(response.models)
 
+    def repository_index(self, ready_only: bool = False,
+                         ) -> list[oip.RepositoryIndexResponse.ModelIndex]:
+        """Every version in the server's repository, with its state and the reason."""
+        response = self._call(self.inference.RepositoryIndex,
+                              oip.RepositoryIndexRequest(ready=ready_only))
+        return list(response.models)
+
+    def load_model(self, model: str) -> None:
+        """(Re)load ``model`` from the repository (needs the admin role where tokens are on)."""
+        self._call(self.inference.RepositoryModelLoad,
+                   oip.RepositoryModelLoadRequest(model_name=model))
+
+    def unload_model(self, model: str) -> None:
+        """Stop serving ``model``; queued requests finish (admin role where tokens are on)."""
+        self._call(self.inference.RepositoryModelUnload,
+                   oip.RepositoryModelUnloadRequest(model_name=model))
+
     def statistics(self, model: str = "", version: str = "") -> list[oip.ModelStatistics]:
         response = self._call(
             self.inference.ModelStatistics,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from axon.errors import AxonError
 from axon.model_repository import ModelRepository
 from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
 from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
+from server.auth import Token, TokenAuthenticator, load_tokens
 from server.batching import BatchingPolicy
 from server.config import ServerSettings
 from server.metrics import Metrics, MetricsEndpoint, serve_metrics
@@ -27,6 +29,7 @@ from server.runtime import SessionSettings, resolve_providers
 from server.servicers.classification import ClassifierServicer
 from server.servicers.inference import InferenceServicer
 from server.status import guard
+from server.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,9 @@ async def build_server(settings: ServerSettings) -> AxonServer:
                                     max_stream_in_flight=settings.max_stream_in_flight,
                                     metrics=metrics)
 
-    server = grpc.aio.server(maximum_concurrent_rpcs=settings.max_concurrent_rpcs, options=[
+    credentials, interceptors = _security(settings, metrics)
+    server = grpc.aio.server(interceptors=interceptors,
+                             maximum_concurrent_rpcs=settings.max_concurrent_rpcs, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # gRPC shares ports by default; then a second server started on a busy port would
@@ -129,7 +134,8 @@ async def build_server(settings: ServerSettings) -> AxonServer:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(settings.address)
+        port = server.add_insecure_port(settings.address) if credentials is None \
+            else server.add_secure_port(settings.address, credentials)
     except RuntimeError as exc:
         raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
     endpoint = None if metrics is None else _serve_metrics(metrics, settings.metrics_address)
@@ -156,6 +162,29 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
     return running
 
+
+
+def _security(settings: ServerSettings, metrics: Metrics | None,
+              ) -> tuple[grpc.ServerCredentials | None, list[grpc.aio.ServerInterceptor]]:
+    """TLS credentials for the port and the token interceptor, as the settings ask."""
+    credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    tokens = load_tokens(
+        settings.tokens.get_secret_value() if settings.tokens is not None else None,
+        settings.tokens_file)
+    log.info("%s; %s", "plain text (no TLS)" if credentials is None else
+             "TLS, client certificates required" if settings.tls_client_ca else "TLS",
+             _describe(tokens))
+    interceptors: list[grpc.aio.ServerInterceptor] = [TokenAuthenticator(
+        tokens, on_refusal=None if metrics is None else metrics.auth_refused)] if tokens else []
+    return credentials, interceptors
+
+
+def _describe(tokens: list[Token]) -> str:
+    if not tokens:
+        return "no token authentication"
+    roles = Counter(token.role.value for token in tokens)
+    return "bearer tokens required except for health (" + ", ".join(
+        f"{count} {role}" for role, count in sorted(roles.items())) + ")"
 
 
 def _serve_metrics(metrics: Metrics, address: str) -> MetricsEndpoint:

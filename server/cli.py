@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import types
 import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from axon.errors import AxonError
 from server.config import ENV_PREFIX, ServerSettings, load_settings
@@ -29,7 +30,7 @@ def add_serve_command(commands: Any) -> None:
     for name, field in ServerSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (default: {_show(field.default)})"
-        annotation = field.annotation
+        annotation = _required(field.annotation)
         if annotation is bool:
             serve.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
@@ -40,6 +41,8 @@ def add_serve_command(commands: Any) -> None:
         elif typing.get_origin(annotation) is typing.Literal:
             serve.add_argument(flag, dest=name, choices=typing.get_args(annotation),
                                help=help_text)
+        elif annotation is SecretStr:
+            serve.add_argument(flag, dest=name, metavar="SECRET", help=help_text)
         else:
             serve.add_argument(flag, dest=name, type=annotation, help=help_text)
     serve.set_defaults(handler=_serve)
@@ -61,7 +64,17 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings_from(args))
 
 
+def _required(annotation: Any) -> Any:
+    """``X`` of an optional ``X | None`` setting (its flag takes an X); others as they are."""
+    if isinstance(annotation, types.UnionType):
+        (present,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return present
+    return annotation
+
+
 def _show(value: object) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "all"
     return str(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -76,6 +76,19 @@ class ServerSettings(BaseSettings):
     reflection: bool = Field(True, description="serve gRPC server reflection")
     grace_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long in-flight "
                                  "requests may take to finish")
+    tls_cert: Path | None = Field(None, description="server certificate chain (PEM); with "
+                                  "tls_key the gRPC port speaks TLS only")
+    tls_key: Path | None = Field(None, description="the server certificate's private key "
+                                 "(PEM)")
+    tls_client_ca: Path | None = Field(None, description="CA certificate(s) (PEM) that client "
+                                       "certificates must chain to; set, every client must "
+                                       "present one (mutual TLS)")
+    tokens: SecretStr | None = Field(None, description="bearer tokens as ROLE:TOKEN,... "
+                                     "(roles: infer, admin); set here or in tokens_file, "
+                                     "every call but health needs one. Prefer the file or "
+                                     "the AXON_TOKENS variable: flags show in ps")
+    tokens_file: Path | None = Field(None, description="file of ROLE:TOKEN lines (# "
+                                     "comments); see tokens")
 
     @field_validator("models", "providers", mode="before")
     @classmethod

@@ -188,6 +188,10 @@ class Metrics:
             registry.register(family)
         self.load_failures = Counter("axon_model_load_failures", "Model loads that failed",
                                      ["model"], registry=registry)
+        self.auth_refusals = Counter(
+            "axon_auth_refusals", "Calls refused by token authentication: UNAUTHENTICATED (no "
+            "or an unknown token) or PERMISSION_DENIED (a role that may not call the method)",
+            ["code"], registry=registry)
         self.load_duration = Histogram("axon_model_load_duration_seconds",
                                        "Time to load a model (all its selected versions)",
                                        ["model"], buckets=LOAD_BUCKETS, registry=registry)
@@ -236,6 +240,9 @@ class Metrics:
 
     def model_load_failed(self, model: str) -> None:
         self.load_failures.labels(model).inc()
+
+    def auth_refused(self, code: str) -> None:
+        self.auth_refusals.labels(code).inc()
 
 
 class _StateCollector(Collector):
