@@ -122,6 +122,18 @@ class ModelRepository:
     def version_dir(self, name: str, version: int) -> Path:
         return self.root / validate_model_name(name) / str(version)
 
+    def model_file(self, name: str, version: int) -> Path:
+        """The version's model file, resolved. A symlink on the way that leads out of the
+        repository (model folder, version folder or the file) is refused: what is served comes
+        from the repository, whatever links are placed in it."""
+        path = self.version_dir(name, version) / MODEL_FILENAME
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            raise RepositoryError(f"{name} v{version}: {path} leads to {resolved}, outside the "
+                                  f"repository {root}; links out of the repository are refused")
+        return resolved
+
     def card(self, name: str, version: int) -> ModelCard:
         """The model card of a published version."""
         if version not in self.versions(name):

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from axon.model_repository import (
-    MODEL_FILENAME,
     ModelRepository,
     RepositoryError,
     ServingConfig,
+    validate_model_name,
 )
 from server.batching import BatchingPolicy, BatchObserver
 from server.errors import (
@@ -189,6 +189,10 @@ class ModelManager:
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name``; queued requests still get their answers."""
+        try:
+            validate_model_name(name)
+        except RepositoryError as exc:
+            raise InvalidInputError(str(exc)) from exc
         slot = self._slots.get(name)
         if slot is None:
             raise ModelNotFoundError(f"model {shown(name)} is not loaded")
@@ -310,7 +314,10 @@ class ModelManager:
             instances=config.instances or base.instances)
         built: dict[int, ServedModel] = {}
         for version in versions:
-            path = self.repository.version_dir(name, version) / MODEL_FILENAME
+            try:
+                path = self.repository.model_file(name, version)
+            except RepositoryError as exc:
+                raise ModelLoadError(str(exc)) from exc
             runtime = ModelRuntime(path, self._session)
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",

@@ -195,6 +195,15 @@ CASES = {
     "load a model name that is a path": Case(
         lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
             model_name="../etc")), CODE.INVALID_ARGUMENT, "invalid model name '../etc'"),
+    "load an absolute path": Case(
+        lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
+            model_name="/etc/passwd")), CODE.INVALID_ARGUMENT, "invalid model name '/etc/passwd'"),
+    "unload a nested path": Case(
+        lambda c: c.inference.RepositoryModelUnload(oip.RepositoryModelUnloadRequest(
+            model_name=f"{DIGITS}/1")), CODE.INVALID_ARGUMENT, f"invalid model name '{DIGITS}/1'"),
+    "model ready with a version that is a path": Case(
+        lambda c: c.inference.ModelReady(oip.ModelReadyRequest(name=DIGITS, version="1/../2")),
+        CODE.INVALID_ARGUMENT, "must be a positive integer"),
     "load a corrupt model": Case(
         lambda c: c.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(
             model_name=BROKEN)), CODE.FAILED_PRECONDITION,

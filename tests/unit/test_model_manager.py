@@ -304,3 +304,61 @@ def test_a_model_whose_config_fails_is_not_ready_rather_than_unknown(
             manager.get(NAME)
 
     run_with(repository, scenario)
+
+
+def _external_weights(model_file: Path, location: str, data_file: Path) -> None:
+    """Rewrite ``model_file`` so its first initializer's bytes live in ``data_file``, referred
+    to as ``location``."""
+    import onnx
+
+    model = onnx.load(str(model_file))
+    tensor = model.graph.initializer[0]
+    data_file.write_bytes(tensor.raw_data)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    onnx.save(model, str(model_file))
+
+
+@pytest.mark.parametrize("escape", ["folder", "version", "file"])
+def test_links_out_of_the_repository_are_refused_and_links_inside_work(
+        repository: ModelRepository, tmp_path: Path, escape: str) -> None:
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(repository.root / NAME, outside)
+    if escape == "folder":
+        (repository.root / "linked").symlink_to(outside, target_is_directory=True)
+    elif escape == "version":
+        (repository.root / "linked").mkdir()
+        (repository.root / "linked" / "1").symlink_to(outside / "1", target_is_directory=True)
+    else:
+        shutil.copytree(repository.root / NAME / "1", repository.root / "linked" / "1")
+        (repository.root / "linked" / "1" / MODEL_FILENAME).unlink()
+        (repository.root / "linked" / "1" / MODEL_FILENAME).symlink_to(
+            outside / "1" / MODEL_FILENAME)
+    (repository.root / "inside").symlink_to(repository.root / NAME, target_is_directory=True)
+
+    async def scenario(manager: ModelManager) -> None:
+        with pytest.raises(ModelLoadError, match="outside the repository"):
+            await manager.load("linked")
+        assert await manager.load("inside") == [3]
+
+    run_with(repository, scenario)
+
+
+def test_external_data_outside_the_model_folder_is_refused(repository: ModelRepository,
+                                                           tmp_path: Path) -> None:
+    version_dir = repository.version_dir(NAME, 3)
+    _external_weights(version_dir / MODEL_FILENAME, "../../../outside.bin",
+                      repository.root.parent / "outside.bin")
+    shutil.copytree(repository.root / NAME / "2", repository.root / "inside-data" / "1")
+    inside = repository.version_dir("inside-data", 1)
+    _external_weights(inside / MODEL_FILENAME, "weights.bin", inside / "weights.bin")
+
+    async def scenario(manager: ModelManager) -> None:
+        with pytest.raises(ModelLoadError, match="escapes model directory"):
+            await manager.load(NAME)
+        assert await manager.load("inside-data") == [1]  # external data in its own folder
+
+    run_with(repository, scenario)
