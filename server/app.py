@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
 from server.auth import Token, TokenAuthenticator, load_tokens
 from server.batching import BatchingPolicy
 from server.config import ServerSettings
+from server.drain import Drain
 from server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from server.model_states import watch_models
 from server.repository import ModelManager, VersionPolicy
@@ -48,15 +50,21 @@ class AxonServer:
     inference: InferenceServicer
     health: health.aio.HealthServicer
     decoder: ThreadPoolExecutor
+    drain: Drain
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
 
     async def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, let in-flight calls finish for ``grace`` s, close the models."""
+        """Report NOT_SERVING, refuse new calls with UNAVAILABLE, give the admitted ones up to
+        ``grace`` s to finish, then close the port and the models."""
         self.inference.ready = False
         try:
             await self.health.enter_graceful_shutdown()
-            await self.server.stop(grace)
+            started = time.monotonic()
+            if not await self.drain.close(grace):
+                log.warning("%d call(s) still running after the %.1f s grace period are "
+                            "cancelled", self.drain.in_flight, grace)
+            await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
             try:
                 # Every call has ended; what is left is draining the batchers, which only a
                 # hung model execution could hold up.
@@ -123,10 +131,11 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         # silently take half its traffic instead of failing.
         ("grpc.so_reuseport", 0),
     ])
+    drain = Drain()
     open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        guard(inference, INFERENCE_SERVICE, metrics), server)
+        guard(inference, INFERENCE_SERVICE, metrics, drain), server)
     classification_pb2_grpc.add_ClassifierServicer_to_server(
-        guard(classifier, CLASSIFIER_SERVICE, metrics), server)
+        guard(classifier, CLASSIFIER_SERVICE, metrics, drain), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection((
@@ -146,8 +155,8 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         if endpoint is not None:
             endpoint.close()
         raise
-    running = AxonServer(server, port, models, inference, health_servicer, decoder, metrics,
-                         endpoint)
+    running = AxonServer(server, port, models, inference, health_servicer, decoder, drain,
+                         metrics, endpoint)
     names = list(settings.models) or repository.model_names()
     if not names:
         log.warning("the model repository %s holds no models; load them later with "

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from server.errors import ServingError
+from server.drain import STOPPING, Drain
+from server.errors import ServingError, ShuttingDownError
 
 if TYPE_CHECKING:
     from server.metrics import Metrics
@@ -73,30 +74,36 @@ async def outcome_of(work: Callable[[], Awaitable[ResultT]], method: str,
 
 
 def guard(servicer: ServicerT, service: ServiceDescriptor,
-          metrics: Metrics | None = None) -> ServicerT:
+          metrics: Metrics | None = None, drain: Drain | None = None) -> ServicerT:
     """Wrap each of ``service``'s methods on ``servicer`` with the error mapping, in place.
 
     With ``metrics``, unary calls are also counted and timed; streams count their messages
-    themselves (see ``outcome_of``).
+    themselves (see ``outcome_of``). With ``drain``, calls are admitted through it: refused
+    once the server stops, and streams stop reading then.
     """
     for method in service.methods:
         behaviour = getattr(servicer, method.name)
         full_name = f"/{service.full_name}/{method.name}"
         if inspect.isasyncgenfunction(behaviour):
-            setattr(servicer, method.name, _guard_stream(behaviour, full_name))
+            setattr(servicer, method.name, _guard_stream(behaviour, full_name, drain))
         else:
             setattr(servicer, method.name,
-                    _guard_unary(behaviour, full_name, method.name, metrics))
+                    _guard_unary(behaviour, full_name, method.name, metrics, drain))
     return servicer
 
 
 def _guard_unary(behaviour: Callable[[Any, Context], Awaitable[Any]], full_name: str,
-                 method: str, metrics: Metrics | None) -> Callable[..., Awaitable[Any]]:
+                 method: str, metrics: Metrics | None,
+                 drain: Drain | None) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(behaviour)
     async def guarded(request: Any, context: Context) -> Any:
         call = None if metrics is None else metrics.begin(method)
         code = grpc.StatusCode.OK
+        admitted = False
         try:
+            if drain is not None:
+                drain.enter()
+                admitted = True
             return await behaviour(request, context)
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -108,6 +115,8 @@ def _guard_unary(behaviour: Callable[[Any, Context], Awaitable[Any]], full_name:
             code, message = status_of(error, full_name)
             await context.abort(code, message)
         finally:
+            if admitted and drain is not None:
+                drain.exit()
             if call is not None and metrics is not None:
                 metrics.end(call, code.name)
     return guarded
@@ -121,15 +130,26 @@ def _cancelled_code(context: Context) -> grpc.StatusCode:
 
 
 def _guard_stream(behaviour: Callable[[Any, Context], AsyncIterator[Any]],
-                  method: str) -> Callable[..., AsyncIterator[Any]]:
+                  method: str, drain: Drain | None) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(behaviour)
     async def guarded(requests: Any, context: Context) -> AsyncIterator[Any]:
+        admitted = False
         try:
+            if drain is not None:
+                drain.enter()
+                admitted = True
+                requests = drain.messages(requests)
             async for response in behaviour(requests, context):
                 yield response
+            if admitted and requests.cut:
+                # Every message read was answered; the caller sends the rest again.
+                raise ShuttingDownError(STOPPING)
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # the edge: every error becomes a status here
             code, message = status_of(error, method)
             await context.abort(code, message)
+        finally:
+            if admitted and drain is not None:
+                drain.exit()
     return guarded

@@ -1,0 +1,98 @@
+"""Graceful drain: once the server is stopping, new calls are refused with UNAVAILABLE (a
+client retries them elsewhere or after the restart) while every call already accepted runs to
+its answer.
+
+Streams stop taking new messages: the messages already read are answered, then the stream ends
+UNAVAILABLE, so a client knows exactly which of its messages to send again. Everything here
+runs on the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable
+from typing import Any, Generic, TypeVar
+
+from server.errors import ShuttingDownError
+
+MessageT = TypeVar("MessageT")
+
+STOPPING = "the server is stopping; call again (another replica, or this one once restarted)"
+
+
+class Drain:
+    """Counts the calls in progress and, once ``close`` is called, admits no more."""
+
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.closing = asyncio.Event()
+        self.pending_reads: set[asyncio.Future[Any]] = set()
+        """Streams' pending reads of their next message, cancelled when the drain starts."""
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def enter(self) -> None:
+        """Admit a call; raises ``ShuttingDownError`` (UNAVAILABLE) once closing."""
+        if self.closing.is_set():
+            raise ShuttingDownError(STOPPING)
+        self._in_flight += 1
+        self._idle.clear()
+
+    def exit(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def close(self, grace: float) -> bool:
+        """Refuse new calls and stop streams reading, then wait up to ``grace`` seconds for
+        the admitted calls to end. True if they all did."""
+        self.closing.set()
+        for read in list(self.pending_reads):
+            read.cancel()
+        if self._idle.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except TimeoutError:
+            return False
+        return True
+
+    def messages(self, requests: AsyncIterable[MessageT]) -> DrainedMessages[MessageT]:
+        """A stream's ``requests`` until the drain starts."""
+        return DrainedMessages(requests, self)
+
+
+class DrainedMessages(Generic[MessageT]):
+    """A stream's messages, cut off when the server starts draining: the message being
+    awaited then is left unread and ``cut`` turns true."""
+
+    def __init__(self, requests: AsyncIterable[MessageT], drain: Drain) -> None:
+        self._iterator = aiter(requests)
+        self._drain = drain
+        self.cut = False
+
+    def __aiter__(self) -> DrainedMessages[MessageT]:
+        return self
+
+    async def __anext__(self) -> MessageT:
+        if self._drain.closing.is_set():
+            self.cut = True
+            raise StopAsyncIteration
+        # A task of its own, so that ``Drain.close`` can cancel the wait for the next message
+        # without cancelling the stream's handler.
+        read: asyncio.Future[MessageT] = asyncio.ensure_future(anext(self._iterator))
+        reads = self._drain.pending_reads
+        reads.add(read)
+        try:
+            return await read
+        except asyncio.CancelledError:
+            if read.cancelled() and self._drain.closing.is_set():
+                self.cut = True
+                raise StopAsyncIteration from None
+            raise
+        finally:
+            reads.discard(read)
