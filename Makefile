@@ -53,7 +53,8 @@ proto-check: venv
 	$(BIN)/python proto/generate.py --check
 
 # Load benchmark of the serving path (README "Serving performance"); trains the compact digit
-# net first if the repository lacks it. Needs h2load (Debian: nghttp2-client).
+# net first if the repository lacks it. Needs h2load (Debian: nghttp2-client). Open-loop load
+# and the Classify API: make bench BENCH_ARGS='--api classify --scenarios 64x1,2000/sx1'.
 bench: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)

@@ -22,7 +22,9 @@ from clients.security import ConnectionSecurity
 from clients.server_process import running_server
 
 if TYPE_CHECKING:
-    from clients.bench import Measurement, Scenario, Target
+    from clients.bench import Measurement
+    from clients.bench_target import Target
+    from clients.scenarios import Scenario
 
 DEFAULT_ADDRESS = os.environ.get("AXON_SERVER", "127.0.0.1:8001")
 TOKEN_ENV = "AXON_TOKEN"
@@ -61,8 +63,12 @@ def add_client_commands(commands: Any) -> None:
     add_security_arguments(classify)
     classify.set_defaults(handler=_classify)
 
-    bench = commands.add_parser("bench", help="load-test a model over gRPC next to the raw "
-                                "onnxruntime ceiling")
+    from clients.scenarios import DEFAULT_MAX_OUTSTANDING
+
+    bench = commands.add_parser(
+        "bench", help="load-test a model over gRPC next to the raw onnxruntime ceiling",
+        description="Closed-loop (callers) and open-loop (requests/s) load on ModelInfer or "
+        "Classify; prints throughput, p50/p90/p99/max latency and errors per scenario.")
     bench.add_argument("--model", default="mnist-compact")
     bench.add_argument("--model-repository", type=Path, default=Path(os.environ.get(
         "AXON_MODEL_REPOSITORY", "model_repository")))
@@ -70,12 +76,26 @@ def add_client_commands(commands: Any) -> None:
                        "(server CPU is then not reported)")
     bench.add_argument("--serve-args", default="", help="extra `axon serve` flags for the "
                        "server bench starts, e.g. '--max-queue-delay-ms 1'")
+    bench.add_argument("--api", choices=("infer", "classify"), default="infer",
+                       help="infer: ModelInfer with FP32 tensors (default); classify: "
+                       "axon.v1.Classifier/Classify with PNG images the server decodes")
     bench.add_argument("--generators", default="h2load,python",
                        help="h2load (C, cheap: needs Debian nghttp2-client) and/or python "
-                       "(grpc.aio in a child process)")
+                       "(grpc.aio in a child process). h2load sees HTTP status only: an open "
+                       "loop with it is reported only below the server's capacity (every "
+                       "call answered, none sent late), else bench stops with an error; "
+                       "measure overload with python, which counts errors per gRPC status")
     bench.add_argument("--scenarios", default="1x1,16x1,64x1,1x64,16x64,64x64",
-                       help="CALLERSxIMAGES closed-loop scenarios")
+                       type=_scenario_list, help="comma-separated: CALLERSxIMAGES for a closed "
+                       "loop (64x1: 64 callers, each waiting for its answer), RATE/sxIMAGES "
+                       "for an open loop (2000/sx1: 2,000 requests/s on a fixed schedule, "
+                       "latency timed from when each was due)")
     bench.add_argument("--seconds", type=float, default=5.0, help="measured time per scenario")
+    bench.add_argument("--max-outstanding", type=_positive, default=DEFAULT_MAX_OUTSTANDING,
+                       help=f"open loop: most requests in flight (default "
+                       f"{DEFAULT_MAX_OUTSTANDING:,}); the "
+                       "python generator counts requests due past it as not sent, h2load "
+                       "would send them late, which bench refuses")
     bench.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the "
                        "in-process ceiling (match the server's --intra-op-threads)")
     bench.add_argument("--json-out", type=Path, help="also write the measurements here")
@@ -129,7 +149,6 @@ def _server_for(args: argparse.Namespace,
 def _bench(args: argparse.Namespace) -> int:
     from clients.bench import (
         GENERATORS,
-        Scenario,
         onnxruntime_ceiling,
         plot,
         save,
@@ -148,7 +167,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.baseline_args is not None and args.address:
         raise ClientUsageError("--baseline-args needs bench to start both servers: drop "
                                "--address")
-    scenarios = [Scenario.parse(s) for s in args.scenarios.split(",")]
+    scenarios: list[Scenario] = args.scenarios
     with ExitStack() as stack:
         target, path = _target(stack, args, "")
         rng = np.random.default_rng(0)
@@ -163,7 +182,7 @@ def _bench(args: argparse.Namespace) -> int:
         rows = []
         for generator in generators:
             for scenario in scenarios:
-                rows.append(_measure_and_tell(target, scenario, generator, args.seconds,
+                rows.append(_measure_and_tell(args, target, scenario, generator,
                                               ceilings[scenario.images]))
     print(table(rows))
     print("\n".join(verdicts(rows)))
@@ -176,7 +195,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tuple[Target, Path]:
     """A ready server (started unless --address), its model, and the model's file."""
-    from clients.bench import Target
+    from clients.bench_target import Target
 
     address, pid = stack.enter_context(_server_for(args, extra_flags))
     client = stack.enter_context(AxonClient(address))
@@ -189,16 +208,23 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
     print(f"{args.model} v{description.version} on {description.execution_provider}, "
           f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else "")
           + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
-    return Target(client, args.model, description.version, shape, pid), path
+    image = (description.image_height, description.image_width, description.image_channels)
+    return Target(client, args.model, description.version, shape, image, pid), path
 
 
-def _measure_and_tell(target: Target, scenario: Scenario, generator: str, seconds: float,
-                      ceiling: float) -> Measurement:
+def _measure_and_tell(args: argparse.Namespace, target: Target, scenario: Scenario,
+                      generator: str, ceiling: float) -> Measurement:
     from clients.bench import measure
 
-    row = measure(target, scenario, generator, seconds=seconds, ceiling=ceiling)
-    print(f"  {generator} {scenario.callers}x{scenario.images}: "
-          f"{row.images_per_second:,.0f} images/s, p99 {row.p99_ms:.1f} ms", file=sys.stderr)
+    row = measure(target, scenario, generator, api=args.api, seconds=args.seconds,
+                  ceiling=ceiling, max_outstanding=args.max_outstanding)
+    line = f"  {generator} {args.api} {scenario.label}: {row.images_per_second:,.0f} images/s, " \
+           f"p99 {row.p99_ms:.1f} ms"
+    if scenario.rate is not None:
+        line += f", {row.requests_per_second:,.0f} of {scenario.rate:,.0f} requests/s " \
+                f"answered, {row.errors:,} errors, {row.not_sent:,} not sent, send lag p99 " \
+                f"{row.send_lag_p99_ms or 0.0:.1f} ms"
+    print(line, file=sys.stderr)
     return row
 
 
@@ -218,12 +244,22 @@ def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
                 for side, target in order if round_index % 2 == 0 else order[::-1]:
                     print(f"round {round_index + 1}, {side}:", file=sys.stderr, end="")
                     sides[side].append(_measure_and_tell(
-                        target, scenario, generator, args.seconds, ceilings[scenario.images]))
-            pairs.append(Pair(generator, scenario, sides["variant"], sides["baseline"]))
+                        args, target, scenario, generator, ceilings[scenario.images]))
+            pairs.append(Pair(generator, args.api, scenario, sides["variant"],
+                              sides["baseline"]))
     print(comparison_table(pairs, args.serve_args or "default settings",
                            f"{args.serve_args} {args.baseline_args}".strip()))
     if args.json_out:
         save_pairs(pairs, args.json_out)
+
+
+def _scenario_list(text: str) -> list[Scenario]:
+    from clients.scenarios import ScenarioError, parse_scenarios
+
+    try:
+        return parse_scenarios(text)
+    except ScenarioError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _positive(text: str) -> int:

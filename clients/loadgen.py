@@ -1,16 +1,17 @@
-"""Load generators: closed loops of concurrent callers, each waiting for its answer before the
-next request. Two implementations of one contract, ``run(...) -> LoadResult``:
+"""Load generators: two implementations of one contract, ``run(call, scenario, seconds, ...) ->
+LoadResult``, each for closed loops (callers) and open loops (a fixed rate):
 
-- ``python``: grpc.aio callers in a child process (what a Python service calling Axon costs);
+- ``python``: grpc.aio in a child process (what a Python service calling Axon costs; see
+  clients/aio_load.py). It sees every call's gRPC status;
 - ``h2load``: nghttp2's C HTTP/2 load generator (Debian ``nghttp2-client``), which drives unary
   gRPC for a fraction of the CPU, leaving the cores to the server. It sees HTTP status only,
   not ``grpc-status``: ``axon bench`` checks the server's own counters instead.
+
+Both send one serialized request, unchanged, to one method path, so they serve any unary API.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import resource
 import shutil
@@ -18,19 +19,24 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 
 from axon.errors import AxonError
-from axon.protocol import open_inference_pb2_grpc as oip_grpc
-from clients.client import DEFAULT_MESSAGE_BYTES, channel_options, infer_request
+from clients.scenarios import (
+    DEFAULT_MAX_OUTSTANDING,
+    H2loadPlan,
+    OpenLoopSchedule,
+    Scenario,
+    lateness,
+)
 
-METHOD = "/inference.GRPCInferenceService/ModelInfer"
+H2LOAD_LATE_SHARE = 0.01
+"""An h2load open loop is refused when more than this share of its requests went out late."""
 
 
 class LoadError(AxonError):
@@ -38,113 +44,146 @@ class LoadError(AxonError):
 
 
 @dataclass(frozen=True)
+class Call:
+    """One unary call to repeat: where, which method (``/package.Service/Method``), and its
+    serialized request."""
+
+    address: str
+    method: str
+    body: bytes
+
+
+@dataclass(frozen=True)
 class LoadResult:
-    requests: int
+    sent: int
+    succeeded: int
+    """Calls answered OK, as far as the generator can tell (h2load: HTTP 200)."""
     seconds: float
+    """Closed loop: the run. Open loop: from the first send to the last answer, or to the end
+    of the schedule if that is later."""
     latencies_ms: npt.NDArray[np.float64]
+    """Of the calls answered OK; in an open loop, from the time each was due to be sent."""
     generator_cpu_seconds: float
-    errors: int
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+    """gRPC status names (python) or ``HTTP <status>`` (h2load) -> calls."""
+    not_sent: int = 0
+    """Open loop: requests due while ``max_outstanding`` were in flight, dropped unsent."""
+    send_lag_p99_ms: float | None = None
+    """Open loop: how late the generator sent its requests against the schedule (p99)."""
+
+    @property
+    def errors(self) -> int:
+        return sum(self.errors_by_code.values())
 
     @property
     def requests_per_second(self) -> float:
-        return self.requests / self.seconds
+        """Answered OK per second: in an open loop, the achieved rate."""
+        return self.succeeded / self.seconds
 
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else 0.0
-
-
-def request_bytes(model: str, batch: npt.NDArray[np.float32], version: str = "") -> bytes:
-    return infer_request(model, batch, version=version).SerializeToString()
 
 
 def h2load_available() -> bool:
     return shutil.which("h2load") is not None
 
 
-def run_h2load(address: str, body: bytes, concurrency: int, seconds: float) -> LoadResult:
-    """``concurrency`` streams in flight over up to 8 connections, for ``seconds``."""
-    connections = min(concurrency, 8)
-    while concurrency % connections:
+def run_h2load(call: Call, scenario: Scenario, seconds: float, *,
+               max_outstanding: int = DEFAULT_MAX_OUTSTANDING) -> LoadResult:
+    """A closed loop of ``scenario.callers`` streams over up to 8 connections for ``seconds``,
+    or an open loop (``--rps``) of ``scenario.rate`` requests/s for ``seconds``."""
+    if scenario.rate is not None:
+        return _h2load_open(call, OpenLoopSchedule(scenario.rate, seconds), max_outstanding)
+    callers = scenario.callers or 1
+    connections = min(callers, 8)
+    while callers % connections:
         connections -= 1
+    rows, cpu = _h2load(call, ["-D", f"{max(1, round(seconds * 1000))}ms", "-c",
+                               str(connections), "-m", str(callers // connections)])
+    return LoadResult(len(rows.status), int((rows.status == 200).sum()), seconds,
+                      rows.latency_ms[rows.status == 200], cpu, rows.errors_by_code())
+
+
+def _h2load_open(call: Call, schedule: OpenLoopSchedule, max_outstanding: int) -> LoadResult:
+    """h2load measures latency from when it actually sent a request. That is when the request
+    was due only while no connection is at its stream limit: past it h2load holds requests
+    back and sends them late (coordinated omission), so a run that sent late is refused."""
+    plan = H2loadPlan.for_rate(schedule.rate, schedule.count, max_outstanding)
+    rows, cpu = _h2load(call, ["-n", str(schedule.count), *plan.flags()])
+    late = np.array(lateness(rows.start_s.tolist(), schedule.rate))
+    tolerance = 1 / plan.rate_per_connection + 0.02  # timer ticks, connection start times
+    late_share = float((late > tolerance).mean()) if len(late) else 0.0
+    if late_share > H2LOAD_LATE_SHARE:
+        raise LoadError(
+            f"h2load fell behind the offered {schedule.rate:g} requests/s: {late_share:.1%} of "
+            f"its requests went out more than {tolerance * 1000:.0f} ms late, and its latencies "
+            "leave that wait out; lower the rate or use --generators python")
+    ends = rows.start_s + rows.latency_ms / 1000
+    elapsed = max(float(ends.max() - rows.start_s.min()) if len(ends) else 0.0,
+                  schedule.count / schedule.rate)
+    return LoadResult(len(rows.status), int((rows.status == 200).sum()), elapsed,
+                      rows.latency_ms[rows.status == 200], cpu, rows.errors_by_code(),
+                      send_lag_p99_ms=float(np.percentile(late, 99)) * 1000 if len(late) else 0.0)
+
+
+@dataclass(frozen=True)
+class _H2loadLog:
+    """h2load's ``--log-file``: one row per request."""
+
+    start_s: npt.NDArray[np.float64]
+    """When it was sent, in seconds since the epoch."""
+    status: npt.NDArray[np.int64]
+    """HTTP status; -1 for a failed stream."""
+    latency_ms: npt.NDArray[np.float64]
+
+    def errors_by_code(self) -> dict[str, int]:
+        return dict(Counter(f"HTTP {s}" if s > 0 else "stream failed"
+                            for s in self.status.tolist() if s != 200))
+
+
+def _h2load(call: Call, flags: list[str]) -> tuple[_H2loadLog, float]:
+    """Run h2load with ``flags`` on ``call``; its log and its CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         body_path, log_path = Path(tmp) / "body", Path(tmp) / "log"
-        body_path.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)
+        body_path.write_bytes(b"\x00" + struct.pack(">I", len(call.body)) + call.body)
         before = _children_cpu()
         completed = subprocess.run(
-            ["h2load", "-D", f"{max(1, round(seconds * 1000))}ms", "-c", str(connections),
-             "-m", str(concurrency // connections), "-d", str(body_path),
+            ["h2load", *flags, "-d", str(body_path),
              "-H", "content-type: application/grpc", "-H", "te: trailers",
-             "--log-file", str(log_path), f"http://{address}{METHOD}"],
+             "--log-file", str(log_path), f"http://{call.address}{call.method}"],
             capture_output=True, text=True, check=False)
         cpu = _children_cpu() - before
         if completed.returncode != 0:
             raise LoadError(f"h2load failed: {completed.stderr or completed.stdout}")
         rows = [line.split("\t") for line in log_path.read_text().splitlines() if line]
-    statuses = np.array([int(r[1]) for r in rows])
-    latencies = np.array([int(r[2]) / 1000 for r in rows], dtype=np.float64)
-    return LoadResult(len(rows), seconds, latencies, cpu, int((statuses != 200).sum()))
+    return _H2loadLog(np.array([int(r[0]) / 1e6 for r in rows], dtype=np.float64),
+                      np.array([int(r[1]) for r in rows], dtype=np.int64),
+                      np.array([int(r[2]) / 1000 for r in rows], dtype=np.float64)), cpu
 
 
-def run_python(address: str, body: bytes, concurrency: int, seconds: float) -> LoadResult:
+def run_python(call: Call, scenario: Scenario, seconds: float, *,
+               max_outstanding: int = DEFAULT_MAX_OUTSTANDING) -> LoadResult:
     """The grpc.aio load generator, in a child process so its CPU is its own."""
+    load = ["--callers", str(scenario.callers)] if scenario.rate is None else \
+        ["--rate", f"{scenario.rate!r}", "--max-outstanding", str(max_outstanding)]
     with tempfile.TemporaryDirectory() as tmp:
         body_path, out_path = Path(tmp) / "body", Path(tmp) / "out.json"
-        body_path.write_bytes(body)
+        body_path.write_bytes(call.body)
         before = _children_cpu()
-        subprocess.run([sys.executable, "-m", "clients.loadgen", address, str(body_path),
-                        str(concurrency), f"{seconds:g}", str(out_path)], check=True)
+        completed = subprocess.run(
+            [sys.executable, "-m", "clients.aio_load", call.address, call.method,
+             str(body_path), f"{seconds!r}", str(out_path), *load],
+            capture_output=True, text=True, check=False)
         cpu = _children_cpu() - before
+        if completed.returncode != 0:
+            raise LoadError("the python load generator failed: "
+                            + (completed.stderr.strip().splitlines() or ["no output"])[-1])
         result = json.loads(out_path.read_text())
-    return LoadResult(result["requests"], result["seconds"],
-                      np.array(result["latencies_ms"], dtype=np.float64), cpu, result["errors"])
-
-
-async def _closed_loop(address: str, body: bytes, concurrency: int,
-                       seconds: float) -> dict[str, object]:
-    from axon.protocol import open_inference_pb2 as oip
-
-    request = oip.ModelInferRequest.FromString(body)
-    async with grpc.aio.insecure_channel(
-            address, options=channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
-        infer = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-        await infer(request)  # connect before the clock starts
-        latencies: list[float] = []
-        errors = 0
-        stop = time.perf_counter() + seconds
-
-        async def caller() -> None:
-            nonlocal errors
-            while (start := time.perf_counter()) < stop:
-                try:
-                    await infer(request)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                latencies.append((time.perf_counter() - start) * 1000)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return {"requests": len(latencies), "seconds": elapsed, "latencies_ms": latencies,
-            "errors": errors}
+    return LoadResult(result["sent"], result["succeeded"], result["seconds"],
+                      np.array(result["latencies_ms"], dtype=np.float64), cpu,
+                      result["errors_by_code"], result["not_sent"], result["send_lag_p99_ms"])
 
 
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="closed-loop grpc.aio load (used by bench)")
-    parser.add_argument("address")
-    parser.add_argument("body", type=Path, help="a serialized ModelInferRequest")
-    parser.add_argument("concurrency", type=int)
-    parser.add_argument("seconds", type=float)
-    parser.add_argument("out", type=Path)
-    args = parser.parse_args()
-    result = asyncio.run(_closed_loop(args.address, args.body.read_bytes(), args.concurrency,
-                                      args.seconds))
-    args.out.write_text(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()

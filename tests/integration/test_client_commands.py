@@ -196,6 +196,113 @@ def test_bench_a_b_mode_refuses_a_running_server(server: ServerProcess) -> None:
     assert "--baseline-args needs bench to start both servers" in result.stderr
 
 
+def test_bench_open_loop_offers_its_rate_whatever_the_generator(
+        serving_repository: Path, tmp_path: Path) -> None:
+    """200 requests/s is far below capacity: both generators keep the schedule, every request
+    is answered, and the server counted each. Rate bounds are loose (a busy 2-core box)."""
+    out = tmp_path / "open.json"
+    result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
+                  "--scenarios", "200/sx1", "--seconds", "1", "--generators", "h2load,python",
+                  "--json-out", out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["generator"], r["mode"], r["api"]) for r in rows] == [
+        ("h2load", "open", "infer"), ("python", "open", "infer")]
+    for row in rows:
+        assert row["callers"] is None and row["offered_requests_per_second"] == 200
+        assert row["requests_sent"] == 200 and row["not_sent"] == 0
+        assert row["errors"] == 0 and row["errors_by_code"] == {}
+        assert row["server_successes"] == 200 and row["server_failures"] == 0
+        assert 0.7 * 200 <= row["requests_per_second"] <= 1.1 * 200
+        assert row["max_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["send_lag_p99_ms"] >= 0
+    assert "| h2load | — | 1 | infer | open | 200 |" in result.stdout
+
+
+def test_bench_open_loop_past_capacity_reports_queue_full_instead_of_failing(
+        serving_repository: Path, tmp_path: Path) -> None:
+    """A server that queues at most one image, offered far more than it can answer: the
+    python generator counts the refusals by status code, and bench reports them."""
+    out = tmp_path / "overload.json"
+    result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
+                  "--serve-args", "--max-batch-size 1 --max-queue-size 1",
+                  "--scenarios", "3000/sx1", "--seconds", "0.5", "--generators", "python",
+                  "--json-out", out)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())
+    assert row["errors_by_code"].get("RESOURCE_EXHAUSTED", 0) > 0
+    assert row["errors"] == sum(row["errors_by_code"].values())
+    assert row["requests_sent"] + row["not_sent"] == 1500
+    # Each call the server failed, the generator saw fail; each it saw answered, the server
+    # counted (calls shed before reaching the model, e.g. CANCELLED, only the generator sees).
+    assert row["server_failures"] <= row["errors"]
+    assert row["server_successes"] >= row["requests_sent"] - row["errors"] > 0
+    assert "RESOURCE_EXHAUSTED" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_bench_refuses_an_h2load_open_loop_past_capacity(serving_repository: Path) -> None:
+    """h2load cannot see gRPC status: past capacity its numbers would mix failed calls with
+    answered ones, so bench stops and says what to use instead."""
+    result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
+                  "--serve-args", "--max-batch-size 1 --max-queue-size 1",
+                  "--scenarios", "3000/sx1", "--seconds", "0.5", "--generators", "h2load")
+    assert result.returncode == 1
+    # Refused for the failures it cannot see, or (on a starved machine) for sending late.
+    assert "h2load sees HTTP status only" in result.stderr or \
+        "h2load fell behind the offered 3000 requests/s" in result.stderr
+    assert "use --generators python" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_loads_the_classify_api_with_both_generators(
+        serving_repository: Path, tmp_path: Path) -> None:
+    """PNG images through Classify: both generators, closed and open loop; the server's
+    statistics count every request bench sent (h2load's closed loop stops mid-flight, so the
+    server may have answered a few more than h2load logged)."""
+    out = tmp_path / "classify.json"
+    result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
+                  "--api", "classify", "--scenarios", "2x1,100/sx4", "--seconds", "0.5",
+                  "--generators", "h2load,python", "--json-out", out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["generator"], r["api"], r["mode"], r["images_per_request"]) for r in rows] == [
+        (g, "classify", m, i) for g in ("h2load", "python") for m, i in (("closed", 1),
+                                                                         ("open", 4))]
+    for row in rows:
+        assert row["errors"] == 0 and row["server_failures"] == 0
+        assert row["requests_sent"] > 0 and row["p50_ms"] > 0
+        if row["generator"] == "h2load" and row["mode"] == "closed":
+            assert row["server_successes"] >= row["requests_sent"]
+        else:
+            assert row["server_successes"] == row["requests_sent"]
+    assert "| python | 2 | 1 | classify | closed |" in result.stdout
+
+
+def test_classify_requests_count_in_the_statistics_as_infer_requests_do(
+        server: ServerProcess) -> None:
+    """bench checks its load against ModelStatistics: a Classify request must count there as
+    one request of as many items as it has images, as ModelInfer does."""
+    from clients.bench_target import png_image
+
+    with AxonClient(server.address) as client:
+        (before,) = client.statistics(DIGITS, "2")
+        for _ in range(3):
+            client.classify([png_image(28, 28, 1)] * 5, model=DIGITS, version="2")
+        client.infer(DIGITS, np.zeros((2, 784), dtype=np.float32), version="2")
+        (after,) = client.statistics(DIGITS, "2")
+    assert after.inference_stats.success.count - before.inference_stats.success.count == 4
+    assert after.inference_count - before.inference_count == 3 * 5 + 2
+    assert after.inference_stats.fail.count == before.inference_stats.fail.count
+
+
+def test_bench_refuses_a_bad_scenario_with_a_usage_error() -> None:
+    result = axon("bench", "--scenarios", "64x1,2000/minx1")
+    assert result.returncode == 2
+    assert "argument --scenarios: bad scenario '2000/minx1': use CALLERSxIMAGES" in \
+        result.stderr
+    assert "RATE/sxIMAGES (open loop, e.g. 2000/sx1)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_export_samples_writes_test_digits_that_classify(
         server: ServerProcess, mnist_dir: Path, mnist: ImageDataset, tmp_path: Path) -> None:
     out = tmp_path / "samples"
