@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from clients.cli import add_security_arguments, security_from
 from clients.client import DEFAULT_MESSAGE_BYTES, channel_options
 from clients.scenarios import DEFAULT_MAX_OUTSTANDING, OpenLoopSchedule
 
@@ -102,10 +104,12 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     body = args.body.read_bytes()
-    async with grpc.aio.insecure_channel(
-            args.address, options=channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
+    security = security_from(args)
+    async with security.aio_channel(args.address,
+                                    channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
         # No serializers: the request goes out as the bytes given, the answer comes back raw.
-        unary: Unary = channel.unary_unary(args.method)
+        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(args.method)
+        unary: Unary = functools.partial(method, metadata=security.metadata)
         await channel.channel_ready()  # connect before the clock starts
         if args.rate is None:
             return await closed_loop(unary, body, args.callers, args.seconds)
@@ -125,6 +129,7 @@ def main() -> None:
     load.add_argument("--rate", type=float, help="open loop: requests per second")
     parser.add_argument("--max-outstanding", type=int, default=DEFAULT_MAX_OUTSTANDING,
                         help="open loop: most requests in flight; more due are not sent")
+    add_security_arguments(parser)
     args = parser.parse_args()
     args.out.write_text(json.dumps(asyncio.run(_run(args))))
 

@@ -39,6 +39,8 @@ class Target:
     image_shape: tuple[int, int, int]
     """One image as the classification API takes it: height, width, channels."""
     server_pid: int | None
+    security_flags: tuple[str, ...] = ()
+    """The TLS and token flags bench was given, handed on to the load generator."""
 
     def call(self, api: Api, images: int) -> Call:
         """The request of ``images`` images that bench repeats, once answered for real."""
@@ -59,7 +61,7 @@ class Target:
             raise LoadError(f"{api}: a request of {images} images failed: {error}") from error
         if answered != images:
             raise LoadError(f"{api}: a request of {images} images got {answered} answers")
-        return Call(self.client.address, METHODS[api], body)
+        return Call(self.client.address, METHODS[api], body, self.security_flags)
 
 
 def png_image(height: int, width: int, channels: int, seed: int = 0) -> bytes:

@@ -107,6 +107,7 @@ def add_client_commands(commands: Any) -> None:
                        "ratios")
     bench.add_argument("--rounds", type=_positive, default=3, help="A/B mode: rounds per "
                        "scenario and server")
+    add_security_arguments(bench)
     bench.set_defaults(handler=_bench)
 
 
@@ -198,7 +199,7 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
     from clients.bench_target import Target
 
     address, pid = stack.enter_context(_server_for(args, extra_flags))
-    client = stack.enter_context(AxonClient(address))
+    client = stack.enter_context(AxonClient(address, security=security_from(args)))
     client.wait_ready()
     description = max((m for m in client.models() if m.name == args.model),
                       key=lambda m: int(m.version))
@@ -209,7 +210,8 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
           f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else "")
           + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
     image = (description.image_height, description.image_width, description.image_channels)
-    return Target(client, args.model, description.version, shape, image, pid), path
+    return Target(client, args.model, description.version, shape, image, pid,
+                  _security_flags(args)), path
 
 
 def _measure_and_tell(args: argparse.Namespace, target: Target, scenario: Scenario,
@@ -293,6 +295,16 @@ def add_security_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token-file", type=Path, metavar="FILE",
                        help="file holding a bearer token sent with every call (or env "
                        f"{TOKEN_ENV}; the token is never printed)")
+
+
+def _security_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    """The security options as flags again, for a child process to parse."""
+    flags: list[str] = ["--tls"] if args.tls else []
+    for option in ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file"):
+        value = getattr(args, option)
+        if value is not None:
+            flags += ["--" + option.replace("_", "-"), str(value)]
+    return tuple(flags)
 
 
 def security_from(args: argparse.Namespace) -> ConnectionSecurity:

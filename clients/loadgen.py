@@ -13,6 +13,7 @@ Both send one serialized request, unchanged, to one method path, so they serve a
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import struct
@@ -51,6 +52,9 @@ class Call:
     address: str
     method: str
     body: bytes
+    security_flags: tuple[str, ...] = ()
+    """``axon bench``'s TLS and token flags as given, for the python generator to connect
+    the same way (a token in AXON_TOKEN reaches it through the environment)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ def run_h2load(call: Call, scenario: Scenario, seconds: float, *,
                max_outstanding: int = DEFAULT_MAX_OUTSTANDING) -> LoadResult:
     """A closed loop of ``scenario.callers`` streams over up to 8 connections for ``seconds``,
     or an open loop (``--rps``) of ``scenario.rate`` requests/s for ``seconds``."""
+    if call.security_flags or os.environ.get("AXON_TOKEN"):
+        raise LoadError("h2load here speaks plain HTTP/2 without tokens: load a server with "
+                        "TLS or tokens with --generators python")
     if scenario.rate is not None:
         return _h2load_open(call, OpenLoopSchedule(scenario.rate, seconds), max_outstanding)
     callers = scenario.callers or 1
@@ -172,7 +179,7 @@ def run_python(call: Call, scenario: Scenario, seconds: float, *,
         before = _children_cpu()
         completed = subprocess.run(
             [sys.executable, "-m", "clients.aio_load", call.address, call.method,
-             str(body_path), f"{seconds!r}", str(out_path), *load],
+             str(body_path), f"{seconds!r}", str(out_path), *load, *call.security_flags],
             capture_output=True, text=True, check=False)
         cpu = _children_cpu() - before
         if completed.returncode != 0:

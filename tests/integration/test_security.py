@@ -191,3 +191,38 @@ def test_bad_security_settings_stop_the_server_with_one_line(
     assert "Traceback" not in result.stderr
     for value in env.values():  # a token, even a bad one, is not echoed
         assert (value.partition(":")[2] or value) not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def locked_server(serving_repository: Path, tls_files: dict[str, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """TLS and tokens together, as a production deployment runs."""
+    yield from serve(serving_repository, tmp_path_factory.mktemp("locked") / "server.log",
+                     "--tls-cert", str(tls_files["server.pem"]),
+                     "--tls-key", str(tls_files["server.key"]),
+                     env={"AXON_TOKENS": f"infer:{INFER_TOKEN}"})
+
+
+def test_classify_and_bench_reach_a_server_with_tls_and_tokens(
+        locked_server: ServerProcess, serving_repository: Path,
+        tls_files: dict[str, Path]) -> None:
+    def axon(*args: str, token: str = INFER_TOKEN) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "axon.cli", *args, "--address",
+                               locked_server.address, "--tls-ca", str(tls_files["ca"])],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "AXON_TOKEN": token})
+
+    classified = axon("classify", str(SAMPLES), "--model", DIGITS, "--json")
+    assert classified.returncode == 0, classified.stderr
+    assert len(classified.stdout.splitlines()) == 10
+    refused = axon("classify", str(SAMPLES), "--model", DIGITS, token="")
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    bench = ("bench", "--model-repository", str(serving_repository), "--model", DIGITS,
+             "--scenarios", "2x1", "--seconds", "0.3")
+    measured = axon(*bench, "--generators", "python")
+    assert measured.returncode == 0, measured.stderr
+    assert "| python |" in measured.stdout
+    h2load = axon(*bench, "--generators", "h2load")
+    assert h2load.returncode == 1 and "with --generators python" in h2load.stderr
+    for output in (classified, refused, measured, h2load):
+        assert INFER_TOKEN not in output.stdout + output.stderr
