@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from server.drain import Drain
 from server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from server.model_states import watch_models
 from server.repository import ModelManager, VersionPolicy
+from server.repository_watch import RepositoryWatcher
 from server.runtime import SessionSettings, resolve_providers
 from server.servicers.classification import ClassifierServicer
 from server.servicers.inference import InferenceServicer
@@ -53,11 +55,14 @@ class AxonServer:
     drain: Drain
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
+    watcher: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls with UNAVAILABLE, give the admitted ones up to
         ``grace`` s to finish, then close the port and the models."""
         self.inference.ready = False
+        if self.watcher is not None:
+            self.watcher.cancel()
         try:
             await self.health.enter_graceful_shutdown()
             started = time.monotonic()
@@ -86,17 +91,6 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     the health service) turns on after the last model is in. A model that fails to load stops
     the server and raises: a deployment should fail where it is made, not at the first request.
     """
-    choice = resolve_providers(settings.providers)
-    for name, reason in choice.skipped:
-        log.info("execution provider %s skipped: %s", name, reason)
-    session = SessionSettings(
-        providers=choice.usable, intra_op_threads=settings.intra_op_threads,
-        inter_op_threads=settings.inter_op_threads,
-        graph_optimization=settings.graph_optimization, device_id=settings.device_id)
-    batching = BatchingPolicy(
-        max_batch_size=settings.max_batch_size,
-        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-        max_queue_items=settings.max_queue_size, instances=settings.instances)
     health_servicer = health.aio.HealthServicer()
 
     async def report(name: str, serving: bool) -> None:
@@ -109,8 +103,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     repository = ModelRepository(settings.model_repository)
     metrics = Metrics(CollectorRegistry(), server_version=__version__) if settings.metrics \
         else None
-    models = ModelManager(repository, VersionPolicy.parse(settings.version_policy), session,
-                          batching, on_change=report, observer=metrics)
+    models = _model_manager(settings, repository, report, metrics)
     if metrics is not None:
         watch_models(metrics, models, asyncio.get_running_loop())
     inference = InferenceServicer(models, model_control=settings.model_control,
@@ -167,10 +160,33 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     except BaseException:
         await running.stop(0)
         raise
+    if settings.repository_poll_seconds > 0:
+        watcher = RepositoryWatcher(models, settings.repository_poll_seconds,
+                                    load_new=not settings.models)
+        running.watcher = asyncio.create_task(watcher.run(), name="repository watcher")
     inference.ready = True
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
     return running
 
+
+
+def _model_manager(settings: ServerSettings, repository: ModelRepository,
+                   on_change: Callable[[str, bool], Awaitable[None]],
+                   metrics: Metrics | None) -> ModelManager:
+    """The model manager, with the execution providers this machine has."""
+    choice = resolve_providers(settings.providers)
+    for name, reason in choice.skipped:
+        log.info("execution provider %s skipped: %s", name, reason)
+    session = SessionSettings(
+        providers=choice.usable, intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        graph_optimization=settings.graph_optimization, device_id=settings.device_id)
+    batching = BatchingPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+        max_queue_items=settings.max_queue_size, instances=settings.instances)
+    return ModelManager(repository, VersionPolicy.parse(settings.version_policy), session,
+                        batching, on_change=on_change, observer=metrics)
 
 
 def _security(settings: ServerSettings, metrics: Metrics | None,

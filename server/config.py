@@ -73,6 +73,10 @@ class ServerSettings(BaseSettings):
                                  "metrics endpoint; port 0 picks a free port (printed at "
                                  "start)")
     model_control: bool = Field(True, description="allow RepositoryModelLoad/Unload")
+    repository_poll_seconds: float = Field(0.0, ge=0, description="look for changed models "
+                                           "(a new version, a replaced file or config.json) "
+                                           "this often and reload them without downtime; 0: "
+                                           "never (reload with RepositoryModelLoad)")
     reflection: bool = Field(True, description="serve gRPC server reflection")
     grace_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long in-flight "
                                  "requests may take to finish")

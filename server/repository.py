@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
+
 from axon.model_repository import (
     ModelRepository,
     RepositoryError,
@@ -107,6 +109,10 @@ class _ModelSlot:
     """Why no version is loaded, when none is."""
     policy: VersionPolicy = field(default_factory=VersionPolicy)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    loading: tuple[int, ...] = ()
+    """Versions being built now (a first load, or a reload while others serve)."""
+    failed: dict[int, str] = field(default_factory=dict)
+    """Why each version of the last failed load did not load (kept while others serve)."""
 
 
 class ModelManager:
@@ -148,10 +154,14 @@ class ModelManager:
             started = time.perf_counter()
             try:
                 fresh, selected = await self._build_selected(name, on_disk, slot)
+                self._check_compatible(name, slot.versions, fresh)
             except ModelLoadError as exc:
                 if self._observer is not None:
                     self._observer.model_load_failed(name)
                 message = self._within_repository(str(exc))
+                slot.failed = {v: message for v in slot.loading if v not in slot.versions}
+                log.error("%s did not load%s: %s", name, " (the loaded versions go on "
+                          "serving)" if slot.versions else "", message)
                 if not slot.versions:
                     slot.reason = f"failed to load: {message}"
                 raise ModelLoadError(message) from exc
@@ -159,9 +169,11 @@ class ModelManager:
                 if not slot.versions:
                     slot.reason = "its load was cancelled"
                 raise
+            finally:
+                slot.loading = ()
             if self._observer is not None:
                 self._observer.model_loaded(name, time.perf_counter() - started)
-            old, slot.versions, slot.reason = slot.versions, fresh, ""
+            old, slot.versions, slot.reason, slot.failed = slot.versions, fresh, "", {}
             log.info("loaded %s version(s) %s on %s", name, _numbers(selected),
                      ", ".join(sorted({m.provider for m in fresh.values()})))
             await self._changed(name, True)
@@ -181,6 +193,7 @@ class ModelManager:
         if not selected:
             raise ModelLoadError(f"version policy {slot.policy} selects none of the versions "
                                  f"of {name!r} on disk ({_numbers(on_disk)})")
+        slot.loading = tuple(selected)
         # Observers are made here, on the event loop: the metrics' collectors are only ever
         # changed from the loop's thread.
         observers = {version: self._observer.for_model(name, version) for version in selected} \
@@ -211,6 +224,23 @@ class ModelManager:
                 old, slot.versions, slot.reason = slot.versions, {}, "server stopping"
             self._retire(old.values())
         await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    def _check_compatible(self, name: str, serving: dict[int, ServedModel],
+                          fresh: dict[int, ServedModel]) -> None:
+        """A reload must not change what callers send or get back: a version whose input or
+        outputs differ from the serving one is refused (and closed), so clients built against
+        the model keep working. A deliberate change is an unload and a load, or a new name."""
+        if not serving:
+            return
+        current = serving[max(serving)]
+        expected = _signature(current)
+        for version, model in fresh.items():
+            if (found := _signature(model)) != expected:
+                self._retire(fresh.values())
+                raise ModelLoadError(
+                    f"{name} v{version} has an incompatible signature: {found}, where the "
+                    f"serving v{current.version} has {expected}; unload {name} first, or "
+                    "publish it under a new name")
 
     def _retire(self, models: Iterable[ServedModel]) -> None:
         """Close replaced models in the background: a caller's deadline or cancellation must
@@ -278,8 +308,11 @@ class ModelManager:
             for version in sorted(set(disk.get(name, ())) | set(loaded)):
                 if version in loaded:
                     entries.append(IndexEntry(name, version, "READY"))
-                elif slot and slot.reason == "loading":
+                elif slot and (slot.reason == "loading" or version in slot.loading):
                     entries.append(IndexEntry(name, version, "LOADING"))
+                elif slot and version in slot.failed:
+                    entries.append(IndexEntry(name, version, "UNAVAILABLE",
+                                              f"failed to load: {slot.failed[version]}"))
                 else:
                     reason = slot.reason if slot and slot.reason else \
                         f"not selected by version policy {slot.policy}" if slot and loaded \
@@ -319,12 +352,22 @@ class ModelManager:
             except RepositoryError as exc:
                 raise ModelLoadError(str(exc)) from exc
             runtime = ModelRuntime(path, self._session)
+            # One run before it takes traffic: onnxruntime allocates and, on a GPU, compiles
+            # kernels on the first run, which would otherwise fall on a caller.
+            runtime.run(np.zeros((1, *runtime.input.shape), np.float32))
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
                             path, runtime.card.name, runtime.card.version, name, version)
             built[version] = ServedModel(name, version, runtime, policy,
                                          observers.get(version))
         return built
+
+
+def _signature(model: ServedModel) -> str:
+    runtime = model.runtime
+    outputs = ", ".join(f"{o.name}{list(o.shape)}" for o in runtime.outputs)
+    return f"input {runtime.input.name}{list(runtime.input.shape)} -> {outputs}, " \
+        f"{len(model.card.labels)} labels"
 
 
 def _numbers(versions: Iterable[int]) -> str:
