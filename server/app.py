@@ -112,6 +112,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     # Image decoding runs here, off the event loop: a 49 KB PNG can declare 16 megapixels.
     decoder = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="decode")
     classifier = ClassifierServicer(models, decoder, max_image_pixels=settings.max_image_pixels,
+                                    max_image_bytes=settings.max_image_bytes,
                                     max_stream_in_flight=settings.max_stream_in_flight,
                                     metrics=metrics)
 

@@ -105,8 +105,9 @@ def _raw_array(image: RawPixels, position: int, max_pixels: int) -> npt.NDArray[
                                 f"1 or 3 channels, got "
                                 f"{image.height}x{image.width}x{image.channels}")
     if image.height * image.width > max_pixels:
-        raise InvalidInputError(f"image {position}: {image.height}x{image.width} pixels exceed the "
-                                f"limit of {max_pixels:,}")
+        raise InvalidInputError(f"image {position}: {image.height}x{image.width} pixels (height x "
+                                f"width, {image.height * image.width:,}) exceed the limit of "
+                                f"{max_pixels:,}")
     expected = image.height * image.width * image.channels
     if len(image.data) != expected:
         raise InvalidInputError(f"image {position}: {image.height}x{image.width}x{image.channels} "

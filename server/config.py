@@ -61,7 +61,10 @@ class ServerSettings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest request "
                                    "or response message")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width x "
-                                  "height) the classification API decodes")
+                                  "height) the classification API decodes, read from the "
+                                  "image's header before decoding")
+    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest encoded "
+                                 "(PNG/JPEG) image the classification API accepts")
     max_stream_in_flight: int = Field(256, ge=1, description="requests answered at once per "
                                       "stream; reading pauses past it")
     max_concurrent_rpcs: int = Field(4096, ge=1, description="calls (streams included) "

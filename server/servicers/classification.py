@@ -20,15 +20,18 @@ from server.servicers.streams import answer_concurrently
 from server.status import outcome_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     def __init__(self, models: ModelManager, decoder: Executor, *, max_image_pixels: int,
+                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
                  max_stream_in_flight: int = 256, metrics: Metrics | None = None) -> None:
         self._models = models
         self._metrics = metrics
         self._decoder = decoder
         self._max_image_pixels = max_image_pixels
+        self._max_image_bytes = max_image_bytes
         self._max_stream_in_flight = max_stream_in_flight
 
     async def Classify(self, request: pb.ClassifyRequest,
@@ -58,7 +61,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
 
     async def _classify(self, request: pb.ClassifyRequest,
                         deadline: float | None) -> pb.ClassifyResponse:
-        images = [_image(i, p) for p, i in enumerate(request.images)]
+        images = [_image(i, p, self._max_image_bytes) for p, i in enumerate(request.images)]
         model, results = await classify(
             lambda: self._model(request.model_name, request.model_version), images,
             request.top_k or 1, max_image_pixels=self._max_image_pixels,
@@ -79,9 +82,12 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         return resolve(self._models, name, version)
 
 
-def _image(image: pb.Image, position: int) -> ImageInput:
+def _image(image: pb.Image, position: int, max_bytes: int) -> ImageInput:
     source = image.WhichOneof("source")
     if source == "encoded":
+        if len(image.encoded) > max_bytes:
+            raise InvalidInputError(f"image {position} is {len(image.encoded):,} bytes; the "
+                                    f"limit is {max_bytes:,} (--max-image-bytes)")
         return image.encoded
     if source == "pixels":
         pixels = image.pixels

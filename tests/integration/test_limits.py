@@ -1,0 +1,158 @@
+"""Every request limit at its edge, on one server started with small limits: a request exactly
+at the limit is served, one a step past it is refused with its status code and a message that
+names the limit, and the server goes on serving."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from axon.protocol.v1 import classification_pb2 as cls
+from clients.client import NO_RETRIES, AxonClient, AxonClientError, client_error
+from clients.server_process import ServerProcess, start_server
+from tests.integration.test_bad_input import png_declaring
+from tests.support.repositories import DIGITS
+
+MESSAGE_BYTES = 65_536
+IMAGE_BYTES = 4_096
+IMAGE_PIXELS = 28 * 28
+BATCH = 4
+CONCURRENT_RPCS = 2
+
+
+@pytest.fixture(scope="module")
+def limited(serving_repository: Path, tmp_path_factory: pytest.TempPathFactory,
+            ) -> Iterator[ServerProcess]:
+    server = start_server(
+        serving_repository, tmp_path_factory.mktemp("limits") / "server.log", "--models",
+        DIGITS, "--max-message-bytes", str(MESSAGE_BYTES), "--max-image-bytes",
+        str(IMAGE_BYTES), "--max-image-pixels", str(IMAGE_PIXELS), "--max-batch-size",
+        str(BATCH), "--max-queue-size", "64", "--max-concurrent-rpcs", str(CONCURRENT_RPCS))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(limited: ServerProcess) -> Iterator[AxonClient]:
+    with AxonClient(limited.address, retry=NO_RETRIES, timeout=10) as connected:
+        yield connected
+        # After every refusal the server still answers.
+        assert connected.infer(DIGITS, np.zeros((1, 784), np.float32))["probabilities"].shape \
+            == (1, 10)
+
+
+def refusal(call: object) -> AxonClientError:
+    """The error ``call`` ends with (from the client, or from a raw stub call)."""
+    try:
+        call()  # type: ignore[operator]
+    except AxonClientError as error:
+        return error
+    except grpc.RpcError as error:
+        return client_error(error)
+    raise AssertionError("the call was not refused")
+
+
+def png(height: int, width: int, padding: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width), 128, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue() + b"\x00" * padding
+
+
+def png_of_size(size: int) -> bytes:
+    """A decodable 28x28 PNG of exactly ``size`` bytes (zeros after its end, which decoders
+    ignore)."""
+    image = png(28, 28)
+    return png(28, 28, size - len(image))
+
+
+def request_of_size(size: int) -> cls.ClassifyRequest:
+    """A ClassifyRequest whose serialized form is exactly ``size`` bytes."""
+    filler = size
+    while True:
+        request = cls.ClassifyRequest(model_name=DIGITS,
+                                      images=[cls.Image(encoded=b"\x00" * filler)])
+        if request.ByteSize() == size:
+            return request
+        filler -= request.ByteSize() - size
+
+
+def test_message_size(client: AxonClient) -> None:
+    # At the limit the message is read (and its image refused on its own limit) ...
+    at_limit = refusal(lambda: client.classifier.Classify(request_of_size(MESSAGE_BYTES),
+                                                          timeout=10))
+    assert at_limit.code == grpc.StatusCode.INVALID_ARGUMENT
+    # ... a byte over, gRPC refuses it before Axon sees it.
+    over = refusal(lambda: client.classifier.Classify(request_of_size(MESSAGE_BYTES + 1),
+                                                      timeout=10))
+    assert over.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"larger than max ({MESSAGE_BYTES + 1} vs. {MESSAGE_BYTES})" in over.message
+
+
+def test_image_bytes(client: AxonClient) -> None:
+    assert len(client.classify([png_of_size(IMAGE_BYTES)], model=DIGITS).results) == 1
+    over = refusal(lambda: client.classify([png_of_size(IMAGE_BYTES + 1)], model=DIGITS))
+    assert over.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert over.message == f"image 0 is {IMAGE_BYTES + 1:,} bytes; the limit is " \
+                           f"{IMAGE_BYTES:,} (--max-image-bytes)"
+
+
+def test_decoded_pixels(client: AxonClient) -> None:
+    assert len(client.classify([png(28, 28)], model=DIGITS).results) == 1
+    assert len(client.classify([np.zeros((28, 28), np.uint8)], model=DIGITS).results) == 1
+    for image in (png(29, 28), np.zeros((29, 28), np.uint8), png_declaring(28, 29)):
+        over = refusal(lambda i=image: client.classify([i], model=DIGITS))
+        assert over.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "812)" in over.message, over.message
+        assert str(IMAGE_PIXELS) in over.message, over.message
+
+
+def test_images_per_request(client: AxonClient) -> None:
+    assert client.infer(DIGITS, np.zeros((BATCH, 784), np.float32))["logits"].shape == (4, 10)
+    assert len(client.classify([png(28, 28)] * BATCH, model=DIGITS).results) == BATCH
+    over = refusal(lambda: client.infer(DIGITS, np.zeros((BATCH + 1, 784), np.float32)))
+    assert over.code == grpc.StatusCode.INVALID_ARGUMENT and "from 1 to 4" in over.message
+    over = refusal(lambda: client.classify([png(28, 28)] * (BATCH + 1), model=DIGITS))
+    assert over.code == grpc.StatusCode.INVALID_ARGUMENT and "at most 4" in over.message
+
+
+def test_concurrent_calls(limited: ServerProcess) -> None:
+    """Two streams held open fill ``--max-concurrent-rpcs 2``: a third call is refused at once;
+    with one stream closed, calls are served again."""
+    release = [threading.Event() for _ in range(CONCURRENT_RPCS)]
+    channel = grpc.insecure_channel(limited.address)
+    stub = AxonClient(limited.address, retry=NO_RETRIES).classifier
+    streams = []
+    try:
+        def held(gate: threading.Event) -> Iterator[cls.ClassifyStreamRequest]:
+            yield cls.ClassifyStreamRequest(id="0", request=cls.ClassifyRequest(
+                model_name=DIGITS, images=[cls.Image(encoded=png(28, 28))]))
+            gate.wait(30)
+
+        for gate in release:
+            stream = stub.ClassifyStream(held(gate), timeout=30)
+            assert next(stream).HasField("response")  # open, answered, still running
+            streams.append(stream)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Classify(cls.ClassifyRequest(model_name=DIGITS, images=[
+                cls.Image(encoded=png(28, 28))]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        release[0].set()
+        assert list(streams[0]) == []  # ended normally
+        answer = stub.Classify(cls.ClassifyRequest(model_name=DIGITS, images=[
+            cls.Image(encoded=png(28, 28))]), timeout=10)
+        assert len(answer.results) == 1
+    finally:
+        for gate in release:
+            gate.set()
+        channel.close()
+    with AxonClient(limited.address) as client:
+        assert client.infer(DIGITS, np.zeros((1, 784), np.float32))["logits"].shape == (1, 10)
