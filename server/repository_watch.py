@@ -53,10 +53,14 @@ class RepositoryWatcher:
 
     async def run(self) -> None:
         """Poll until cancelled; the first look only records what is there."""
-        self._seen = await asyncio.to_thread(self._stamps, self._watched())
+        await self.remember()
         while True:
             await asyncio.sleep(self._interval)
             await self.poll()
+
+    async def remember(self) -> None:
+        """Record the repository as it is, without loading anything."""
+        self._seen = await asyncio.to_thread(self._stamps, self._watched())
 
     async def poll(self) -> list[str]:
         """One look at the repository; returns the models it (re)loaded."""

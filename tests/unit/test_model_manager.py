@@ -362,3 +362,38 @@ def test_external_data_outside_the_model_folder_is_refused(repository: ModelRepo
         assert await manager.load("inside-data") == [1]  # external data in its own folder
 
     run_with(repository, scenario)
+
+
+def test_the_repository_watcher_reloads_on_change_and_retries_a_failure_only_after_a_fix(
+        published: Path, repository: ModelRepository) -> None:
+    from server.repository_watch import RepositoryWatcher
+
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        watcher = RepositoryWatcher(manager, 60, load_new=True)
+        await watcher.remember()
+        assert await watcher.poll() == []  # nothing changed
+        publish_v4(published, repository)
+        assert await watcher.poll() == [NAME]
+        assert [m.version for m in manager.loaded()] == [4]
+        # A corrupt v5: refused once, v4 goes on serving, and no retry until it changes.
+        staging = repository.root / NAME / ".staging-v5"
+        shutil.copytree(repository.version_dir(NAME, 4), staging)
+        (staging / MODEL_FILENAME).write_bytes(b"garbage")
+        staging.rename(repository.version_dir(NAME, 5))
+        assert await watcher.poll() == []
+        assert await watcher.poll() == []
+        assert [m.version for m in manager.loaded()] == [4]
+        shutil.copyfile(repository.version_dir(NAME, 4) / MODEL_FILENAME,
+                        repository.version_dir(NAME, 5) / MODEL_FILENAME)
+        assert await watcher.poll() == [NAME]
+        assert [m.version for m in manager.loaded()] == [5]
+        # A model that appears in the repository is loaded when load_new is on.
+        shutil.copytree(repository.root / NAME, repository.root / "digits")
+        assert await watcher.poll() == ["digits"]
+        # One unloaded on purpose stays unloaded.
+        await manager.unload("digits")
+        (repository.root / "digits" / CONFIG_FILENAME).write_text("{}")
+        assert await watcher.poll() == []
+
+    run_with(repository, scenario)
