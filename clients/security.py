@@ -103,7 +103,9 @@ class ConnectionSecurity:
 
     def warn_if_exposed(self, address: str) -> None:
         """A token in clear text is anyone's on the path: say so when it leaves the host."""
-        if self.token and not self.tls and not address.startswith(_LOOPBACK_HOSTS):
+        hosts = address.split(":", 1)[1] if address.startswith(("ipv4:", "ipv6:")) else address
+        if self.token and not self.tls and not all(
+                host.strip().startswith(_LOOPBACK_HOSTS) for host in hosts.split(",")):
             log.warning("sending a bearer token to %s without TLS: anyone on the path can "
                         "read it", address)
 
