@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import re
+import reprlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -33,7 +34,9 @@ CONFIG_FILENAME = "config.json"
 REPORT_DIRNAME = "report"
 _LOCK_FILENAME = ".lock"
 _STAGING_PREFIX = ".staging-"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 80
 
 
 class RepositoryError(AxonError):
@@ -86,9 +89,12 @@ class ServingConfig:
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if it is a safe folder name for a model, else raise ``RepositoryError``."""
-    if not _MODEL_NAME.match(name):
+    # The whole name: a regex "$" would also accept a final newline ("mnist\n").
+    if not _MODEL_NAME.fullmatch(name):
+        # Cut: the name comes from callers, and a status message longer than gRPC's metadata
+        # limit would reach them as RESOURCE_EXHAUSTED instead of this.
         raise RepositoryError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-', "
+            f"invalid model name {_SHORT.repr(name)}: use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (at most 128 characters)")
     return name
 
@@ -104,7 +110,7 @@ class ModelRepository:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and _MODEL_NAME.match(p.name) and self.versions(p.name))
+                      if p.is_dir() and _MODEL_NAME.fullmatch(p.name) and self.versions(p.name))
 
     def versions(self, name: str) -> list[int]:
         """Published versions of ``name``, ascending; empty if the model does not exist."""

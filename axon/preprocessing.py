@@ -123,13 +123,23 @@ def load_image(source: Path | bytes, height: int, width: int,
                     f"{name}: declares {opened.width}x{opened.height} pixels "
                     f"({declared:,}); the limit is {max_pixels:,}")
             return _fit(ImageOps.exif_transpose(opened), height, width, color_mode)
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        if isinstance(exc, ImageDecodeError):
-            raise
-        # PIL's own text for an unknown format names an in-memory object's address: say what
-        # it means instead.
-        reason = "unrecognised format" if isinstance(exc, UnidentifiedImageError) else exc
-        raise ImageDecodeError(f"{name}: not a decodable PNG/JPEG image ({reason})") from exc
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # whatever a decoder raises on these bytes, the bytes are at fault
+        # Pillow's decoders raise more than OSError and ValueError on malformed files (a TIFF
+        # whose strip offsets are floats raises TypeError), and the bytes come from callers.
+        raise ImageDecodeError(f"{name}: not a decodable PNG/JPEG image "
+                               f"({_decode_failure(exc)})") from exc
+
+
+def _decode_failure(error: Exception) -> str:
+    """Why Pillow could not decode an image, in words for whoever sent it."""
+    if isinstance(error, UnidentifiedImageError):
+        # PIL's own text names an in-memory object's address: say what it means instead.
+        return "unrecognised format"
+    if isinstance(error, OSError | ValueError | SyntaxError | Image.DecompressionBombError):
+        return str(error)  # Pillow's words for a bad file: "image file is truncated", ...
+    return "malformed image data"  # other errors' texts are about Pillow's own code
 
 
 def fit_pixels(pixels: npt.NDArray[np.uint8], height: int, width: int,

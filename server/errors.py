@@ -9,6 +9,7 @@ gets INTERNAL with a message that leaks nothing.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Sequence
 from typing import ClassVar
 
 import grpc
@@ -23,6 +24,13 @@ def shown(text: str) -> str:
     """``text`` quoted for an error message, cut to a readable length: names come from callers,
     and a status message longer than gRPC's metadata limit would replace the real error."""
     return _SHORT.repr(text)
+
+
+def shown_all(texts: Sequence[str], limit: int = 4) -> str:
+    """The first ``limit`` of ``texts``, each ``shown``, then how many more: a request can hold
+    thousands of names, and listing them all would make the message too long to deliver."""
+    listed = ", ".join(map(shown, texts[:limit]))
+    return listed if len(texts) <= limit else f"{listed} and {len(texts) - limit:,} more"
 
 
 class ServingError(AxonError):

@@ -18,6 +18,7 @@ from server.errors import (
     ModelNotFoundError,
     ServingError,
     shown,
+    shown_all,
 )
 from server.metrics import Metrics, attribute_call
 from server.model import PLATFORM, ServedModel
@@ -183,8 +184,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._check_repository_name(repository_name)
         unsupported = sorted(set(parameters) - set(allowed))
         if unsupported:
-            names = ", ".join(map(shown, unsupported))
-            raise InvalidInputError(f"unsupported parameters {names}; "
+            raise InvalidInputError(f"unsupported parameters {shown_all(unsupported)}; "
                                     "Axon loads models as the repository holds them (edit the "
                                     "model's config.json to change how it is served)")
 

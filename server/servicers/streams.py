@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from google.protobuf.message import DecodeError
+
+from server.errors import InvalidInputError
+
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 
@@ -16,10 +20,11 @@ async def answer_concurrently(requests: AsyncIterator[RequestT],
     """Yield ``answer(request)`` for each request, in completion order.
 
     ``answer`` must turn failures into responses itself: a stream carries many requests and one
-    bad request must not end it. At most ``max_in_flight`` requests are being answered or
-    waiting for the caller to read their answers; past that, reading stops, so a sender that
-    does not read is slowed by flow control instead of filling memory. When the caller goes
-    away, unanswered requests are cancelled.
+    bad request must not end it. Bytes that do not parse as a request do end it, once the
+    requests before them are answered: InvalidInputError. At most ``max_in_flight`` requests
+    are being answered or waiting for the caller to read their answers; past that, reading
+    stops, so a sender that does not read is slowed by flow control instead of filling
+    memory. When the caller goes away, unanswered requests are cancelled.
     """
     answers: asyncio.Queue[ResponseT] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)
@@ -34,13 +39,22 @@ async def answer_concurrently(requests: AsyncIterator[RequestT],
         answers.put_nowait(response)  # its slot is freed once the caller has taken it
 
     async def read() -> None:
-        async for request in requests:
-            await slots.acquire()
-            task = asyncio.create_task(run(request))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        undecodable: DecodeError | None = None
+        try:
+            async for request in requests:
+                await slots.acquire()
+                task = asyncio.create_task(run(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except DecodeError as exc:
+            # gRPC parses each message as it is read, so a caller's bytes that are not a
+            # message surface here: the caller's error, not the server's.
+            undecodable = exc
         while tasks:
             await asyncio.wait(set(tasks))
+        if undecodable is not None:
+            raise InvalidInputError("a message on the stream is not a valid request message; "
+                                    "the messages before it were answered") from undecodable
 
     reader = asyncio.create_task(read())
     getter: asyncio.Future[ResponseT] | None = None

@@ -8,7 +8,7 @@ import numpy as np
 
 from axon.protocol import open_inference_pb2 as pb
 from server.batching import Array
-from server.errors import InvalidInputError, shown
+from server.errors import InvalidInputError, shown, shown_all
 from server.model import ServedModel
 
 MODEL_DATATYPE = "FP32"
@@ -52,6 +52,11 @@ def request_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
         raise InvalidInputError(f"input {tensor.name!r} has datatype {given}; {model.name} "
                                 f"takes {signature(model)}")
     shape = tuple(tensor.shape)
+    if len(shape) > _MAX_RANK:
+        # Refused before check_shape, whose message lists the shape: thousands of dimensions
+        # would make it longer than gRPC delivers, and the caller would get RESOURCE_EXHAUSTED.
+        raise InvalidInputError(f"input {tensor.name!r} has {len(shape):,} dimensions; "
+                                f"{model.name} takes {signature(model)}")
     model.check_shape(shape)
     count = math.prod(shape)
     if request.raw_input_contents:
@@ -106,10 +111,10 @@ def _input_names_problem(names: list[str], expected: str) -> str:
     if not names:
         return "the request has no inputs"
     if expected not in names:
-        return f"missing input {expected!r} (got {', '.join(map(shown, names))})"
+        return f"missing input {expected!r} (got {shown_all(names)})"
     extra = [name for name in names if name != expected]
     if extra:
-        return f"unexpected inputs {', '.join(map(shown, extra))}"
+        return f"unexpected inputs {shown_all(extra)}"
     return f"input {expected!r} is given {len(names)} times"
 
 

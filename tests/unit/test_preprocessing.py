@@ -14,6 +14,7 @@ from axon.preprocessing import (
     fit_normalisation,
     load_image,
 )
+from tests.support.images import tiff_with_float_strip_offsets
 
 
 def test_flat_layout_matches_the_primer_784_inputs() -> None:
@@ -88,3 +89,10 @@ def test_load_image_converts_and_resizes_png_and_jpeg() -> None:
 def test_undecodable_bytes_raise_a_decode_error() -> None:
     with pytest.raises(ImageDecodeError, match="9-byte image: not a decodable PNG/JPEG"):
         load_image(b"not a png", 28, 28, "L")
+
+
+def test_a_file_that_makes_pillow_raise_something_unusual_is_a_decode_error() -> None:
+    # Pillow raises TypeError for this TIFF, not the OSError or ValueError of a bad file.
+    with pytest.raises(ImageDecodeError, match="not a decodable PNG/JPEG image "
+                                               r"\(malformed image data\)"):
+        load_image(tiff_with_float_strip_offsets(), 28, 28, "L")

@@ -7,6 +7,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+import pytest
+from google.protobuf.message import DecodeError
+
+from server.errors import InvalidInputError
 from server.servicers.streams import answer_concurrently
 
 TIMEOUT = 5.0
@@ -186,3 +190,24 @@ def test_a_caller_that_does_not_read_stops_the_reading() -> None:
             await wait_until(lambda: sender.read == limit + 2)
 
     asyncio.run(scenario())
+
+
+def test_a_message_that_does_not_parse_ends_the_stream_after_the_answers_before_it() -> None:
+    async def undecodable_after_three() -> AsyncIterator[int]:
+        for item in range(3):
+            yield item
+        raise DecodeError("Error parsing message")  # as gRPC's reader raises it
+
+    async def answer(request: int) -> int:
+        await asyncio.sleep((3 - request) * 0.002)  # the last read is answered first
+        return request
+
+    async def scenario() -> list[int]:
+        received: list[int] = []
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(InvalidInputError, match="not a valid request message"):
+                async for reply in answer_concurrently(undecodable_after_three(), answer, 8):
+                    received.append(reply)
+        return received
+
+    assert sorted(asyncio.run(scenario())) == [0, 1, 2]
