@@ -102,21 +102,28 @@ def fit_normalisation(images: npt.NDArray[np.uint8]) -> tuple[tuple[float, ...],
     return mean, std
 
 
+SERVED_FORMATS = ("PNG", "JPEG")
+"""What the classification API decodes: the formats callers send, and no more of Pillow's
+decoders than that (some, like EPS, would run other programs)."""
+
+
 def load_image(source: Path | bytes, height: int, width: int,
-               color_mode: Literal["L", "RGB"],
-               max_pixels: int | None = None) -> npt.NDArray[np.uint8]:
+               color_mode: Literal["L", "RGB"], *, max_pixels: int | None = None,
+               formats: tuple[str, ...] | None = None) -> npt.NDArray[np.uint8]:
     """Decode a PNG/JPEG (path or encoded bytes) into uint8 [height, width, channels].
 
     EXIF orientation is honoured, the image converted to ``color_mode`` (greyscale or RGB) and
     resized, without keeping the aspect ratio, to ``height`` x ``width``. Training and serving
     both decode through here, so a served image is prepared exactly as training images were.
     An image declaring more than ``max_pixels`` pixels is refused before it is decoded (a
-    decompression bomb: a few KB of PNG can declare gigabytes of pixels). Raises
-    ``ImageDecodeError``.
+    decompression bomb: a few KB of PNG can declare gigabytes of pixels). ``formats`` limits
+    the decoders tried (Pillow's names; None: every one Pillow has, for training folders).
+    Raises ``ImageDecodeError``.
     """
     name = source if isinstance(source, Path) else f"{len(source)}-byte image"
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
+                        formats=formats) as opened:
             declared = opened.width * opened.height
             if max_pixels is not None and declared > max_pixels:
                 raise ImageTooLargeError(

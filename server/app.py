@@ -27,6 +27,7 @@ from server.config import ServerSettings
 from server.drain import Drain
 from server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from server.model_states import watch_models
+from server.parsing import TolerantParsing
 from server.repository import ModelManager, VersionPolicy
 from server.repository_watch import RepositoryWatcher
 from server.runtime import SessionSettings, resolve_providers
@@ -117,6 +118,8 @@ async def build_server(settings: ServerSettings) -> AxonServer:
                                     metrics=metrics)
 
     credentials, interceptors = _security(settings, metrics)
+    interceptors.append(TolerantParsing((INFERENCE_SERVICE.full_name,
+                                         CLASSIFIER_SERVICE.full_name)))
     server = grpc.aio.server(interceptors=interceptors,
                              maximum_concurrent_rpcs=settings.max_concurrent_rpcs, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),

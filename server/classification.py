@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from axon.preprocessing import ImageDecodeError, fit_pixels, load_image
+from axon.preprocessing import SERVED_FORMATS, ImageDecodeError, fit_pixels, load_image
 from server.errors import InvalidInputError
 from server.model import ServedModel
 
@@ -90,7 +90,8 @@ def decode_images(model: ServedModel, images: Sequence[ImageInput],
                 if not image:
                     raise InvalidInputError(f"image {position} is empty")
                 decoded.append(load_image(image, spec.height, spec.width, spec.color_mode,
-                                          max_pixels=max_image_pixels))
+                                          max_pixels=max_image_pixels,
+                                          formats=SERVED_FORMATS))
             else:
                 decoded.append(fit_pixels(_raw_array(image, position, max_image_pixels),
                                           spec.height, spec.width, spec.color_mode))

@@ -23,7 +23,8 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from server.drain import STOPPING, Drain
-from server.errors import ServingError, ShuttingDownError
+from server.errors import InvalidInputError, ServingError, ShuttingDownError
+from server.parsing import Undecodable
 
 if TYPE_CHECKING:
     from server.metrics import Metrics
@@ -101,6 +102,8 @@ def _guard_unary(behaviour: Callable[[Any, Context], Awaitable[Any]], full_name:
         code = grpc.StatusCode.OK
         admitted = False
         try:
+            if isinstance(request, Undecodable):
+                raise InvalidInputError(request.message)
             if drain is not None:
                 drain.enter()
                 admitted = True

@@ -3,9 +3,9 @@
 gRPC parses each message before Axon's code sees it. On a stream, the parse happens as the
 servicer reads (server/servicers/streams.py): the messages before the bad one are answered,
 then the stream ends INVALID_ARGUMENT. A unary request is parsed by gRPC before any Axon code
-runs; grpcio answers UNKNOWN ("Unexpected <class 'DecodeError'>") and logs a traceback, and
-only the server's wiring (server/app.py) can change that: that test is marked xfail until it
-does.
+runs; left alone, grpcio answers UNKNOWN ("Unexpected <class 'DecodeError'>") and logs a
+traceback, so the server gives Axon's unary methods a parser that marks such bytes and refuses
+them with INVALID_ARGUMENT (server/parsing.py).
 """
 
 from __future__ import annotations
@@ -109,10 +109,6 @@ def lenient_server(serving_repository: Path,
         assert server.stop() == 0 and alive, server.log()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "grpcio parses unary requests before Axon's code runs and answers UNKNOWN for bytes that "
-    "do not parse (and logs a traceback); fixing it needs server/app.py to register handlers "
-    "whose deserializer maps DecodeError to INVALID_ARGUMENT"))
 @fuzz_settings(share=1 / 15)
 @given(method=st.sampled_from(sorted(UNARY)), data=st.data())
 def test_a_unary_request_that_does_not_parse_is_invalid_argument(

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from axon.preprocessing import (
+    SERVED_FORMATS,
     ImageDecodeError,
     PreprocessingSpec,
     fit_normalisation,
@@ -96,3 +97,15 @@ def test_a_file_that_makes_pillow_raise_something_unusual_is_a_decode_error() ->
     with pytest.raises(ImageDecodeError, match="not a decodable PNG/JPEG image "
                                                r"\(malformed image data\)"):
         load_image(tiff_with_float_strip_offsets(), 28, 28, "L")
+
+
+def test_served_images_are_png_or_jpeg_only() -> None:
+    """Training folders may hold any format Pillow reads; the server decodes PNG and JPEG
+    only, so no other of Pillow's decoders ever sees a caller's bytes."""
+    bmp = _encoded(Image.new("L", (28, 28), 9), "BMP")
+    assert load_image(bmp, 28, 28, "L").shape == (28, 28, 1)
+    with pytest.raises(ImageDecodeError, match=r"not a decodable PNG/JPEG image \(unrecognised "
+                                               r"format\)"):
+        load_image(bmp, 28, 28, "L", formats=SERVED_FORMATS)
+    png = _encoded(Image.new("L", (28, 28), 9), "PNG")
+    assert load_image(png, 28, 28, "L", formats=SERVED_FORMATS).shape == (28, 28, 1)
