@@ -9,6 +9,7 @@ file, the Prometheus and Grafana files and ``ServerSettings``.
 from __future__ import annotations
 
 import inspect
+import re
 import shutil
 import subprocess
 import tomllib
@@ -48,7 +49,9 @@ from tests.support.deploy_files import (
     volume_entries,
 )
 
-SERVICES = ("train", "axon", "prometheus", "grafana")
+NGINX_CONFIG = REPO_ROOT / "deploy" / "nginx" / "nginx.conf"
+
+SERVICES = ("train", "axon", "nginx", "prometheus", "grafana")
 
 
 def default_port(field: str) -> int:
@@ -129,13 +132,14 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
     assert_promtool_ok("check", "rules", str(rule_file))
 
 
-def test_prometheus_scrapes_the_axon_service_metrics_port() -> None:
+def test_prometheus_scrapes_every_axon_replica_on_the_metrics_port() -> None:
     config = load_yaml(PROMETHEUS_CONFIG)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    targets = [target for static in jobs["axon"]["static_configs"]
-               for target in static["targets"]]
+    (discovery,) = jobs["axon"]["dns_sd_configs"]
     assert "axon" in compose()["services"]
-    assert targets == [f"axon:{METRICS_PORT}"]
+    # Every address the service name resolves to: one target per replica.
+    assert discovery["names"] == ["axon"] and discovery["type"] == "A"
+    assert discovery["port"] == METRICS_PORT
     down = dict(alert_rules())["AxonTargetDown"]
     assert 'job="axon"' in down, "AxonTargetDown must watch the scrape job's name"
 
@@ -154,10 +158,34 @@ def test_compose_has_the_stack() -> None:
     assert set(SERVICES) <= compose()["services"].keys()
 
 
-def test_axon_publishes_the_default_ports() -> None:
-    mappings = port_mappings(service("axon"))
-    assert (GRPC_PORT, GRPC_PORT) in mappings
-    assert (METRICS_PORT, METRICS_PORT) in mappings
+def test_replicas_expose_the_default_ports_and_nginx_publishes_grpc() -> None:
+    axon = service("axon")
+    # No host ports on the replicated service, or `--scale axon=3` would collide.
+    assert port_mappings(axon) == []
+    assert {int(port) for port in axon["expose"]} == {GRPC_PORT, METRICS_PORT}
+    nginx = service("nginx")
+    config = NGINX_CONFIG.read_text()
+    listen = int(re.search(r"^\s*listen (\d+) http2;", config, re.MULTILINE)[1])  # type: ignore[index]
+    assert port_mappings(nginx) == [(GRPC_PORT, listen)]
+    assert re.search(rf"^\s*server axon:{GRPC_PORT} ", config, re.MULTILINE)
+    assert ("./deploy/nginx/nginx.conf", "/etc/nginx/nginx.conf") in [
+        (m.split(":")[0], m.split(":")[1]) for m in nginx["volumes"]]
+    assert nginx["depends_on"]["axon"]["condition"] == "service_healthy"
+    # The proxy accepts every message the server does.
+    body = re.search(r"client_max_body_size (\d+)m;", config)[1]  # type: ignore[index]
+    assert int(body) * 1024 * 1024 == ServerSettings.model_fields["max_message_bytes"].default
+
+
+def test_nginx_config_is_valid(tmp_path: Path) -> None:
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed (Debian: nginx); .ci/run installs it")
+    # "axon" resolves only on the compose network: point it at loopback for the check.
+    config = tmp_path / "nginx.conf"
+    config.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+                      + NGINX_CONFIG.read_text().replace("server axon:", "server 127.0.0.1:"))
+    checked = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(config)],
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_mounted_folders_exist() -> None:

@@ -81,8 +81,10 @@ def prometheus_config(metrics_port: int) -> dict[str, Any]:
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS_FILE)]
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "axon"]
-    (static,) = job["static_configs"]
-    static["targets"] = [f"127.0.0.1:{metrics_port}"]
+    # The compose service's DNS discovery becomes the test server's address (the discovery
+    # itself is checked in test_deploy_files).
+    job.pop("dns_sd_configs")
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"]}]
     return config
 
 

@@ -1,0 +1,155 @@
+"""Three real replicas behind Debian's real nginx, run with the repository's config
+(deploy/nginx/nginx.conf, upstream and listen rewritten to loopback ports): load reaches every
+replica; a replica killed mid-load costs (after the client's retries) under 0.1 % of calls and
+nginx stops sending to it; one stopped with SIGTERM drains with no failed call; a replacement
+on the dead one's address takes traffic again."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.client import AxonClient, AxonClientError, RetryPolicy
+from clients.server_process import ServerProcess, start_server
+from tests.integration.test_client_retries import free_port
+from tests.support.repositories import DIGITS
+
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf"
+ONE = np.full((1, 784), 0.5, dtype=np.float32)
+UPSTREAM = re.compile(r"^(\s*)server axon:8001 (.*);$", re.MULTILINE)
+LISTEN = re.compile(r"^(\s*)listen 8080 http2;$", re.MULTILINE)
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None,
+                                reason="nginx is not installed (Debian: nginx); .ci/run "
+                                "installs it")
+
+
+def loopback_config(upstreams: list[int], listen: int, folder: Path) -> Path:
+    """The repository's config with loopback upstreams, port, pid file and error log."""
+    text = CONFIG.read_text()
+    assert len(UPSTREAM.findall(text)) == 1 and len(LISTEN.findall(text)) == 1
+    text = UPSTREAM.sub(lambda m: "\n".join(f"{m[1]}server 127.0.0.1:{port} {m[2]};"
+                                            for port in upstreams), text)
+    text = LISTEN.sub(lambda m: f"{m[1]}listen 127.0.0.1:{listen} http2;", text)
+    path = folder / "nginx.conf"
+    path.write_text(f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log notice;\n{text}")
+    return path
+
+
+class Nginx:
+    def __init__(self, config: Path, port: int) -> None:
+        self.port = port
+        self.error_log = config.parent / "error.log"
+        self.process = subprocess.Popen(
+            ["nginx", "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            assert self.process.poll() is None, self.process.stderr.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "nginx did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGQUIT)  # graceful: finish what is in flight
+        self.process.wait(timeout=30)
+
+
+class Load:
+    """Callers through the proxy with the client's retries; counts per phase."""
+
+    def __init__(self, address: str, callers: int = 4) -> None:
+        self.phase = "start"
+        self.calls: dict[str, int] = {}
+        self.failures: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        retry = RetryPolicy(attempts=8, initial_backoff=0.02, max_backoff=0.5)
+        self._clients = [AxonClient(address, retry=retry, timeout=10) for _ in range(callers)]
+        self._threads = [threading.Thread(target=self._call, args=(c,)) for c in self._clients]
+        for thread in self._threads:
+            thread.start()
+
+    def _call(self, client: AxonClient) -> None:
+        while not self._stop.is_set():
+            phase = self.phase
+            try:
+                client.infer(DIGITS, ONE)
+                self.calls[phase] = self.calls.get(phase, 0) + 1
+            except AxonClientError as error:
+                self.failures.setdefault(phase, []).append(str(error))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        for client in self._clients:
+            client.close()
+
+
+def served(port: int) -> int:
+    with AxonClient(f"127.0.0.1:{port}") as client:
+        return sum(s.inference_stats.success.count for s in client.statistics(DIGITS))
+
+
+@pytest.fixture
+def ports() -> Iterator[list[int]]:
+    yield [free_port() for _ in range(4)]
+
+
+def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
+        serving_repository: Path, tmp_path: Path, ports: list[int]) -> None:
+    *replica_ports, proxy_port = ports
+
+    def replica(port: int, name: str) -> ServerProcess:
+        return start_server(serving_repository, tmp_path / f"{name}.log", "--models", DIGITS,
+                            "--address", f"127.0.0.1:{port}", "--grace-seconds", "5")
+
+    replicas = [replica(port, f"replica-{n}") for n, port in enumerate(replica_ports)]
+    nginx = Nginx(loopback_config(replica_ports, proxy_port, tmp_path), proxy_port)
+    replacement: ServerProcess | None = None
+    load = Load(f"127.0.0.1:{proxy_port}")
+    try:
+        time.sleep(2)
+        shares = [served(port) for port in replica_ports]
+        assert all(share > 50 for share in shares), shares  # every replica takes traffic
+
+        load.phase = "kill"
+        replicas[0].process.send_signal(signal.SIGKILL)
+        replicas[0].process.wait(timeout=30)
+        time.sleep(3)
+
+        load.phase = "drain"
+        assert replicas[1].stop() == 0  # SIGTERM: drains, exits 0
+        time.sleep(2)
+
+        load.phase = "replaced"
+        replacement = replica(replica_ports[0], "replacement")
+        time.sleep(7)  # past fail_timeout (5 s): nginx tries the address again
+        assert served(replica_ports[0]) > 50, "the replacement took no traffic"
+    finally:
+        load.stop()
+        nginx.stop()
+        for server in [*replicas, replacement]:
+            if server is not None:
+                server.stop()
+    total = sum(load.calls.values())
+    failed = sum(len(f) for f in load.failures.values())
+    assert total > 1000
+    assert failed / total < 0.001, load.failures
+    assert not load.failures.get("drain"), load.failures["drain"]
+    assert load.calls.get("kill", 0) > 200 and load.calls.get("drain", 0) > 100
+    # nginx marked the killed replica down instead of trying it for every request.
+    refused = nginx.error_log.read_text().count(f"127.0.0.1:{replica_ports[0]}")
+    assert refused < load.calls["kill"] / 10, refused
