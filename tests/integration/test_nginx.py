@@ -29,11 +29,6 @@ ONE = np.full((1, 784), 0.5, dtype=np.float32)
 UPSTREAM = re.compile(r"^(\s*)server axon:8001 (.*);$", re.MULTILINE)
 LISTEN = re.compile(r"^(\s*)listen 8080 http2;$", re.MULTILINE)
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None,
-                                reason="nginx is not installed (Debian: nginx); .ci/run "
-                                "installs it")
-
-
 def loopback_config(upstreams: list[int], listen: int, folder: Path) -> Path:
     """The repository's config with loopback upstreams, port, pid file and error log."""
     text = CONFIG.read_text()
@@ -111,6 +106,7 @@ def ports() -> Iterator[list[int]]:
 def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
         serving_repository: Path, tmp_path: Path, ports: list[int]) -> None:
     *replica_ports, proxy_port = ports
+    assert shutil.which("nginx"), "nginx is not installed (Debian: nginx; .ci/run installs it)"
 
     def replica(port: int, name: str) -> ServerProcess:
         return start_server(serving_repository, tmp_path / f"{name}.log", "--models", DIGITS,
