@@ -60,3 +60,16 @@ def test_targets() -> None:
         channel_target("127.0.0.1:1,b")
     with pytest.raises(TargetError, match=r"cannot resolve 'no-such-host\.invalid'"):
         channel_target("127.0.0.1:1,no-such-host.invalid:2")
+
+
+def test_replicas_on_one_repository_give_identical_answers(
+        replicas: list[ServerProcess]) -> None:
+    """Stateless replicas: the same model files and settings, the same bits out."""
+    batch = np.random.default_rng(7).random((16, 784), dtype=np.float32)
+    answers = []
+    for server in replicas:
+        with AxonClient(server.address) as client:
+            answers.append((client.infer(DIGITS, batch)["probabilities"],
+                            client.model_metadata(DIGITS).versions))
+    (first, first_versions), (second, second_versions) = answers
+    assert np.array_equal(first, second) and first_versions == second_versions
