@@ -6,11 +6,8 @@ on the dead one's address takes traffic again."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,47 +17,12 @@ import numpy as np
 import pytest
 
 from clients.client import AxonClient, AxonClientError, RetryPolicy
+from clients.proxy_process import NginxProcess, loopback_config
 from clients.server_process import ServerProcess, start_server
 from tests.integration.test_client_retries import free_port
 from tests.support.repositories import DIGITS
 
-CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "nginx.conf"
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
-UPSTREAM = re.compile(r"^(\s*)server axon:8001 (.*);$", re.MULTILINE)
-LISTEN = re.compile(r"^(\s*)listen 8080 http2;$", re.MULTILINE)
-
-def loopback_config(upstreams: list[int], listen: int, folder: Path) -> Path:
-    """The repository's config with loopback upstreams, port, pid file and error log."""
-    text = CONFIG.read_text()
-    assert len(UPSTREAM.findall(text)) == 1 and len(LISTEN.findall(text)) == 1
-    text = UPSTREAM.sub(lambda m: "\n".join(f"{m[1]}server 127.0.0.1:{port} {m[2]};"
-                                            for port in upstreams), text)
-    text = LISTEN.sub(lambda m: f"{m[1]}listen 127.0.0.1:{listen} http2;", text)
-    path = folder / "nginx.conf"
-    path.write_text(f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log notice;\n{text}")
-    return path
-
-
-class Nginx:
-    def __init__(self, config: Path, port: int) -> None:
-        self.port = port
-        self.error_log = config.parent / "error.log"
-        self.process = subprocess.Popen(
-            ["nginx", "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            assert self.process.poll() is None, self.process.stderr.read()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGQUIT)  # graceful: finish what is in flight
-        self.process.wait(timeout=30)
-
 
 class Load:
     """Callers through the proxy with the client's retries; counts per phase."""
@@ -113,7 +75,7 @@ def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
                             "--address", f"127.0.0.1:{port}", "--grace-seconds", "5")
 
     replicas = [replica(port, f"replica-{n}") for n, port in enumerate(replica_ports)]
-    nginx = Nginx(loopback_config(replica_ports, proxy_port, tmp_path), proxy_port)
+    nginx = NginxProcess(loopback_config(replica_ports, proxy_port, tmp_path), proxy_port)
     replacement: ServerProcess | None = None
     load = Load(f"127.0.0.1:{proxy_port}")
     try:
