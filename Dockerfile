@@ -31,8 +31,9 @@ FROM python:3.11-slim AS serve
 WORKDIR /app
 COPY --from=source /app ./
 # Base install only: the training extra (torch) is deliberately left out.
-RUN pip install --no-cache-dir . && useradd --system --no-create-home axon
-USER axon
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 --no-create-home axon
+# Numeric, so Kubernetes can enforce runAsNonRoot (deploy/kubernetes sets runAsUser 10001).
+USER 10001:10001
 ENV AXON_MODEL_REPOSITORY=/models
 VOLUME ["/models"]
 # gRPC, and Prometheus metrics at /metrics (ServerSettings.address / .metrics_address).

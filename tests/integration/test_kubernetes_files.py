@@ -417,12 +417,13 @@ def test_settings_point_at_what_is_mounted(rendered: dict[str, tuple[Manifest, .
 def test_pods_run_restricted(rendered: dict[str, tuple[Manifest, ...]]) -> None:
     """The "restricted" Pod Security Standard the namespace enforces, and a non-root image."""
     user = dockerfile_stages()[-1].last("USER")
-    assert user is not None and user.split(":")[0] not in {"root", "0"}
+    # Numeric, so the kubelet can enforce runAsNonRoot, and the uid the pods run as.
+    assert user is not None and user.split(":")[0].isdigit() and int(user.split(":")[0]) > 0
     for variant, objects in rendered.items():
         view = deployment_pod(objects)
         pod_security = view.spec["securityContext"]
         assert pod_security["runAsNonRoot"] is True
-        assert pod_security["runAsUser"] > 0
+        assert pod_security["runAsUser"] == int(user.split(":")[0])
         assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
         assert view.spec["enableServiceLinks"] is False  # they would inject AXON_* variables
         assert view.spec["automountServiceAccountToken"] is False
