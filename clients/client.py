@@ -60,9 +60,13 @@ NO_RETRIES = RetryPolicy(attempts=1)
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
-    """Options of every client channel: message limits both ways."""
+    """Options of every client channel: message limits both ways, and reconnecting to a lost
+    server (a replica replaced on the same address) at least every 5 s rather than gRPC's
+    default of up to 2 minutes."""
     return [("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)]
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5000)]
 
 
 def retry_pauses(policy: RetryPolicy) -> Iterator[float]:

@@ -4,15 +4,18 @@ every replica with gRPC's round_robin policy and carries on when one goes away."
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clients.client import AxonClient, RetryPolicy
+from clients.client import AxonClient
 from clients.server_process import ServerProcess, start_server
 from clients.targets import TargetError, channel_target
+from tests.integration.test_client_retries import free_port
+from tests.integration.test_nginx import Load
 from tests.support.repositories import DIGITS
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
@@ -34,21 +37,43 @@ def served(server: ServerProcess) -> int:
         return sum(s.inference_stats.success.count for s in client.statistics(DIGITS))
 
 
-def test_calls_reach_every_replica_and_survive_one_going_away(
-        replicas: list[ServerProcess]) -> None:
-    addresses = ",".join(server.address for server in replicas)
-    before = [served(server) for server in replicas]
-    patient = RetryPolicy(attempts=10, initial_backoff=0.05, max_backoff=0.5)
-    with AxonClient(addresses, retry=patient) as client:
-        for _ in range(100):
-            assert client.infer(DIGITS, ONE)["probabilities"].shape == (1, 10)
-        shares = [served(server) - start for server, start in zip(replicas, before, strict=True)]
-        assert sum(shares) == 100 and min(shares) >= 30, shares  # round robin: about half each
-        replicas[1].process.send_signal(signal.SIGKILL)
-        replicas[1].process.wait(timeout=30)
-        for _ in range(50):  # retries ride over the lost connection; then one replica serves
-            assert client.infer(DIGITS, ONE)["probabilities"].shape == (1, 10)
-    assert served(replicas[0]) - before[0] >= shares[0] + 45
+def test_round_robin_reaches_every_replica_and_rides_over_kills_drains_and_replacements(
+        serving_repository: Path, tmp_path: Path) -> None:
+    """The nginx test's scenario (test_nginx.py) with no proxy: the client balances."""
+    ports = [free_port() for _ in range(3)]
+
+    def replica(port: int, name: str) -> ServerProcess:
+        return start_server(serving_repository, tmp_path / f"{name}.log", "--models", DIGITS,
+                            "--address", f"127.0.0.1:{port}")
+
+    servers = [replica(port, f"replica-{n}") for n, port in enumerate(ports)]
+    replacement: ServerProcess | None = None
+    load = Load(",".join(f"127.0.0.1:{port}" for port in ports))
+    try:
+        time.sleep(2)
+        shares = [served(server) for server in servers]
+        assert all(share > 50 for share in shares), shares
+        load.phase = "kill"
+        servers[0].process.send_signal(signal.SIGKILL)
+        servers[0].process.wait(timeout=30)
+        time.sleep(3)
+        load.phase = "drain"
+        assert servers[1].stop() == 0
+        time.sleep(2)
+        load.phase = "replaced"
+        replacement = replica(ports[0], "replacement")
+        time.sleep(7)  # the channel reconnects to the address (backoff at most 5 s)
+        assert served(replacement) > 50, "the replacement took no traffic"
+    finally:
+        load.stop()
+        for server in [*servers, replacement]:
+            if server is not None:
+                server.stop()
+    total = sum(load.calls.values())
+    failed = sum(len(f) for f in load.failures.values())
+    assert total > 1000 and failed / total < 0.001, load.failures
+    assert not load.failures.get("drain"), load.failures["drain"]
+    assert load.calls.get("kill", 0) > 200 and load.calls.get("drain", 0) > 100
 
 
 def test_targets() -> None:
