@@ -13,14 +13,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
-from clients.client import AxonClient, AxonClientError, RetryPolicy
+from clients.client import NO_RETRIES, AxonClient, AxonClientError, RetryPolicy
 from clients.proxy_process import NginxProcess, loopback_config
 from clients.server_process import ServerProcess, start_server
 from tests.integration.test_client_retries import free_port
-from tests.support.repositories import DIGITS
+from tests.support.repositories import DIGITS, HOLD_QUEUE
+from tests.support.scrape import scrape
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
 
@@ -111,3 +113,27 @@ def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
     # nginx marked the killed replica down instead of trying it for every request.
     refused = nginx.error_log.read_text().count(f"127.0.0.1:{replica_ports[0]}")
     assert refused < load.calls["kill"] / 10, refused
+
+
+def test_the_callers_deadline_reaches_the_replica_through_nginx(
+        serving_repository: Path, tmp_path: Path) -> None:
+    """A call with a 0.5 s deadline, held in a queue that waits up to 4 s for a batch: the
+    replica itself ends it DEADLINE_EXCEEDED, which it can only do if nginx passed the
+    grpc-timeout on (without it, the replica would see a cancellation)."""
+    replica_port, proxy_port = free_port(), free_port()
+    server = start_server(serving_repository, tmp_path / "replica.log", "--models", HOLD_QUEUE,
+                          "--address", f"127.0.0.1:{replica_port}")
+    nginx = NginxProcess(loopback_config([replica_port], proxy_port, tmp_path), proxy_port)
+    try:
+        with AxonClient(nginx.address, retry=NO_RETRIES, timeout=0.5) as client:
+            with pytest.raises(AxonClientError) as error:
+                client.infer(HOLD_QUEUE, ONE)
+            assert error.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.5)
+        assert server.metrics_port is not None
+        page = scrape(server.metrics_port)
+        assert page.value("axon_requests_total", model=HOLD_QUEUE, version="1",
+                          method="ModelInfer", code="DEADLINE_EXCEEDED") == 1
+    finally:
+        nginx.stop()
+        server.stop()
