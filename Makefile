@@ -11,8 +11,12 @@ MNIST_FLAG := $(if $(MNIST_DIR),--data-dir $(MNIST_DIR),)
 REPOSITORY ?= model_repository
 BENCH_MODEL ?= mnist-compact
 BENCH_ARGS ?=
+OVERLOAD_ARGS ?=
+SOAK_MINUTES ?= 10
+SOAK_ARGS ?=
 
-.PHONY: run test lint typecheck proto proto-check bench bench-train venv node-client clean
+.PHONY: run test lint typecheck proto proto-check bench bench-train venv node-client clean \
+	bench-overload bench-soak
 
 venv: $(VENV)/.installed
 
@@ -59,6 +63,23 @@ bench: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
 	$(BIN)/axon bench --model $(BENCH_MODEL) --model-repository $(REPOSITORY) $(BENCH_ARGS)
+
+# Reliability benchmarks (README "Reliability"), on the same model as `make bench`. Overload: an
+# open loop at twice the measured capacity for 20 s, default server settings and a tighter queue
+# (OVERLOAD_ARGS="--serve-args '--max-queue-size 256'" measures another). Soak: SOAK_MINUTES of
+# mixed load with a reload in the middle; exits non-zero when a request fails or memory grows
+# 5 % or more after warm-up (make bench-soak SOAK_MINUTES=1 for a smoke check).
+bench-overload: venv
+	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
+		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
+	$(BIN)/python -m benchmarks.overload --model $(BENCH_MODEL) \
+		--model-repository $(REPOSITORY) $(OVERLOAD_ARGS)
+
+bench-soak: venv
+	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
+		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
+	$(BIN)/python -m benchmarks.soak --model $(BENCH_MODEL) --model-repository $(REPOSITORY) \
+		--minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # The accuracy/time targets of the README, measured on the full test sets (several minutes).
 bench-train: venv
