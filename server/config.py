@@ -70,6 +70,10 @@ class ServerSettings(BaseSettings):
     max_concurrent_rpcs: int = Field(4096, ge=1, description="calls (streams included) "
                                      "served at once; more are refused with "
                                      "RESOURCE_EXHAUSTED")
+    max_pending_calls: int = Field(256, ge=1, description="calls gRPC may hold for the "
+                                   "server while it is behind; past this it sheds new ones at "
+                                   "random (CANCELLED), all past twice this: under overload "
+                                   "this bounds how long an admitted call waits")
     metrics: bool = Field(True, description="serve Prometheus metrics at "
                           "http://METRICS_ADDRESS/metrics and record them")
     metrics_address: str = Field("0.0.0.0:8002", description="host:port of the Prometheus "
