@@ -171,6 +171,9 @@ def test_replicas_expose_the_default_ports_and_nginx_publishes_grpc() -> None:
     assert ("./deploy/nginx/nginx.conf", "/etc/nginx/nginx.conf") in [
         (m.split(":")[0], m.split(":")[1]) for m in nginx["volumes"]]
     assert nginx["depends_on"]["axon"]["condition"] == "service_healthy"
+    # Long-lived gRPC connections are not ended every 1,000 calls (nginx's default), towards
+    # callers or towards the replicas.
+    assert [int(n) for n in re.findall(r"keepalive_requests (\d+);", config)] == [1000000] * 2
     # The proxy accepts every message the server does.
     body = re.search(r"client_max_body_size (\d+)m;", config)[1]  # type: ignore[index]
     assert int(body) * 1024 * 1024 == ServerSettings.model_fields["max_message_bytes"].default
