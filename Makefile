@@ -16,7 +16,7 @@ SOAK_MINUTES ?= 10
 SOAK_ARGS ?=
 
 .PHONY: run test lint typecheck proto proto-check bench bench-train venv node-client clean \
-	bench-overload bench-soak
+	bench-overload bench-soak bench-scale-out
 
 venv: $(VENV)/.installed
 
@@ -80,6 +80,13 @@ bench-soak: venv
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
 	$(BIN)/python -m benchmarks.soak --model $(BENCH_MODEL) --model-repository $(REPOSITORY) \
 		--minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+# Throughput and p99 through nginx (deploy/nginx) to 1, 2 and 3 replicas and to one replica
+# directly (README "Scaling out"). Needs nginx and h2load.
+bench-scale-out: venv
+	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
+		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
+	$(BIN)/python -m benchmarks.scale_out --model $(BENCH_MODEL) --model-repository $(REPOSITORY)
 
 # The accuracy/time targets of the README, measured on the full test sets (several minutes).
 bench-train: venv
