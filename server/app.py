@@ -27,7 +27,7 @@ from server.config import ServerSettings
 from server.drain import Drain
 from server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from server.model_states import watch_models
-from server.parsing import TolerantParsing
+from server.parsing import register_tolerantly
 from server.repository import ModelManager, VersionPolicy
 from server.repository_watch import RepositoryWatcher
 from server.runtime import SessionSettings, resolve_providers
@@ -118,8 +118,6 @@ async def build_server(settings: ServerSettings) -> AxonServer:
                                     metrics=metrics)
 
     credentials, interceptors = _security(settings, metrics)
-    interceptors.append(TolerantParsing((INFERENCE_SERVICE.full_name,
-                                         CLASSIFIER_SERVICE.full_name)))
     server = grpc.aio.server(interceptors=interceptors,
                              maximum_concurrent_rpcs=settings.max_concurrent_rpcs, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -134,10 +132,10 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         ("grpc.so_reuseport", 0),
     ])
     drain = Drain()
-    open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        guard(inference, INFERENCE_SERVICE, metrics, drain), server)
-    classification_pb2_grpc.add_ClassifierServicer_to_server(
-        guard(classifier, CLASSIFIER_SERVICE, metrics, drain), server)
+    register_tolerantly(open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+                        guard(inference, INFERENCE_SERVICE, metrics, drain), server)
+    register_tolerantly(classification_pb2_grpc.add_ClassifierServicer_to_server,
+                        guard(classifier, CLASSIFIER_SERVICE, metrics, drain), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection((

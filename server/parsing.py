@@ -1,24 +1,20 @@
 """Requests whose bytes are not the message they claim to be get INVALID_ARGUMENT, not UNKNOWN.
 
 grpcio parses a unary request before any servicer code runs, and a parse error there ends the
-call UNKNOWN with a traceback in the log. This interceptor gives Axon's unary methods a parser
-that turns such bytes into an ``Undecodable`` marker instead; the transport edge
-(``server/status.py``) refuses the marker as invalid input. Streams parse as they are read and
-are handled where they are read (``server/servicers/streams.py``).
+call UNKNOWN with a traceback in the log. ``register_tolerantly`` registers a service's
+handlers with a parser that turns such bytes into an ``Undecodable`` marker instead; the
+transport edge (``server/status.py``) refuses the marker as invalid input. The parser is
+swapped once, at registration, so a call pays nothing for it. Streams parse as they are read
+and are handled where they are read (``server/servicers/streams.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
 
 
 class Undecodable:
@@ -29,29 +25,36 @@ class Undecodable:
 
     @property
     def message(self) -> str:
-        return f"the request is not a valid message for {self.method.rsplit('/', 1)[-1]}"
+        return f"the request is not a valid message for {self.method}"
 
 
-class TolerantParsing(grpc.aio.ServerInterceptor):
-    """Swaps the request parser of the unary methods of ``services`` (full names)."""
+class _Registrations:
+    """Stands in for the server while a generated ``add_*_to_server`` function registers a
+    service, keeping its handlers."""
 
-    def __init__(self, services: Collection[str]) -> None:
-        self._prefixes = tuple(f"/{name}/" for name in services)
-        self._handlers: dict[str, Handler] = {}
+    def __init__(self) -> None:
+        self.handlers: dict[str, dict[str, Any]] = {}
 
-    async def intercept_service(
-            self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-            details: grpc.HandlerCallDetails) -> Handler | None:
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or handler.request_streaming or \
-                not method.startswith(self._prefixes):
-            return handler
-        tolerant = self._handlers.get(method)
-        if tolerant is None or tolerant.unary_unary is not handler.unary_unary:
-            tolerant = self._handlers[method] = handler._replace(  # type: ignore[attr-defined]
-                request_deserializer=_tolerant(handler.request_deserializer, method))
-        return tolerant
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """The same handlers come again through ``add_registered_method_handlers``."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers[service] = handlers
+
+
+def register_tolerantly(add_to_server: Callable[[Any, Any], None], servicer: Any,
+                        server: grpc.aio.Server) -> None:
+    """``add_to_server(servicer, server)``, with the unary methods' request parsers made
+    tolerant of bytes that do not parse."""
+    registrations = _Registrations()
+    add_to_server(servicer, registrations)
+    for service, handlers in registrations.handlers.items():
+        tolerant = {method: handler if handler.request_streaming else handler._replace(
+                        request_deserializer=_tolerant(handler.request_deserializer, method))
+                    for method, handler in handlers.items()}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service,
+                                                                              tolerant),))
+        server.add_registered_method_handlers(service, tolerant)
 
 
 def _tolerant(parse: Callable[[bytes], Any] | None,
