@@ -38,7 +38,6 @@ from clients.client import (
     should_retry,
 )
 from clients.security import NO_SECURITY, ConnectionSecurity
-from clients.targets import channel_target
 
 ResponseT = TypeVar("ResponseT")
 
@@ -57,9 +56,7 @@ class AsyncAxonClient:
         self.retry = retry
         self.retries = 0
         self.metadata = security.metadata
-        target, balancing = channel_target(address)
-        self.channel = security.aio_channel(target,
-                                            channel_options(max_message_bytes) + balancing)
+        self.channel = security.aio_channel(address, channel_options(max_message_bytes))
         self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.classifier = cls_grpc.ClassifierStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)

@@ -27,7 +27,6 @@ from axon.protocol import open_inference_pb2_grpc as oip_grpc
 from axon.protocol.v1 import classification_pb2 as cls
 from axon.protocol.v1 import classification_pb2_grpc as cls_grpc
 from clients.security import NO_SECURITY, ConnectionSecurity
-from clients.targets import channel_target
 
 DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
 RequestT = TypeVar("RequestT")
@@ -180,8 +179,7 @@ class AxonClient:
         self.retries = 0
         """Calls repeated so far (for logs and tests)."""
         self.metadata = security.metadata
-        target, balancing = channel_target(address)
-        self.channel = security.channel(target, channel_options(max_message_bytes) + balancing)
+        self.channel = security.channel(address, channel_options(max_message_bytes))
         self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.classifier = cls_grpc.ClassifierStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)

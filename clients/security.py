@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 
 from axon.errors import AxonError
+from clients.targets import channel_target
 
 log = logging.getLogger(__name__)
 
@@ -81,31 +82,36 @@ class ConnectionSecurity:
                                             self.certificate_chain)
 
     def channel(self, address: str, options: list[tuple[str, int | str]]) -> grpc.Channel:
-        """A blocking channel to ``address``, secured as this says."""
-        self.warn_if_exposed(address)
+        """A blocking channel to ``address`` (one, several, or ``dns:///``: see
+        ``clients.targets``), secured as this says."""
+        target, options = self._target(address, options)
         credentials = self.credentials()
         if credentials is None:
-            return grpc.insecure_channel(address, options=options)
-        return grpc.secure_channel(address, credentials, options=options + self._tls_options())
+            return grpc.insecure_channel(target, options=options)
+        return grpc.secure_channel(target, credentials, options=options)
 
     def aio_channel(self, address: str,
                     options: list[tuple[str, int | str]]) -> grpc.aio.Channel:
-        """An asyncio channel to ``address``, secured as this says."""
-        self.warn_if_exposed(address)
+        """An asyncio channel to ``address``, as ``channel``."""
+        target, options = self._target(address, options)
         credentials = self.credentials()
         if credentials is None:
-            return grpc.aio.insecure_channel(address, options=options)
-        return grpc.aio.secure_channel(address, credentials,
-                                       options=options + self._tls_options())
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, credentials, options=options)
 
-    def _tls_options(self) -> list[tuple[str, int | str]]:
-        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+    def _target(self, address: str, options: list[tuple[str, int | str]],
+                ) -> tuple[str, list[tuple[str, int | str]]]:
+        """The gRPC target for ``address`` and every channel option it needs."""
+        self.warn_if_exposed(address)
+        target, balancing = channel_target(address)
+        name = [("grpc.ssl_target_name_override", self.server_name)] \
+            if self.server_name else []
+        return target, options + balancing + name
 
     def warn_if_exposed(self, address: str) -> None:
         """A token in clear text is anyone's on the path: say so when it leaves the host."""
-        hosts = address.split(":", 1)[1] if address.startswith(("ipv4:", "ipv6:")) else address
         if self.token and not self.tls and not all(
-                host.strip().startswith(_LOOPBACK_HOSTS) for host in hosts.split(",")):
+                host.strip().startswith(_LOOPBACK_HOSTS) for host in address.split(",")):
             log.warning("sending a bearer token to %s without TLS: anyone on the path can "
                         "read it", address)
 
