@@ -8,54 +8,23 @@ from __future__ import annotations
 
 import shutil
 import signal
-import threading
+import struct
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 
-from clients.client import NO_RETRIES, AxonClient, AxonClientError, RetryPolicy
+from clients.client import AxonClient, infer_request
 from clients.proxy_process import NginxProcess, loopback_config
-from clients.server_process import ServerProcess, start_server
-from tests.integration.test_client_retries import free_port
+from clients.server_process import ServerProcess, free_port, start_server
+from tests.support.load import Load
 from tests.support.repositories import DIGITS, HOLD_QUEUE
 from tests.support.scrape import scrape
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
-
-class Load:
-    """Callers through the proxy with the client's retries; counts per phase."""
-
-    def __init__(self, address: str, callers: int = 4) -> None:
-        self.phase = "start"
-        self.calls: dict[str, int] = {}
-        self.failures: dict[str, list[str]] = {}
-        self._stop = threading.Event()
-        retry = RetryPolicy(attempts=8, initial_backoff=0.02, max_backoff=0.5)
-        self._clients = [AxonClient(address, retry=retry, timeout=10) for _ in range(callers)]
-        self._threads = [threading.Thread(target=self._call, args=(c,)) for c in self._clients]
-        for thread in self._threads:
-            thread.start()
-
-    def _call(self, client: AxonClient) -> None:
-        while not self._stop.is_set():
-            phase = self.phase
-            try:
-                client.infer(DIGITS, ONE)
-                self.calls[phase] = self.calls.get(phase, 0) + 1
-            except AxonClientError as error:
-                self.failures.setdefault(phase, []).append(str(error))
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-        for client in self._clients:
-            client.close()
-
 
 def served(port: int) -> int:
     with AxonClient(f"127.0.0.1:{port}") as client:
@@ -117,23 +86,32 @@ def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
 
 def test_the_callers_deadline_reaches_the_replica_through_nginx(
         serving_repository: Path, tmp_path: Path) -> None:
-    """A call with a 0.5 s deadline, held in a queue that waits up to 4 s for a batch: the
-    replica itself ends it DEADLINE_EXCEEDED, which it can only do if nginx passed the
-    grpc-timeout on (without it, the replica would see a cancellation)."""
+    """A call whose grpc-timeout is 300 ms, held in a queue that waits about a second for a
+    batch: the replica ends it DEADLINE_EXCEEDED, which it can only do if nginx passed the
+    header on (without it the call is answered OK after the wait). h2load sends it: unlike a
+    gRPC client it does not cancel at the deadline itself, so the replica's verdict is what
+    comes back and what it counts."""
     replica_port, proxy_port = free_port(), free_port()
     server = start_server(serving_repository, tmp_path / "replica.log", "--models", HOLD_QUEUE,
                           "--address", f"127.0.0.1:{replica_port}")
     nginx = NginxProcess(loopback_config([replica_port], proxy_port, tmp_path), proxy_port)
+    body = infer_request(HOLD_QUEUE, ONE).SerializeToString()
+    framed = tmp_path / "body"
+    framed.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)
     try:
-        with AxonClient(nginx.address, retry=NO_RETRIES, timeout=0.5) as client:
-            with pytest.raises(AxonClientError) as error:
-                client.infer(HOLD_QUEUE, ONE)
-            assert error.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        time.sleep(0.5)
+        sent = subprocess.run(
+            ["h2load", "-n", "1", "-c", "1", "-d", str(framed),
+             "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "-H", "grpc-timeout: 300m",
+             f"http://{nginx.address}/inference.GRPCInferenceService/ModelInfer"],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert sent.returncode == 0, sent.stderr
         assert server.metrics_port is not None
         page = scrape(server.metrics_port)
         assert page.value("axon_requests_total", model=HOLD_QUEUE, version="1",
                           method="ModelInfer", code="DEADLINE_EXCEEDED") == 1
+        assert page.value("axon_requests_total", model=HOLD_QUEUE, version="1",
+                          method="ModelInfer", code="OK") == 0
     finally:
         nginx.stop()
         server.stop()
