@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from clients.client import AxonClient, infer_request
 from clients.loadgen import Call, LoadResult, run_h2load
 from clients.proxy_process import NginxProcess, loopback_config
 from clients.scenarios import Scenario
-from clients.server_process import ServerProcess, start_server
+from clients.server_process import ServerProcess, free_port, start_server
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 LAYOUTS = (("direct", 1), ("nginx", 1), ("nginx", 2), ("nginx", 3))
@@ -49,13 +48,6 @@ class Row:
     generator_cpu_us: float
     machine_busy: float
     """Share of all cores busy during the run (everything on the machine)."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

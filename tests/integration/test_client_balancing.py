@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from clients.client import AxonClient
-from clients.server_process import ServerProcess, start_server
+from clients.server_process import ServerProcess, free_port, start_server
 from clients.targets import TargetError, channel_target
-from tests.integration.test_client_retries import free_port
-from tests.integration.test_nginx import Load
+from tests.support.load import Load
 from tests.support.repositories import DIGITS
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)

@@ -3,7 +3,6 @@ that are not transient are never retried; the retry budget is bounded."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -12,17 +11,10 @@ import numpy as np
 import pytest
 
 from clients.client import AxonClient, AxonClientError, RetryPolicy
-from clients.server_process import ServerProcess, start_server
+from clients.server_process import ServerProcess, free_port, start_server
 from tests.support.repositories import DIGITS
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def serve_on(repository: Path, log: Path, port: int) -> ServerProcess:

@@ -128,8 +128,8 @@ def test_concurrent_calls(limited: ServerProcess) -> None:
     """Two streams held open fill ``--max-concurrent-rpcs 2``: a third call is refused at once;
     with one stream closed, calls are served again."""
     release = [threading.Event() for _ in range(CONCURRENT_RPCS)]
-    channel = grpc.insecure_channel(limited.address)
-    stub = AxonClient(limited.address, retry=NO_RETRIES).classifier
+    client = AxonClient(limited.address, retry=NO_RETRIES)
+    stub = client.classifier
     streams = []
     try:
         def held(gate: threading.Event) -> Iterator[cls.ClassifyStreamRequest]:
@@ -153,6 +153,6 @@ def test_concurrent_calls(limited: ServerProcess) -> None:
     finally:
         for gate in release:
             gate.set()
-        channel.close()
+        client.close()
     with AxonClient(limited.address) as client:
         assert client.infer(DIGITS, np.zeros((1, 784), np.float32))["logits"].shape == (1, 10)

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ import yaml
 
 from axon.protocol import open_inference_pb2 as oip
 from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess, running_server
+from clients.server_process import ServerProcess, free_port, running_server
 from server.gpu import load_nvml
 from tests.support.deploy_files import (
     ALERTS_FILE,
@@ -48,13 +47,6 @@ pytestmark = pytest.mark.external
 PREVIEW = GRAFANA_DIR / "preview.py"
 RATE_WINDOW = "15s"
 """What Grafana's ``$__rate_interval`` becomes here: several 1 s scrapes."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -18,8 +18,7 @@ from typing import IO
 from clients.client import AxonClient, RetryPolicy
 from clients.demo import SAMPLES
 from clients.file_stream import classify_files
-from clients.server_process import ServerProcess, start_server
-from tests.integration.test_client_retries import free_port
+from clients.server_process import ServerProcess, free_port, start_server
 from tests.support.repositories import DIGITS
 
 
