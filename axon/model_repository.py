@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from axon.batching_settings import BATCHING_FIELDS, check_value
 from axon.errors import AxonError
 from axon.model_card import ModelCard
 
@@ -53,25 +54,23 @@ class ServingConfig:
     """
 
     max_batch_size: int | None = None
-    """Most images one model execution may take; a larger request is refused."""
     max_queue_delay_ms: float | None = None
-    """How long the batcher may hold the oldest request to fill a batch."""
     max_queue_size: int | None = None
-    """Most images waiting in the model's queue; requests beyond it are refused at once."""
     instances: int | None = None
-    """Model executions that may run at the same time."""
+    max_inline_ms: float | None = None
+    """The batching settings (``axon.batching_settings.BatchingSettings`` says what each
+    means); null: the server's."""
     version_policy: str | None = None
     """Versions to serve: ``latest``, ``latest:N``, ``all`` or ``specific:V1,V2``."""
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_queue_size", "instances"):
-            value = getattr(self, name)
-            if value is not None and (type(value) is not int or value < 1):
-                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
-        delay = self.max_queue_delay_ms
-        if delay is not None and (type(delay) not in (int, float) or delay < 0):
-            raise ValueError(f"max_queue_delay_ms must be a non-negative number or null, "
-                             f"got {delay!r}")
+        for name, value in self.batching_overrides().items():
+            check_value(name, value)
+
+    def batching_overrides(self) -> dict[str, int | float]:
+        """The batching settings this model sets (those not null)."""
+        return {name: value for name in BATCHING_FIELDS
+                if (value := getattr(self, name)) is not None}
 
     @classmethod
     def read(cls, path: Path) -> ServingConfig:

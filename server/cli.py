@@ -65,10 +65,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _required(annotation: Any) -> Any:
-    """``X`` of an optional ``X | None`` setting (its flag takes an X); others as they are."""
-    if isinstance(annotation, types.UnionType):
-        (present,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return present
+    """``X`` of an optional ``X | None`` setting (its flag takes an X); ``str`` for a choice of
+    types (``N | "auto"``: the settings validate the text); others as they are."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        present = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return present[0] if len(present) == 1 else str
     return annotation
 
 

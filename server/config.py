@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from axon.batching_settings import BATCHING_FIELDS, DEFAULT_BATCHING, BatchingSettings
+from axon.cpus import usable_cpus
 from server.repository import VersionPolicy
 from server.runtime import provider_name
 
@@ -50,14 +52,23 @@ class ServerSettings(BaseSettings):
     inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimisation level")
-    max_batch_size: int = Field(256, ge=1, description="default most images per model "
-                                "execution; larger requests are refused")
-    max_queue_delay_ms: float = Field(4.0, ge=0, description="default longest wait of the "
-                                      "oldest request for its batch to fill (a batch is also "
-                                      "cut when arrivals pause for a quarter of it)")
-    max_queue_size: int = Field(4096, ge=1, description="default most images queued per "
-                                "model; more are refused with RESOURCE_EXHAUSTED")
-    instances: int = Field(1, ge=1, description="default concurrent executions per model")
+    max_batch_size: int = Field(DEFAULT_BATCHING.max_batch_size, ge=1, description="default "
+                                "most images per model execution; larger requests are refused")
+    max_queue_delay_ms: float = Field(DEFAULT_BATCHING.max_queue_delay_ms, ge=0, description=
+                                      "default longest wait of the oldest request for its "
+                                      "batch to fill while the server is busy with other calls "
+                                      "(an idle server runs a batch at once)")
+    max_queue_size: int = Field(DEFAULT_BATCHING.max_queue_size, ge=1, description="default "
+                                "most images queued per model; more are refused with "
+                                "RESOURCE_EXHAUSTED")
+    instances: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="default concurrent executions per model (worker threads); auto: "
+        "one per usable CPU (affinity and cgroup quota), so a model that is the bottleneck "
+        "keeps every core busy")
+    max_inline_ms: float = Field(DEFAULT_BATCHING.max_inline_ms, ge=0, description="default "
+                                 "longest expected execution run on the event loop itself when "
+                                 "it has nothing else to do (no thread hand-off); 0: always on "
+                                 "a worker thread")
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest request "
                                    "or response message")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width x "
@@ -108,11 +119,17 @@ class ServerSettings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @property
+    def batching(self) -> BatchingSettings:
+        """The batching defaults of every model (a model's config.json may override them)."""
+        values = {name: getattr(self, name) for name in BATCHING_FIELDS}
+        if values["instances"] == "auto":
+            values["instances"] = usable_cpus()
+        return BatchingSettings(**values)
+
     @model_validator(mode="after")
-    def _queue_holds_a_batch(self) -> ServerSettings:
-        if self.max_queue_size < self.max_batch_size:
-            raise ValueError(f"max_queue_size ({self.max_queue_size}) must be at least "
-                             f"max_batch_size ({self.max_batch_size})")
+    def _valid_batching(self) -> ServerSettings:
+        self.batching  # noqa: B018 -- raises when the settings contradict each other
         return self
 
     @field_validator("version_policy")

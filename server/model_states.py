@@ -43,7 +43,7 @@ def watch_models(metrics: Metrics, models: ModelManager,
                 entry.name, entry.version, entry.state,
                 provider=model.provider if model else "",
                 queued_items=model.batcher.queued_items if model else 0,
-                queue_capacity=model.policy.max_queue_items if model else 0))
+                queue_capacity=model.batching.max_queue_size if model else 0))
         return states
 
     def served() -> list[ServedModelState]:

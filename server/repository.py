@@ -17,13 +17,13 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from axon.batching_settings import BatchingSettings
 from axon.model_repository import (
     ModelRepository,
     RepositoryError,
-    ServingConfig,
     validate_model_name,
 )
-from server.batching import BatchingPolicy, BatchObserver
+from server.batching import BatchObserver
 from server.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -32,7 +32,7 @@ from server.errors import (
     shown,
 )
 from server.model import ServedModel
-from server.runtime import ModelRuntime, SessionSettings
+from server.runtime import TENSORRT_PROVIDER, ModelRuntime, SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class ModelManager:
     """Serves the versions of each model that the version policy selects."""
 
     def __init__(self, repository: ModelRepository, policy: VersionPolicy,
-                 session: SessionSettings, batching: BatchingPolicy,
+                 session: SessionSettings, batching: BatchingSettings,
                  *, on_change: Callable[[str, bool], Awaitable[None]] | None = None,
                  observer: ModelObserver | None = None) -> None:
         """``on_change(name, serving)`` is awaited after a model is loaded or unloaded."""
@@ -187,6 +187,7 @@ class ModelManager:
             config = self.repository.serving_config(name)
             slot.policy = VersionPolicy.parse(config.version_policy) if config.version_policy \
                 else self.policy
+            batching = self._batching.with_overrides(**config.batching_overrides())
         except (RepositoryError, ValueError) as exc:
             raise ModelLoadError(f"{name}/config.json: {exc}") from exc
         selected = slot.policy.select(on_disk)
@@ -198,7 +199,7 @@ class ModelManager:
         # changed from the loop's thread.
         observers = {version: self._observer.for_model(name, version) for version in selected} \
             if self._observer is not None else {}
-        return await asyncio.to_thread(self._build, name, selected, config, observers), selected
+        return await asyncio.to_thread(self._build, name, selected, batching, observers), selected
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name``; queued requests still get their answers."""
@@ -334,17 +335,9 @@ class ModelManager:
     def _slot(self, name: str) -> _ModelSlot:
         return self._slots.setdefault(name, _ModelSlot())
 
-    def _build(self, name: str, versions: list[int], config: ServingConfig,
+    def _build(self, name: str, versions: list[int], batching: BatchingSettings,
                observers: dict[int, BatchObserver]) -> dict[int, ServedModel]:
         """Create the sessions (blocking: runs in a worker thread)."""
-        base = self._batching
-        batch_size = config.max_batch_size or base.max_batch_size
-        policy = BatchingPolicy(
-            max_batch_size=batch_size,
-            max_queue_delay_s=base.max_queue_delay_s if config.max_queue_delay_ms is None
-            else config.max_queue_delay_ms / 1000,
-            max_queue_items=max(config.max_queue_size or base.max_queue_items, batch_size),
-            instances=config.instances or base.instances)
         built: dict[int, ServedModel] = {}
         for version in versions:
             try:
@@ -354,12 +347,18 @@ class ModelManager:
             runtime = ModelRuntime(path, self._session)
             # One run before it takes traffic: onnxruntime allocates and, on a GPU, compiles
             # kernels on the first run, which would otherwise fall on a caller.
-            runtime.run(np.zeros((1, *runtime.input.shape), np.float32))
+            warm_up = np.zeros((1, *runtime.input.shape), np.float32)
+            runtime.run(warm_up)
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
                             path, runtime.card.name, runtime.card.version, name, version)
-            built[version] = ServedModel(name, version, runtime, policy,
-                                         observers.get(version))
+            served = ServedModel(name, version, runtime, batching, observers.get(version))
+            if runtime.provider != TENSORRT_PROVIDER:  # TensorRT builds an engine per shape
+                # Batches of 1 to max_batch_size, timed: whether a batch may run on the event
+                # loop, and the size past which batching no longer pays (server/batching.py).
+                served.batcher.times.profile(runtime.run, runtime.input.shape,
+                                             batching.max_batch_size)
+            built[version] = served
         return built
 
 

@@ -33,6 +33,7 @@ PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
 }
 CPU_PROVIDER = "CPUExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 _GRAPH_LEVELS = {

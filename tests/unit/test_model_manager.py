@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from axon.batching_settings import BatchingSettings
 from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
-from server.batching import BatchingPolicy
 from server.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -26,7 +26,7 @@ from tests.support.repositories import publish_run
 from training.train import TrainResult
 
 NAME = "mnist"
-BATCHING = BatchingPolicy(max_batch_size=64, max_queue_delay_s=0.001, max_queue_items=128)
+BATCHING = BatchingSettings(max_batch_size=64, max_queue_delay_ms=1, max_queue_size=128)
 
 
 @pytest.mark.parametrize(("text", "policy"), [
@@ -201,8 +201,8 @@ def test_a_models_config_json_sets_its_policy_and_batching(repository: ModelRepo
         assert await manager.load(NAME) == [1, 2, 3]
         assert [m.version for m in manager.loaded()] == [1, 2, 3]
         for served in manager.loaded():
-            assert served.policy == BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001,
-                                                   max_queue_items=128, instances=1)
+            assert served.batching == BatchingSettings(max_batch_size=8, max_queue_delay_ms=1,
+                                                       max_queue_size=128, instances=1)
 
     run_with(repository, scenario)
 
@@ -210,6 +210,7 @@ def test_a_models_config_json_sets_its_policy_and_batching(repository: ModelRepo
 @pytest.mark.parametrize(("config", "message"), [
     ("{not json", "unreadable serving config"),
     ('{"max_batch_size": 0}', "max_batch_size must be a positive integer"),
+    ('{"max_batch_size": 512}', r"max_queue_size \(128\) must be at least max_batch_size \(512\)"),
     ('{"batch": 4}', "unexpected keyword argument 'batch'"),
     ('{"version_policy": "newest"}', "config.json: invalid version policy 'newest'"),
     ('{"version_policy": "specific:9"}', r"selects none of the versions of 'mnist' on disk"),

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from axon.batching_settings import BatchingSettings
 from axon.model_repository import MODEL_FILENAME, ModelRepository
-from server.batching import BatchingPolicy
 from server.metrics import Metrics
 from server.model_states import watch_models
 from server.repository import ModelManager, VersionPolicy
@@ -36,7 +36,7 @@ def manager_for(root: Path) -> ModelManager:
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / MODEL_FILENAME).write_bytes(b"not read by these tests")
     return ModelManager(ModelRepository(root), VersionPolicy(), SessionSettings(),
-                        BatchingPolicy())
+                        BatchingSettings())
 
 
 def state(registry: CollectorRegistry, model: str, value: str) -> float | None:

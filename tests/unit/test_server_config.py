@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from axon.cpus import usable_cpus
 from server.config import ENV_PREFIX, load_settings
 
 
@@ -40,10 +41,25 @@ def test_defaults() -> None:
     assert settings.version_policy == "latest"
     assert settings.providers == ("cuda", "cpu")
     assert (settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size,
-            settings.instances) == (256, 4.0, 4096, 1)
+            settings.instances, settings.max_inline_ms) == (256, 4.0, 4096, "auto", 1.0)
+    # auto: one execution per usable CPU, so a model that is the bottleneck uses every core.
+    assert settings.batching.instances == usable_cpus()
     assert (settings.intra_op_threads, settings.inter_op_threads) == (1, 1)
     assert settings.graph_optimization == "all"
     assert settings.model_control and settings.reflection
+
+
+@pytest.mark.parametrize(("flags", "problem"), [
+    ({"max_batch_size": 512, "max_queue_size": 256},
+     "max_queue_size (256) must be at least max_batch_size (512)"),
+    ({"instances": "0"}, "greater than or equal to 1"),
+    ({"instances": "many"}, "auto"),
+])
+def test_batching_settings_that_contradict_or_are_out_of_range_are_refused(
+        flags: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        load_settings(**flags)
+    assert problem in str(error.value)
 
 
 def test_settings_are_frozen() -> None:
@@ -63,7 +79,7 @@ def test_flags_beat_environment_beats_file_beats_defaults(monkeypatch: pytest.Mo
     assert settings.address == "127.0.0.1:9001"  # environment
     assert settings.max_queue_delay_ms == 1.5  # file
     assert settings.providers == ("cpu",)  # file, an array
-    assert settings.instances == 1  # default: a None flag is no flag
+    assert settings.instances == "auto"  # default: a None flag is no flag
 
 
 def test_a_none_flag_leaves_the_environment_value(monkeypatch: pytest.MonkeyPatch,

@@ -1,0 +1,64 @@
+"""Usable CPUs: affinity and the cgroup CPU quota, read from fake cgroup trees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from axon.cpus import cgroup_cpu_quota, usable_cpus
+
+
+def cgroup_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "proc-self-cgroup"
+    path.write_text(text)
+    return path
+
+
+def test_cgroup_v2_quota_of_the_process_own_group(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    (root / "kubepods" / "pod1").mkdir(parents=True)
+    (root / "kubepods" / "pod1" / "cpu.max").write_text("150000 100000\n")
+    (root / "cpu.max").write_text("max 100000\n")
+    proc = cgroup_file(tmp_path, "0::/kubepods/pod1\n")
+    assert cgroup_cpu_quota(root, proc) == 1.5
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(root, proc) == min(affinity, 2)  # 1.5 CPUs of quota: 2 to spread over
+
+
+def test_cgroup_v2_inside_a_container_reads_the_mount_root(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    root.mkdir()
+    (root / "cpu.max").write_text("100000 100000\n")
+    proc = cgroup_file(tmp_path, "0::/\n")
+    assert cgroup_cpu_quota(root, proc) == 1.0
+    assert usable_cpus(root, proc) == 1
+
+
+def test_cgroup_v1_quota(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    group = root / "cpu,cpuacct" / "docker" / "abc"
+    group.mkdir(parents=True)
+    (group / "cpu.cfs_quota_us").write_text("300000\n")
+    (group / "cpu.cfs_period_us").write_text("100000\n")
+    proc = cgroup_file(tmp_path, "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n")
+    assert cgroup_cpu_quota(root, proc) == 3.0
+
+
+@pytest.mark.parametrize("content", ["max 100000\n", "garbage\n"])
+def test_no_quota_or_an_unreadable_one_means_the_affinity(tmp_path: Path, content: str) -> None:
+    root = tmp_path / "fs"
+    root.mkdir()
+    (root / "cpu.max").write_text(content)
+    proc = cgroup_file(tmp_path, "0::/\n")
+    assert cgroup_cpu_quota(root, proc) is None
+    assert usable_cpus(root, proc) == len(os.sched_getaffinity(0))
+
+
+def test_v1_unlimited_quota_is_none(tmp_path: Path) -> None:
+    group = tmp_path / "fs" / "cpu"
+    group.mkdir(parents=True)
+    (group / "cpu.cfs_quota_us").write_text("-1\n")
+    (group / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(tmp_path / "fs", cgroup_file(tmp_path, "2:cpu:/\n")) is None
