@@ -1,12 +1,24 @@
 """The dynamic batcher: merges concurrent requests into model executions.
 
-Requests (each 1..N items, rows of one float32 array) wait in a bounded FIFO queue. A batch is
-cut when the queued items reach ``max_batch_size``, when the oldest request has waited
-``max_queue_delay``, when no request has arrived for a quarter of that delay, or at once while
-requests arrive one at a time (see ``_wait_for_batch``); only whole requests go into a batch.
-The batch runs in a worker thread, off the event loop, and each request gets back its own rows
-of every output. Requests whose caller cancelled, or whose deadline passed while queued, are
-dropped before execution.
+Requests (each 1..N items, rows of one float32 array) wait in a bounded FIFO queue, and a batch
+takes whole requests, oldest first, up to ``max_batch_size`` items. When to run one is the
+whole design, because on this class of machine a Python gRPC call costs several times what a
+small model does, and every hand-off between threads costs tens of microseconds:
+
+- while the event loop is busy taking in other calls, the batch waits: those calls can join it,
+  and the model's cost is shared by more of them;
+- the moment the loop has nothing else to do (``LoopTicker``), it runs: every request that has
+  reached the server is in the batch, and waiting would only add latency. A lone caller never
+  waits;
+- it also runs once it is full, once the oldest request has waited ``max_queue_delay_ms``, or
+  -- when an execution ends with at least as many items queued as it ran, so the model is the
+  bottleneck -- at once with everything queued, as Triton's dynamic batcher does.
+
+A batch runs inline on the event loop when the loop has nothing else to do and the batch is
+expected to take at most ``max_inline_ms`` (measured per batch size, ``ExecutionTimes``):
+no thread hand-off. Otherwise it runs on one of ``instances`` worker threads while the loop
+goes on serving. Each request gets back its own rows of every output; requests whose caller
+cancelled, or whose deadline passed while queued, are dropped before execution.
 
 It knows nothing of gRPC or onnxruntime: it is given an ``execute(batch) -> outputs`` function.
 """
@@ -14,18 +26,19 @@ It knows nothing of gRPC or onnxruntime: it is given an ``execute(batch) -> outp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from axon.batching_settings import BatchingSettings
 from server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
@@ -34,32 +47,13 @@ from server.errors import (
     ServingError,
     ShuttingDownError,
 )
+from server.loop_idle import LoopTicker, ticker_for
 
 log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 Execute = Callable[[Array], Sequence[Array]]
-
-
-@dataclass(frozen=True)
-class BatchingPolicy:
-    max_batch_size: int = 256
-    """Most items (images) in one model execution; a larger request is refused."""
-    max_queue_delay_s: float = 0.004
-    """Longest the oldest queued request waits for the batch to fill."""
-    max_queue_items: int = 4096
-    """Bound on queued items; a request that would exceed it is refused at once."""
-    instances: int = 1
-    """Model executions that may run at the same time (worker threads)."""
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.instances < 1:
-            raise ValueError("max_batch_size and instances must be at least 1")
-        if self.max_queue_delay_s < 0:
-            raise ValueError("max_queue_delay must not be negative")
-        if self.max_queue_items < self.max_batch_size:
-            raise ValueError(f"max_queue_items ({self.max_queue_items}) must be at least "
-                             f"max_batch_size ({self.max_batch_size})")
+Outputs = Sequence[Array]
 
 
 class BatchObserver(Protocol):
@@ -79,42 +73,184 @@ class BatchObserver(Protocol):
         """A request was refused because the queue was full."""
 
 
+class ExecutionTimes:
+    """Recent execution time per batch size, by powers of two (an exponential average), and
+    what they imply: the batch size past which a bigger batch no longer pays."""
+
+    _WEIGHT = 0.2
+
+    def __init__(self) -> None:
+        self._ns_per_item: dict[int, float] = {}
+        """Bucket (``items.bit_length()``) -> time per item."""
+        self._preferred: int | None = None
+        self.handoff_ns: float | None = None
+        """What running on a worker thread adds to an execution's wall time: waking the
+        thread, taking the interpreter lock there and back, waking the loop."""
+
+    def record_handoff(self, ns: int) -> None:
+        known = self.handoff_ns
+        self.handoff_ns = ns if known is None else known + self._WEIGHT * (ns - known)
+
+    def record(self, items: int, ns: int) -> None:
+        bucket = items.bit_length()
+        per_item = ns / items
+        known = self._ns_per_item.get(bucket)
+        self._ns_per_item[bucket] = per_item if known is None \
+            else known + self._WEIGHT * (per_item - known)
+        self._preferred = None
+
+    def predict_ns(self, items: int) -> float | None:
+        """Expected time for ``items``; from the nearest smaller size measured when this one
+        was not (per item, small batches cost more: the guess errs long). None: nothing yet."""
+        bucket = items.bit_length()
+        for candidate in range(bucket, 0, -1):
+            per_item = self._ns_per_item.get(candidate)
+            if per_item is not None:
+                return per_item * items
+        return None
+
+    def preferred_size(self, limit: int) -> int:
+        """The smallest batch whose cost per item, counting EXECUTION_OVERHEAD_NS per
+        execution, is within PREFERRED_TOLERANCE of the best measured (at most ``limit``):
+        past it, waiting for more requests would only add to their latency."""
+        if self._preferred is None:
+            costs = {1 << (bucket - 1): per_item + EXECUTION_OVERHEAD_NS / (1 << (bucket - 1))
+                     for bucket, per_item in self._ns_per_item.items()}
+            if not costs:
+                return limit
+            best = min(costs.values())
+            self._preferred = min(size for size, cost in costs.items()
+                                  if cost <= best * (1 + PREFERRED_TOLERANCE))
+        return min(self._preferred, limit)
+
+    def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
+                budget_ns: int = 1_000_000_000) -> None:
+        """Time batches of 1, 2, 4, ... ``limit`` items of zeros (best of three runs each),
+        within ``budget_ns`` of running time: the batcher's first estimates, made before the
+        model takes traffic."""
+        spent = 0
+        sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
+        for size in sizes:
+            if spent >= budget_ns:
+                break
+            batch = np.zeros((size, *item_shape), np.float32)
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter_ns()
+                execute(batch)
+                runs.append(time.perf_counter_ns() - started)
+            spent += sum(runs)
+            self._ns_per_item[size.bit_length()] = min(runs) / size
+        self._preferred = None
+
+
+EXECUTION_OVERHEAD_NS = 100_000
+"""What one execution costs beyond the model's own time, for choosing the preferred batch size:
+a hand-off to a worker thread and back, measured at about 80 µs of CPU on this class of
+virtual machine (README, "Serving performance")."""
+PREFERRED_TOLERANCE = 0.1
+
+
+MAX_KEPT_BYTES = 64 * 1024 * 1024
+"""At most this much memory kept in gathering arrays per model (large images in large batches
+are allocated afresh instead: at that size the copy, not the allocation, is the cost)."""
+
+
+class GatherBuffers:
+    """Arrays kept to join a batch's requests into, one per execution that may run at once.
+
+    A fresh array per batch costs more than the copy into it: past glibc's mmap threshold
+    (128 KiB, a batch of 42 MNIST images) each one is new memory, faulted in page by page and
+    handed back after, about 25 page faults per 64 images (measured: 20-36 faults per request
+    at 16 callers x 64 images, against 4 for the naive server, and 11 % of its throughput).
+    """
+
+    def __init__(self, max_rows: int, keep: int) -> None:
+        self._max_rows = max_rows
+        self._keep = keep
+        self._free: list[Array] = []
+        self._lent: list[Array] = []
+
+    def take(self, rows: int, item_shape: tuple[int, ...]) -> Array:
+        """An array of ``rows`` rows of ``item_shape`` (a view of a kept one when it fits)."""
+        for index, kept in enumerate(self._free):
+            if len(kept) >= rows and kept.shape[1:] == item_shape:
+                del self._free[index]
+                break
+        else:
+            capacity = min(self._max_rows, 1 << (rows - 1).bit_length())
+            kept = np.empty((max(capacity, rows), *item_shape), np.float32)
+        self._lent.append(kept)
+        view: Array = kept[:rows]
+        return view
+
+    def give_back(self, view: Array) -> None:
+        """Return what ``take`` gave, once the execution that read it has ended (other arrays
+        are ignored)."""
+        base = view.base
+        for index, lent in enumerate(self._lent):
+            if lent is base:
+                del self._lent[index]
+                kept = sum(array.nbytes for array in self._free)
+                if len(self._free) < self._keep and kept + lent.nbytes <= MAX_KEPT_BYTES:
+                    self._free.append(lent)
+                return
+
+
+class _ThreadJob:
+    """A batch handed to a worker thread, and what came of it."""
+
+    __slots__ = ("batch", "dispatched_ns", "error", "gather_ns", "infer_ns", "inputs",
+                 "outputs")
+
+    def __init__(self, batch: list[_Request], inputs: Array, gather_ns: int,
+                 dispatched_ns: int) -> None:
+        self.batch = batch
+        self.inputs = inputs
+        self.gather_ns = gather_ns
+        self.dispatched_ns = dispatched_ns
+        self.outputs: Outputs = ()
+        self.infer_ns = 0
+        self.error: Exception | None = None
+
+
 class _Request:
     __slots__ = ("deadline", "enqueued_ns", "future", "inputs", "items")
 
-    def __init__(self, inputs: Array, future: asyncio.Future[list[Array]],
-                 deadline: float | None) -> None:
+    def __init__(self, inputs: Array, future: asyncio.Future[Outputs],
+                 deadline: float | None, enqueued_ns: int) -> None:
         self.inputs = inputs
         self.items = len(inputs)
         self.future = future
         self.deadline = deadline
-        self.enqueued_ns = time.monotonic_ns()
+        self.enqueued_ns = enqueued_ns
 
 
 class DynamicBatcher:
     """Batches ``submit`` calls of one model; must be used from one event loop."""
 
-    def __init__(self, execute: Execute, policy: BatchingPolicy,
+    def __init__(self, execute: Execute, settings: BatchingSettings,
                  observer: BatchObserver | None = None, name: str = "model") -> None:
-        self.policy = policy
+        self.settings = settings
+        self.times = ExecutionTimes()
         self._execute = execute
         self._observer = observer
         self._name = name
         self._queue: deque[_Request] = deque()
         self._queued_items = 0
         self._running = 0
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
-        self._executor = ThreadPoolExecutor(policy.instances, thread_name_prefix=f"run-{name}")
         self._closed = False
-        self._lone_caller = False
+        self._drained: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: LoopTicker | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._buffers = GatherBuffers(settings.max_batch_size, settings.instances)
 
     @property
     def queued_items(self) -> int:
         return self._queued_items
 
-    async def submit(self, inputs: Array, deadline: float | None = None) -> list[Array]:
+    async def submit(self, inputs: Array, deadline: float | None = None) -> Outputs:
         """Run ``inputs`` ([N, ...]) as part of a batch; return this request's output rows.
 
         ``deadline`` is a ``time.monotonic()`` instant after which the request is not run.
@@ -124,98 +260,105 @@ class DynamicBatcher:
         if self._closed:
             raise ShuttingDownError(f"model {self._name} is being unloaded")
         items = len(inputs)
-        if not 0 < items <= self.policy.max_batch_size:
-            raise InvalidInputError(f"a request must hold 1 to {self.policy.max_batch_size} items "
+        settings = self.settings
+        if not 0 < items <= settings.max_batch_size:
+            raise InvalidInputError(f"a request must hold 1 to {settings.max_batch_size} items "
                                     f"for model {self._name}, got {items}")
-        if self._queued_items + items > self.policy.max_queue_items:
+        if self._queued_items + items > settings.max_queue_size:
             if self._observer is not None:
                 self._observer.request_refused()
             raise QueueFullError(f"model {self._name} has {self._queued_items} items queued, the "
-                                 f"bound is {self.policy.max_queue_items}; retry later")
-        future: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(inputs, future, deadline))
+                                 f"bound is {settings.max_queue_size}; retry later")
+        ticker = self._ticker
+        if ticker is None:
+            ticker = self._start()
+        free = self._running < settings.instances
+        idle = ticker.idle()
+        if free and idle and not self._queue and self._cheap(items, idle):
+            # Nobody else is being taken in: the naive server's path, no queue, no future.
+            return self._run_alone(inputs)
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[Outputs] = loop.create_future()
+        self._queue.append(_Request(inputs, future, deadline, time.monotonic_ns()))
         self._queued_items += items
-        if not self._workers:
-            self._workers = [asyncio.create_task(self._work(), name=f"batcher-{self._name}")
-                             for _ in range(self.policy.instances)]
-        # Wake a worker only when it has something new to do: a first request to time, or a
-        # full batch. Waking it on every arrival would cost a loop iteration per request.
-        if len(self._queue) == 1 or self._queued_items >= self.policy.max_batch_size:
-            self._wakeup.set()
+        if free:
+            if idle or self._queued_items >= self._preferred_size():
+                self._dispatch(idle)
+            else:
+                ticker.wait(self)
         return await future
+
+    def decide(self, loop_idle: bool) -> bool:
+        """Run a batch if it is time (see the module's docstring); called by the ticker once
+        per loop iteration. True: no more ticks needed."""
+        if not self._queue or self._running >= self.settings.instances:
+            return True  # an ending execution decides again
+        if loop_idle or self._closed or self._queued_items >= self._preferred_size() \
+                or time.monotonic_ns() - self._queue[0].enqueued_ns \
+                >= self.settings.max_queue_delay_ns:
+            self._dispatch(loop_idle)
+        return not self._queue or self._running >= self.settings.instances
 
     def refuse_new(self) -> None:
         """From now on ``submit`` raises ShuttingDownError; queued requests still run."""
         self._closed = True
-        self._wakeup.set()
+        if self._queue and self._ticker is not None:
+            self._ticker.wait(self)
 
     async def close(self) -> None:
-        """Refuse new requests, finish the queued ones, then stop the workers."""
+        """Refuse new requests, finish the queued ones, then release the worker threads."""
         self.refuse_new()
         try:
             while self._queue or self._running:
-                self._idle.clear()
-                await self._idle.wait()
-        finally:  # also when cancelled: never leave workers or threads behind
-            for worker in self._workers:
-                worker.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
-            self._executor.shutdown(wait=False)
+                self._drained = asyncio.Event()
+                await self._drained.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
 
-    async def _work(self) -> None:
-        while True:
-            while not self._queue:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            await self._wait_for_batch()
-            batch = self._take_batch()
-            if batch:
-                self._running += 1
-                try:
-                    await self._run(batch)
-                except Exception as exc:  # a bug here must not leave the model without a worker
-                    self._fail(batch, exc)
-                finally:
-                    self._running -= 1
-            if not self._queue and not self._running:
-                self._idle.set()
+    def _start(self) -> LoopTicker:
+        self._loop = asyncio.get_running_loop()
+        self._ticker = ticker_for(self._loop)
+        return self._ticker
 
-    async def _wait_for_batch(self) -> None:
-        """Return when a batch should be cut: it is full, the oldest request has waited
-        max_queue_delay, or arrivals have paused for a quarter of that delay -- or at once
-        while requests come one at a time.
+    def _preferred_size(self) -> int:
+        return self.times.preferred_size(self.settings.max_batch_size)
 
-        The pause rule matters under closed-loop load: once every caller's request is queued,
-        nothing more will arrive until they are answered, and waiting out the full delay would
-        only add it to every call. The lone-caller rule: when the last batch was a single
-        request and nothing arrived while it ran, there is nobody to wait for; the first
-        request that arrives during an execution turns waiting back on. New arrivals do not
-        wake this task; it re-checks when its timer fires.
-        """
-        if self._lone_caller:
-            return
-        delay_ns = int(self.policy.max_queue_delay_s * 1e9)
-        fire_at_ns = self._queue[0].enqueued_ns + delay_ns
-        while self._queue and self._queued_items < self.policy.max_batch_size \
-                and not self._closed:
-            wake_at_ns = min(fire_at_ns, self._queue[-1].enqueued_ns + delay_ns // 4)
-            remaining = (wake_at_ns - time.monotonic_ns()) / 1e9
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            except TimeoutError:
+    def _cheap(self, items: int, loop_idle: bool) -> bool:
+        """Whether a batch of ``items`` runs inline: expected within max_inline_ms, and either
+        the loop has nothing else to do or the run costs less than handing it to a worker
+        thread would add (a busy loop's time is what every other call waits for)."""
+        predicted = self.times.predict_ns(items)
+        if predicted is None or predicted > self.settings.max_inline_ns:
+            return False
+        if loop_idle:
+            return True
+        handoff = self.times.handoff_ns
+        return handoff is not None and predicted <= handoff
+
+    def _dispatch(self, loop_idle: bool = False) -> None:
+        """Start batches while the queue holds requests and an instance is free."""
+        while self._queue and self._running < self.settings.instances:
+            batch, items = self._take_batch()
+            if not batch:
                 continue
+            if self._cheap(items, loop_idle):
+                self._run_inline(batch)
+                loop_idle = False  # that run was the loop's work
+            else:
+                self._run_in_thread(batch)
+        self._check_drained()
 
-    def _take_batch(self) -> list[_Request]:
+    def _take_batch(self) -> tuple[list[_Request], int]:
         """Pop whole requests, oldest first, up to max_batch_size items; drop dead ones."""
         batch: list[_Request] = []
         items = 0
         now = time.monotonic()
-        while self._queue and items + self._queue[0].items <= self.policy.max_batch_size:
+        now_ns = time.monotonic_ns()
+        observer = self._observer
+        limit = self.settings.max_batch_size
+        while self._queue and items + self._queue[0].items <= limit:
             request = self._queue.popleft()
             self._queued_items -= request.items
             expired = request.deadline is not None and request.deadline <= now
@@ -230,20 +373,77 @@ class DynamicBatcher:
             else:
                 batch.append(request)
                 items += request.items
-        return batch
+                if observer is not None:
+                    observer.request_dequeued(now_ns - request.enqueued_ns)
+        return batch, items
 
-    async def _run(self, batch: list[_Request]) -> None:
-        dequeued_ns = time.monotonic_ns()
+    def _run_alone(self, inputs: Array) -> Outputs:
+        """Run one request inline, now, without queueing it."""
         if self._observer is not None:
-            for request in batch:
-                self._observer.request_dequeued(dequeued_ns - request.enqueued_ns)
-        loop = asyncio.get_running_loop()
+            self._observer.request_dequeued(0)
+        self._running += 1
         try:
-            outputs, gather_ns, infer_ns = await loop.run_in_executor(
-                self._executor, self._gather_and_execute, [r.inputs for r in batch])
+            outputs, infer_ns = self._timed_execute(inputs)
         except Exception as exc:
+            error = self._failure(len(inputs), exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._running -= 1
+        if self._observer is not None:
+            self._observer.batch_executed(len(inputs), 0, infer_ns, 0)
+        return outputs
+
+    def _run_inline(self, batch: list[_Request]) -> None:
+        self._running += 1
+        inputs, gather_ns = self._gather(batch)
+        try:
+            outputs, infer_ns = self._timed_execute(inputs)
+        except Exception as exc:
+            self._running -= 1
+            self._buffers.give_back(inputs)
             self._fail(batch, exc)
             return
+        self._running -= 1
+        self._buffers.give_back(inputs)
+        self._answer(batch, outputs, gather_ns, infer_ns)
+
+    def _run_in_thread(self, batch: list[_Request]) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.settings.instances,
+                                                thread_name_prefix=f"run-{self._name}")
+        self._running += 1
+        # Gathered here, on the loop, which holds the interpreter lock anyway: the worker
+        # thread then needs the lock only to enter and leave onnxruntime, and each time it
+        # needs it it may wait for the busy loop to let go.
+        inputs, gather_ns = self._gather(batch)
+        job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns())
+        self._executor.submit(self._execute_in_thread, job)
+
+    def _execute_in_thread(self, job: _ThreadJob) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            job.outputs, job.infer_ns = self._timed_execute(job.inputs)
+        except Exception as exc:
+            job.error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left to answer
+            loop.call_soon_threadsafe(self._finished, job)
+
+    def _finished(self, job: _ThreadJob) -> None:
+        self._running -= 1
+        self._buffers.give_back(job.inputs)
+        if job.error is not None:
+            self._fail(job.batch, job.error)
+            self._after_execution(len(job.inputs))
+            return
+        self.times.record_handoff(time.monotonic_ns() - job.dispatched_ns - job.infer_ns)
+        self._after_execution(self._answer(job.batch, job.outputs, job.gather_ns, job.infer_ns))
+
+    def _answer(self, batch: list[_Request], outputs: Outputs, gather_ns: int,
+                infer_ns: int) -> int:
+        """Give each request its rows; return the items answered."""
         scatter_start = time.monotonic_ns()
         start = 0
         for request in batch:
@@ -251,34 +451,61 @@ class DynamicBatcher:
             if not request.future.done():
                 request.future.set_result([output[start:stop] for output in outputs])
             start = stop
-        self._lone_caller = len(batch) == 1 and not self._queue
         if self._observer is not None:
             self._observer.batch_executed(start, gather_ns, infer_ns,
                                           time.monotonic_ns() - scatter_start)
+        return start
+
+    def _after_execution(self, items_run: int) -> None:
+        """An execution has ended: when the requests queued meanwhile hold at least as many
+        items as it ran, the model is the bottleneck and the next batch starts now with all
+        of them; otherwise the loop's idleness decides, as for any other batch."""
+        if self._queue and self._running < self.settings.instances:
+            if self._queued_items >= min(items_run, self._preferred_size()) or self._closed:
+                self._dispatch()
+            else:
+                assert self._ticker is not None
+                self._ticker.wait(self)
+        self._check_drained()
 
     def _fail(self, batch: list[_Request], exc: Exception) -> None:
         """Answer every request of ``batch`` with the error (logged unless a ServingError)."""
-        items = sum(r.items for r in batch)
-        if isinstance(exc, ServingError):
-            error: ServingError = exc
-        else:
-            # The model's own error text can name files and internals: it goes to the log,
-            # the callers get the fact and where to look.
-            incident = uuid.uuid4().hex[:12]
-            log.error("incident %s: model %s failed on a batch of %d", incident, self._name,
-                      items, exc_info=exc)
-            error = ModelExecutionError(f"model {self._name} failed on a batch of {items} "
-                                        f"(incident {incident}); the server log has the details")
+        error = self._failure(sum(r.items for r in batch), exc)
         for request in batch:
             if not request.future.done():
                 request.future.set_exception(error)
 
-    def _gather_and_execute(self, inputs: list[Array]) -> tuple[Sequence[Array], int, int]:
+    def _failure(self, items: int, exc: Exception) -> ServingError:
+        if isinstance(exc, ServingError):
+            return exc
+        # The model's own error text can name files and internals: it goes to the log,
+        # the callers get the fact and where to look.
+        incident = uuid.uuid4().hex[:12]
+        log.error("incident %s: model %s failed on a batch of %d", incident, self._name,
+                  items, exc_info=exc)
+        return ModelExecutionError(f"model {self._name} failed on a batch of {items} "
+                                   f"(incident {incident}); the server log has the details")
+
+    def _gather(self, batch: list[_Request]) -> tuple[Array, int]:
+        """The batch's inputs as one array, and the time it took to join them."""
+        if len(batch) == 1:
+            return batch[0].inputs, 0
         started = time.monotonic_ns()
-        batch = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
-        gathered = time.monotonic_ns()
-        outputs = self._execute(batch)
-        return outputs, gathered - started, time.monotonic_ns() - gathered
+        first = batch[0].inputs
+        inputs = self._buffers.take(sum(r.items for r in batch), first.shape[1:])
+        np.concatenate([r.inputs for r in batch], out=inputs)
+        return inputs, time.monotonic_ns() - started
+
+    def _timed_execute(self, inputs: Array) -> tuple[Outputs, int]:
+        started = time.monotonic_ns()
+        outputs = self._execute(inputs)
+        infer_ns = time.monotonic_ns() - started
+        self.times.record(len(inputs), infer_ns)
+        return outputs, infer_ns
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self._queue and not self._running:
+            self._drained.set()
 
     def _report_drop(self, expired: bool) -> None:
         if self._observer is not None:

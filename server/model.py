@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 
+from axon.batching_settings import BatchingSettings
 from axon.model_card import ModelCard
-from server.batching import Array, BatchingPolicy, BatchObserver, DynamicBatcher
+from server.batching import Array, BatchObserver, DynamicBatcher, Outputs
 from server.errors import InvalidInputError
 from server.runtime import ModelRuntime
 from server.statistics import ModelStatistics
@@ -21,7 +22,7 @@ class ServedModel:
     (``check_shape``) before converting its contents, then the values (``check_values``)."""
 
     def __init__(self, name: str, version: int, runtime: ModelRuntime,
-                 policy: BatchingPolicy, metrics: BatchObserver | None = None) -> None:
+                 batching: BatchingSettings, metrics: BatchObserver | None = None) -> None:
         """``metrics``, when given, hears what the batcher does, as the statistics do."""
         self.name = name
         self.version = version
@@ -30,12 +31,15 @@ class ServedModel:
         self.statistics = ModelStatistics()
         observer: BatchObserver = self.statistics if metrics is None \
             else _BothObservers(self.statistics, metrics)
-        self.batcher = DynamicBatcher(runtime.run, policy, observer, f"{name} v{version}")
+        self.batcher = DynamicBatcher(runtime.run, batching, observer, f"{name} v{version}")
         self.output_names = tuple(spec.name for spec in runtime.outputs)
+        self.output_indexes = tuple(range(len(self.output_names)))
+        self.response_templates: dict[tuple[object, ...], bytes] = {}
+        """Serialized response headers by outputs and shapes (server/servicers/tensors.py)."""
 
     @property
-    def policy(self) -> BatchingPolicy:
-        return self.batcher.policy
+    def batching(self) -> BatchingSettings:
+        return self.batcher.settings
 
     @property
     def input_name(self) -> str:
@@ -56,14 +60,16 @@ class ServedModel:
         Checked on the declared shape, before any contents are converted: a request declaring
         an absurd shape costs nothing.
         """
-        expected = f"[N, {', '.join(map(str, self.item_shape))}] with N from 1 to " \
-                   f"{self.policy.max_batch_size}"
         if len(shape) != 1 + len(self.item_shape) or shape[1:] != self.item_shape:
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} must have shape "
-                                    f"{expected}, got {list(shape)}")
-        if not 0 < shape[0] <= self.policy.max_batch_size:
+                                    f"{self._expected_shape()}, got {list(shape)}")
+        if not 0 < shape[0] <= self.batching.max_batch_size:
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {shape[0]} "
-                                    f"items; expected {expected}")
+                                    f"items; expected {self._expected_shape()}")
+
+    def _expected_shape(self) -> str:
+        return f"[N, {', '.join(map(str, self.item_shape))}] with N from 1 to " \
+               f"{self.batching.max_batch_size}"
 
     def check_values(self, batch: Array) -> None:
         """Raise InvalidInputError unless every value is finite."""
@@ -72,7 +78,7 @@ class ServedModel:
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {bad} NaN or "
                                     "infinite values; every value must be finite")
 
-    async def infer(self, batch: Array, deadline: float | None = None) -> list[Array]:
+    async def infer(self, batch: Array, deadline: float | None = None) -> Outputs:
         """Every output for ``batch``, via the dynamic batcher; updates the statistics."""
         started = time.monotonic_ns()
         try:

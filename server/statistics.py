@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class Duration:
     """How often something happened and its total duration in nanoseconds."""
 
@@ -22,14 +22,14 @@ class Duration:
         self.ns += ns
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchSizeStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelStatistics:
     """What one model version has done since it was loaded."""
 
@@ -50,16 +50,18 @@ class ModelStatistics:
     batches: dict[int, BatchSizeStatistics] = field(default_factory=dict)
 
     def batch_executed(self, size: int, gather_ns: int, infer_ns: int, scatter_ns: int) -> None:
+        # Once per execution, on the serving path: fields updated in place, no calls.
         self.execution_count += 1
-        self.compute_input.add(gather_ns)
-        self.compute_infer.add(infer_ns)
-        self.compute_output.add(scatter_ns)
         per_size = self.batches.get(size)
         if per_size is None:
             per_size = self.batches[size] = BatchSizeStatistics()
-        per_size.compute_input.add(gather_ns)
-        per_size.compute_infer.add(infer_ns)
-        per_size.compute_output.add(scatter_ns)
+        for durations in (self, per_size):
+            durations.compute_input.count += 1
+            durations.compute_input.ns += gather_ns
+            durations.compute_infer.count += 1
+            durations.compute_infer.ns += infer_ns
+            durations.compute_output.count += 1
+            durations.compute_output.ns += scatter_ns
 
     def request_dequeued(self, waited_ns: int) -> None:
         self.queue.add(waited_ns)

@@ -1,7 +1,9 @@
 """The dynamic batcher, driven by a fake model that doubles its rows and records every batch.
 
-Tests assert on which rows ran together and in what order, never on exact timings; delays are
-either tiny or so long that only the size rule can have cut the batch.
+Tests assert on which rows ran together, in what order and on which thread, never on exact
+timings; delays are either tiny or so long that only another rule can have cut the batch. A
+test that holds the model at a gate runs it on worker threads (``max_inline_ms=0``): held on
+the event loop, it would hold the test too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from server.batching import Array, BatchingPolicy, DynamicBatcher
+from axon.batching_settings import BatchingSettings
+from server.batching import Array, DynamicBatcher, ExecutionTimes, GatherBuffers
 from server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
@@ -31,12 +34,23 @@ LONG = 10.0
 """A queue delay no test may wait out: a batch cut before it was cut by size."""
 
 
+def policy(max_batch_size: int, *, delay_s: float = 0.004, queue: int | None = None,
+           instances: int = 1, inline: bool = False) -> BatchingSettings:
+    """Batching settings in the tests' terms (seconds); worker threads only unless
+    ``inline``."""
+    return BatchingSettings(max_batch_size=max_batch_size, max_queue_delay_ms=delay_s * 1000,
+                            max_queue_size=queue or max(4096, max_batch_size),
+                            instances=instances, max_inline_ms=1.0 if inline else 0.0)
+
+
 class FakeModel:
-    """Returns (2x, row sums); records the batches it ran; can be held at a gate."""
+    """Returns (2x, row sums); records the batches it ran and the thread each ran on; can be
+    held at a gate."""
 
     def __init__(self, *, held: bool = False,
                  barrier: threading.Barrier | None = None) -> None:
         self.batches: list[Array] = []
+        self.threads: list[int] = []
         self.gate = threading.Event()
         self._barrier = barrier
         self._lock = threading.Lock()
@@ -46,6 +60,7 @@ class FakeModel:
     def execute(self, batch: Array) -> Sequence[Array]:
         with self._lock:
             self.batches.append(batch.copy())
+            self.threads.append(threading.get_ident())
         if not self.gate.wait(timeout=LONG):
             raise TimeoutError("the test never released the model")
         if self._barrier is not None:
@@ -74,7 +89,7 @@ def rows(*ids: int) -> Array:
     return np.array([[i, i + 0.25, i + 0.5] for i in ids], dtype=np.float32).reshape(-1, WIDTH)
 
 
-def assert_own_rows(request: Array, answer: list[Array]) -> None:
+def assert_own_rows(request: Array, answer: Sequence[Array]) -> None:
     expected = reference(request)
     assert len(answer) == len(expected)
     for got, want in zip(answer, expected, strict=True):
@@ -88,10 +103,10 @@ async def wait_until(condition: Callable[[], bool], timeout: float = LONG / 2) -
 
 
 @asynccontextmanager
-async def batcher_for(model: FakeModel, policy: BatchingPolicy,
+async def batcher_for(model: FakeModel, settings: BatchingSettings,
                       observer: ModelStatistics | None = None) -> AsyncIterator[DynamicBatcher]:
     """A batcher over ``model``; on exit the model is released and the batcher closed."""
-    batcher = DynamicBatcher(model.execute, policy, observer, name="fake")
+    batcher = DynamicBatcher(model.execute, settings, observer, name="fake")
     try:
         yield batcher
     finally:
@@ -100,7 +115,7 @@ async def batcher_for(model: FakeModel, policy: BatchingPolicy,
 
 
 async def executing(model: FakeModel, batcher: DynamicBatcher,
-                    request: Array) -> asyncio.Task[list[Array]]:
+                    request: Array) -> asyncio.Task[Sequence[Array]]:
     """Submit ``request`` and return once the (held) model has started on it."""
     count = len(model.batches)
     task = asyncio.create_task(batcher.submit(request))
@@ -108,15 +123,13 @@ async def executing(model: FakeModel, batcher: DynamicBatcher,
     return task
 
 
-def test_concurrent_requests_within_the_delay_run_as_one_execution() -> None:
+def test_concurrent_requests_run_as_one_execution() -> None:
     model = FakeModel()
     requests = [rows(1), rows(2, 3), rows(4, 5, 6)]
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(16, max_queue_delay_s=0.4)) as batcher:
-            first = asyncio.create_task(batcher.submit(requests[0]))
-            await asyncio.sleep(0.01)  # later, but well within the delay (and its pause rule)
-            answers = await asyncio.gather(first, *(batcher.submit(r) for r in requests[1:]))
+        async with batcher_for(model, policy(16, delay_s=LONG)) as batcher:
+            answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
             for request, answer in zip(requests, answers, strict=True):
                 assert_own_rows(request, answer)
             assert model.batch_sizes == [6]
@@ -129,7 +142,7 @@ def test_requests_after_a_batch_was_cut_run_separately() -> None:
     model = FakeModel()
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(16, max_queue_delay_s=0.001)) as batcher:
+        async with batcher_for(model, policy(16, delay_s=LONG)) as batcher:
             assert_own_rows(rows(1), await batcher.submit(rows(1)))
             assert_own_rows(rows(2), await batcher.submit(rows(2)))
         assert model.batch_sizes == [1, 1]
@@ -142,8 +155,8 @@ def test_a_full_batch_is_cut_at_once_and_holds_only_whole_requests() -> None:
     requests = [rows(1, 2, 3), rows(4, 5), rows(6, 7)]
 
     async def scenario() -> None:
-        policy = BatchingPolicy(4, max_queue_delay_s=LONG)
-        async with batcher_for(model, policy) as batcher, asyncio.timeout(LONG / 2):
+        async with batcher_for(model, policy(4, delay_s=LONG)) as batcher, \
+                asyncio.timeout(LONG / 2):
             answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
             for request, answer in zip(requests, answers, strict=True):
                 assert_own_rows(request, answer)
@@ -162,7 +175,7 @@ def test_every_caller_gets_exactly_its_own_rows() -> None:
     requests = [rows(*range(int(s), int(s) + n)) for s, n in zip(starts, sizes, strict=False)]
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(5, max_queue_delay_s=0.02)) as batcher:
+        async with batcher_for(model, policy(5, delay_s=0.02)) as batcher:
             answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
             for request, answer in zip(requests, answers, strict=True):
                 assert_own_rows(request, answer)
@@ -178,7 +191,7 @@ def test_a_request_outside_one_to_max_batch_size_is_refused(size: int) -> None:
     model = FakeModel()
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(4)) as batcher:
+        async with batcher_for(model, policy(4)) as batcher:
             with pytest.raises(InvalidInputError, match=f"1 to 4 items .* got {size}"):
                 await batcher.submit(rows(*range(size)))
             assert batcher.queued_items == 0
@@ -191,8 +204,7 @@ def test_submits_beyond_the_queue_bound_are_refused_at_once() -> None:
     model = FakeModel(held=True)
 
     async def scenario() -> None:
-        policy = BatchingPolicy(2, max_queue_delay_s=0, max_queue_items=4)
-        async with batcher_for(model, policy) as batcher:
+        async with batcher_for(model, policy(2, delay_s=0, queue=4)) as batcher:
             running = await executing(model, batcher, rows(1, 2))
             waiting = (rows(3, 4), rows(5), rows(6))
             queued = [asyncio.create_task(batcher.submit(r)) for r in waiting]
@@ -217,8 +229,7 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_never_run() -> None:
     statistics = ModelStatistics()
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(4, max_queue_delay_s=0),
-                               statistics) as batcher:
+        async with batcher_for(model, policy(4, delay_s=0), statistics) as batcher:
             running = await executing(model, batcher, rows(1))
             late = asyncio.create_task(batcher.submit(rows(2), time.monotonic() + 0.03))
             patient = asyncio.create_task(batcher.submit(rows(3), time.monotonic() + LONG))
@@ -240,8 +251,7 @@ def test_a_cancelled_request_is_dropped_before_execution() -> None:
     statistics = ModelStatistics()
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(4, max_queue_delay_s=0),
-                               statistics) as batcher:
+        async with batcher_for(model, policy(4, delay_s=0), statistics) as batcher:
             running = await executing(model, batcher, rows(1))
             abandoned = asyncio.create_task(batcher.submit(rows(2)))
             await wait_until(lambda: batcher.queued_items == 1)
@@ -264,7 +274,7 @@ def test_a_failing_execution_fails_its_whole_batch_and_the_batcher_goes_on(
     model = FakeModel()
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(8, max_queue_delay_s=0.05)) as batcher:
+        async with batcher_for(model, policy(8, delay_s=0.05)) as batcher:
             outcomes = await asyncio.gather(batcher.submit(rows(-1)), batcher.submit(rows(2)),
                                             return_exceptions=True)
             for outcome in outcomes:
@@ -284,7 +294,7 @@ def test_close_finishes_queued_requests_then_refuses_new_ones() -> None:
     model = FakeModel(held=True)
 
     async def scenario() -> None:
-        batcher = DynamicBatcher(model.execute, BatchingPolicy(4, max_queue_delay_s=LONG))
+        batcher = DynamicBatcher(model.execute, policy(4, delay_s=LONG))
         try:
             running = await executing(model, batcher, rows(1, 2, 3, 4))
             queued = [asyncio.create_task(batcher.submit(r)) for r in (rows(5), rows(6))]
@@ -316,8 +326,7 @@ def test_the_observer_hears_of_executions_batch_sizes_and_queue_time() -> None:
     held_s = 0.05
 
     async def scenario() -> None:
-        async with batcher_for(model, BatchingPolicy(8, max_queue_delay_s=0.001),
-                               statistics) as batcher:
+        async with batcher_for(model, policy(8, delay_s=0.001), statistics) as batcher:
             running = await executing(model, batcher, rows(1))
             queued = [asyncio.create_task(batcher.submit(r)) for r in (rows(2), rows(3, 4))]
             await wait_until(lambda: batcher.queued_items == 3)
@@ -344,8 +353,7 @@ def test_instances_bound_the_executions_that_run_at_once(instances: int,
     model = FakeModel(barrier=barrier)
 
     async def scenario() -> None:
-        policy = BatchingPolicy(1, max_queue_delay_s=0, instances=instances)
-        async with batcher_for(model, policy) as batcher:
+        async with batcher_for(model, policy(1, delay_s=0, instances=instances)) as batcher:
             outcomes = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(2)),
                                             return_exceptions=True)
         if concurrent:
@@ -359,36 +367,174 @@ def test_instances_bound_the_executions_that_run_at_once(instances: int,
     asyncio.run(scenario())
 
 
-def test_a_pause_in_arrivals_cuts_the_batch_before_the_full_delay() -> None:
-    """Closed-loop callers all queued and nothing more coming: the batch is cut after a quarter
-    of the delay without arrivals, instead of waiting out the whole delay."""
+async def busy_loop(stop: asyncio.Event) -> None:
+    """Keeps the event loop busy, as a server taking in other calls is: always something
+    ready to run, never idle."""
+    while not stop.is_set():
+        await asyncio.sleep(0)
+
+
+def test_an_idle_loop_runs_the_batch_at_once_without_waiting_out_the_delay() -> None:
+    """Every caller queued and nothing else to do: waiting could only add latency."""
     model = FakeModel()
 
     async def scenario() -> float:
-        async with batcher_for(model, BatchingPolicy(64, max_queue_delay_s=1.0)) as batcher:
+        async with batcher_for(model, policy(64, delay_s=LONG)) as batcher:
             started = time.monotonic()
             answers = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(5)))
             for i, answer in enumerate(answers):
                 assert_own_rows(rows(i), answer)
             return time.monotonic() - started
 
-    elapsed = asyncio.run(scenario())
+    assert asyncio.run(scenario()) < LONG / 10
     assert model.batch_sizes == [5]
-    assert 0.25 <= elapsed < 0.75
 
 
-def test_requests_arriving_one_at_a_time_run_at_once() -> None:
-    """A lone caller waits out the pause once; after a batch of one with nothing queued
-    behind it, the next request runs without waiting."""
+def test_a_lone_caller_never_waits_and_runs_on_the_event_loop() -> None:
+    """Nothing else to do and a cheap model: no queue, no thread hand-off (the naive server's
+    path)."""
+    model = FakeModel()
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(64, delay_s=LONG, inline=True)) as batcher:
+            batcher.times.record(1, 1_000)  # known to be cheap
+            for i in range(5):
+                assert_own_rows(rows(i), await batcher.submit(rows(i)))
+
+    asyncio.run(scenario())
+    assert model.batch_sizes == [1] * 5
+    assert set(model.threads) == {threading.get_ident()}
+
+
+def test_a_batch_waits_while_the_loop_is_busy_up_to_the_delay() -> None:
+    """Calls being taken in can join the batch: it waits (up to max_queue_delay) and takes
+    the requests that arrived meanwhile; the batch runs on a worker thread, not on the busy
+    loop."""
+    model = FakeModel()
+    delay = 0.3
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        busy = asyncio.create_task(busy_loop(stop))
+        async with batcher_for(model, policy(64, delay_s=delay, inline=True)) as batcher:
+            batcher.times.record(1, 100_000)
+            batcher.times.record(64, 64 * 1_000)  # batching pays up to 64
+            started = time.monotonic()
+            first = asyncio.create_task(batcher.submit(rows(0)))
+            await asyncio.sleep(delay / 3)
+            later = [asyncio.create_task(batcher.submit(rows(i))) for i in (1, 2)]
+            answers = await asyncio.gather(first, *later)
+            elapsed = time.monotonic() - started
+            stop.set()
+            await busy
+        for i, answer in enumerate(answers):
+            assert_own_rows(rows(i), answer)
+        return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert model.batch_sizes == [3]
+    assert delay * 0.9 <= elapsed < LONG / 4
+    assert threading.get_ident() not in model.threads
+
+
+def test_a_batch_of_the_preferred_size_runs_at_once_while_the_loop_is_busy() -> None:
+    """Past the size where a bigger batch no longer costs less per item, waiting would only
+    add latency."""
     model = FakeModel()
 
     async def scenario() -> float:
-        async with batcher_for(model, BatchingPolicy(64, max_queue_delay_s=1.0)) as batcher:
-            await batcher.submit(rows(0))  # waits out the 0.25 s pause: nothing is known yet
+        stop = asyncio.Event()
+        busy = asyncio.create_task(busy_loop(stop))
+        async with batcher_for(model, policy(64, delay_s=LONG)) as batcher:
+            for size in (1, 2, 4, 8, 16, 32, 64):  # per item flat from 4 on
+                batcher.times.record(size, 10_000_000 * max(size, 4))
+            assert batcher.times.preferred_size(64) == 4
             started = time.monotonic()
-            for i in range(1, 6):
-                assert_own_rows(rows(i), await batcher.submit(rows(i)))
-            return time.monotonic() - started
+            answers = await asyncio.gather(*(batcher.submit(rows(i, i + 100))
+                                             for i in range(2)))
+            elapsed = time.monotonic() - started
+            stop.set()
+            await busy
+        for i, answer in enumerate(answers):
+            assert_own_rows(rows(i, i + 100), answer)
+        return elapsed
 
-    assert asyncio.run(scenario()) < 0.25  # five requests, none of them waited the pause
-    assert model.batch_sizes == [1] * 6
+    assert asyncio.run(scenario()) < LONG / 4
+    assert model.batch_sizes == [4]
+
+
+def test_requests_queued_during_an_execution_run_next_all_together() -> None:
+    """When the model is the bottleneck (as many items queued as the last batch ran), the next
+    batch starts as soon as it ends and takes everything queued, up to max_batch_size: no rule
+    cuts it short."""
+    model = FakeModel(held=True)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        async with batcher_for(model, policy(8, delay_s=LONG)) as batcher:
+            running = await executing(model, batcher, rows(1, 2))
+            busy = asyncio.create_task(busy_loop(stop))
+            queued = [asyncio.create_task(batcher.submit(rows(i))) for i in range(3, 13)]
+            await wait_until(lambda: batcher.queued_items == 10)
+            model.gate.set()
+            # The next batch starts while the loop is still busy: the ending execution, not
+            # the loop's idleness or the (long) delay, started it.
+            await wait_until(lambda: len(model.batches) == 2)
+            stop.set()
+            await busy
+            answers = await asyncio.gather(running, *queued)
+        assert_own_rows(rows(1, 2), answers[0])
+        for i, answer in zip(range(3, 13), answers[1:], strict=True):
+            assert_own_rows(rows(i), answer)
+
+    asyncio.run(scenario())
+    assert model.batch_sizes == [2, 8, 2]
+    assert model.executed_ids == list(range(1, 13))
+
+
+def test_gathered_batches_reuse_their_arrays() -> None:
+    buffers = GatherBuffers(max_rows=8, keep=1)
+    first = buffers.take(3, (WIDTH,))  # room for 4: the next power of two
+    base = first.base
+    buffers.give_back(first)
+    second = buffers.take(4, (WIDTH,))
+    assert second.base is base and second.shape == (4, WIDTH)
+    third = buffers.take(2, (WIDTH,))  # the kept one is lent: a new one
+    assert third.base is not base
+    buffers.give_back(third)
+    buffers.give_back(second)  # only one is kept
+    assert buffers.take(1, (WIDTH,)).base is third.base
+    assert buffers.take(1, (WIDTH + 1,)).base is not base  # another shape: a new one
+
+
+def test_batches_joined_into_kept_arrays_keep_each_callers_rows() -> None:
+    model = FakeModel()
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(16, delay_s=LONG)) as batcher:
+            for size in (1, 2, 4, 8, 16):  # the same time for any size: batching pays to 16
+                batcher.times.record(size, 1_000_000)
+            for start in (0, 10, 20):
+                requests = [rows(start + i) for i in range(3)]
+                answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
+                for request, answer in zip(requests, answers, strict=True):
+                    assert_own_rows(request, answer)
+
+    asyncio.run(scenario())
+    assert model.batch_sizes == [3, 3, 3]
+    assert model.executed_ids == [0, 1, 2, 10, 11, 12, 20, 21, 22]
+
+
+def test_execution_times_predict_and_choose_the_preferred_size() -> None:
+    times = ExecutionTimes()
+    assert times.predict_ns(4) is None and times.preferred_size(256) == 256
+    times.record(1, 100_000)        # 100 µs for one item
+    times.record(16, 16 * 20_000)   # 20 µs per item
+    times.record(64, 64 * 19_000)   # 19 µs per item
+    # Unmeasured sizes borrow the nearest smaller one's cost per item (erring long).
+    assert times.predict_ns(8) == 8 * 100_000
+    assert times.predict_ns(32) == 32 * 20_000
+    # With 100 µs per execution on top: 1 -> 200, 16 -> 26.25, 64 -> 20.6 µs per item; 16 is
+    # not within 10 % of 64's, so the preferred size is 64 (never above the limit given).
+    assert times.preferred_size(256) == 64
+    assert times.preferred_size(32) == 32
