@@ -22,7 +22,6 @@ from axon.model_repository import ModelRepository
 from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
 from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
 from server.auth import Token, TokenAuthenticator, load_tokens
-from server.batching import BatchingPolicy
 from server.config import ServerSettings
 from server.drain import Drain
 from server.metrics import Metrics, MetricsEndpoint, serve_metrics
@@ -118,8 +117,8 @@ async def build_server(settings: ServerSettings) -> AxonServer:
                                     metrics=metrics)
 
     credentials, interceptors = _security(settings, metrics)
-    server = grpc.aio.server(interceptors=interceptors,
-                             maximum_concurrent_rpcs=settings.max_concurrent_rpcs, options=[
+    # No maximum_concurrent_rpcs: the drain enforces it for less (server/drain.py).
+    server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Calls gRPC core holds while the event loop is behind, before Axon sees them. Its
@@ -131,7 +130,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         # silently take half its traffic instead of failing.
         ("grpc.so_reuseport", 0),
     ])
-    drain = Drain()
+    drain = Drain(settings.max_concurrent_rpcs)
     register_tolerantly(open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                         guard(inference, INFERENCE_SERVICE, metrics, drain), server)
     register_tolerantly(classification_pb2_grpc.add_ClassifierServicer_to_server,
@@ -188,12 +187,8 @@ def _model_manager(settings: ServerSettings, repository: ModelRepository,
         providers=choice.usable, intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
         graph_optimization=settings.graph_optimization, device_id=settings.device_id)
-    batching = BatchingPolicy(
-        max_batch_size=settings.max_batch_size,
-        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-        max_queue_items=settings.max_queue_size, instances=settings.instances)
     return ModelManager(repository, VersionPolicy.parse(settings.version_policy), session,
-                        batching, on_change=on_change, observer=metrics)
+                        settings.batching, on_change=on_change, observer=metrics)
 
 
 def _security(settings: ServerSettings, metrics: Metrics | None,

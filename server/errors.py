@@ -63,6 +63,12 @@ class QueueFullError(ServingError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class TooManyCallsError(ServingError):
+    """The server is answering as many calls as ``--max-concurrent-rpcs`` allows."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class DeadlineExpiredError(ServingError):
     """The request's deadline passed before the model could run it."""
 

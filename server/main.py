@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from server.allocator import keep_freed_memory
 from server.app import build_server
 from server.config import ServerSettings
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 def serve(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit status."""
+    keep_freed_memory()
     asyncio.run(serve_until_stopped(settings))
     return 0
 

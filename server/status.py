@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ServicerT = TypeVar("ServicerT")
 ResultT = TypeVar("ResultT")
 Context = grpc.aio.ServicerContext[Any, Any]
+_OK = grpc.StatusCode.OK
 
 
 def status_of(error: Exception, method: str = "") -> tuple[grpc.StatusCode, str]:
@@ -121,7 +122,7 @@ def _guard_unary(behaviour: Callable[[Any, Context], Awaitable[Any]], full_name:
             if admitted and drain is not None:
                 drain.exit()
             if call is not None and metrics is not None:
-                metrics.end(call, code.name)
+                metrics.end(call, "OK" if code is _OK else code.name)
     return guarded
 
 

@@ -190,11 +190,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 def _properties(model: ServedModel) -> dict[str, str]:
-    policy = model.policy
+    batching = model.batching
     return {
         "execution_provider": model.provider,
-        "max_batch_size": str(policy.max_batch_size),
-        "max_queue_delay_ms": f"{policy.max_queue_delay_s * 1000:g}",
+        "max_batch_size": str(batching.max_batch_size),
+        "max_queue_delay_ms": f"{batching.max_queue_delay_ms:g}",
         "dataset": model.card.dataset,
         "labels": json.dumps(list(model.card.labels)),
         "test_accuracy": f"{model.card.test_accuracy:.6f}",

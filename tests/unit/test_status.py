@@ -18,6 +18,7 @@ CODES: dict[type[ServingError], grpc.StatusCode] = {
     errors.ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
     errors.ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
     errors.QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.TooManyCallsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DeadlineExpiredError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
     errors.ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
