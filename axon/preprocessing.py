@@ -7,12 +7,15 @@ model, so the server can turn a decoded image into exactly the tensor the model 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from axon.errors import AxonError
@@ -137,6 +140,78 @@ def load_image(source: Path | bytes, height: int, width: int,
         # whose strip offsets are floats raises TypeError), and the bytes come from callers.
         raise ImageDecodeError(f"{name}: not a decodable PNG/JPEG image "
                                f"({_decode_failure(exc)})") from exc
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHUNK_HEAD = struct.Struct(">I4s")
+_IHDR = struct.Struct(">IIBBBBB")
+_PNG_COLOUR_TYPES = {"L": 0, "RGB": 2}
+_PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP",
+                           b"pHYs", b"sBIT", b"tIME", b"bKGD"})
+"""Chunks that do not change the pixels Pillow gives for an 8-bit greyscale or RGB PNG (Pillow
+reads them into ``info`` only). Any other -- transparency, EXIF orientation, text that may
+carry EXIF, anything unknown -- sends the file through Pillow."""
+
+
+def decode_image(data: bytes, height: int, width: int, color_mode: Literal["L", "RGB"], *,
+                 max_pixels: int) -> npt.NDArray[np.uint8]:
+    """``load_image`` for the formats the server decodes (PNG, JPEG), faster where it can be.
+
+    A PNG that already is what the model takes (``plain_png``) is unfiltered by libspng
+    (pyspng): one C call, a sixth of Pillow's time per image, and the same pixels -- PNG is
+    lossless, and ``plain_png`` has checked every chunk's CRC and the compressed stream, which
+    libspng as pyspng drives it does not. Everything else goes through Pillow, as
+    ``load_image`` does.
+    """
+    if plain_png(data, height, width, color_mode):
+        try:
+            pixels: npt.NDArray[np.uint8] = pyspng.load(data, color_mode)
+        except Exception:  # Pillow gives the verdict on bytes libspng refuses
+            pass
+        else:
+            if pixels.dtype == np.uint8 and pixels.shape[:2] == (height, width):
+                return pixels.reshape(height, width, 1 if color_mode == "L" else 3)
+    return load_image(data, height, width, color_mode, max_pixels=max_pixels,
+                      formats=SERVED_FORMATS)
+
+
+def plain_png(data: bytes, height: int, width: int, color_mode: Literal["L", "RGB"]) -> bool:
+    """Whether ``data`` is a whole, intact PNG that is already what the model takes: 8-bit,
+    its colour mode and size, not interlaced, only chunks that leave the pixels alone, every
+    CRC right, and one zlib stream holding exactly the image's bytes."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    position, compressed, seen_end = len(_PNG_SIGNATURE), [], False
+    while position + _CHUNK_HEAD.size <= len(data) and not seen_end:
+        length, kind = _CHUNK_HEAD.unpack_from(data, position)
+        body_start = position + _CHUNK_HEAD.size
+        body_end = body_start + length
+        if body_end + 4 > len(data) or kind not in _PLAIN_CHUNKS:
+            return False
+        if zlib.crc32(data[position + 4:body_end]) != int.from_bytes(data[body_end:body_end + 4]):
+            return False
+        if position == len(_PNG_SIGNATURE):
+            if kind != b"IHDR" or length != _IHDR.size:
+                return False
+            png_width, png_height, depth, colour, _, _, interlace = _IHDR.unpack_from(
+                data, body_start)
+            if (png_width, png_height, depth, colour, interlace) != (
+                    width, height, 8, _PNG_COLOUR_TYPES[color_mode], 0):
+                return False
+        elif kind == b"IDAT":
+            compressed.append(data[body_start:body_end])
+        seen_end = kind == b"IEND"
+        position = body_end + 4
+    if not seen_end or position != len(data) or not compressed:
+        return False
+    channels = 1 if color_mode == "L" else 3
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(b"".join(compressed), height * (1 + width * channels) + 1)
+    except zlib.error:
+        return False
+    return inflater.eof and not inflater.unused_data and \
+        len(raw) == height * (1 + width * channels)
 
 
 def _decode_failure(error: Exception) -> str:

@@ -45,13 +45,6 @@ _GLOB_CHARACTERS = frozenset("*?[")
 _TRANSIENT_NAMES = frozenset(code.name for code in RETRYABLE)
 
 
-class _ReadNext:
-    """What a stream sends next is a file not yet read."""
-
-
-_READ = _ReadNext()
-
-
 @dataclass(frozen=True)
 class FileResult:
     """One file's answer: its top classes, or why it has none."""
@@ -96,27 +89,43 @@ def _walk(folder: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
+DEFAULT_WINDOW = 256
+"""Files in flight by default (read, sent, or answered and not yet handed back)."""
+DEFAULT_BATCH = 32
+"""Files per stream message by default, chosen by measurement (README, "Serving
+performance"): each message costs the server a gRPC read and one batcher submission, so
+packing files amortises that; past a few dozen the gain flattens while a message's files wait
+for each other."""
+
+
 def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = "",
-                   version: str = "", top_k: int = 1, window: int = 64,
+                   version: str = "", top_k: int = 1, window: int = DEFAULT_WINDOW,
+                   batch: int = DEFAULT_BATCH,
                    timeout: float | None = None) -> Iterator[FileResult]:
     """Classify every file of ``paths`` over ``ClassifyStream``; results in input order, one
     per file.
 
+    Files go ``batch`` to a message (fewer when the paths run out, and never more than the
+    model takes per request), with per-image errors, so one undecodable file fails only itself.
+    At most ``window`` files are in flight.
+
     Transient failures cost no file: a stream that breaks (server restarted, connection lost)
-    is opened again and the files it left unanswered are sent again, and a file refused for a
-    moment (RESOURCE_EXHAUSTED, UNAVAILABLE) is sent again after a back-off, both as the
+    is opened again and the messages it left unanswered are sent again, and a message refused
+    for a moment (RESOURCE_EXHAUSTED, UNAVAILABLE) is sent again after a back-off, both as the
     client's ``RetryPolicy`` allows (the stream's budget starts afresh after each answer).
     Raises ``AxonClientError`` when the stream fails for good (server gone for longer than the
     retries, deadline passed, a code that is not transient).
     """
-    if window < 1:
-        raise ValueError("window must be at least 1")
+    if window < 1 or batch < 1:
+        raise ValueError("window and batch must be at least 1")
+    batch = min(batch, window, _model_batch_limit(client, model, version))
 
-    def request_for(data: bytes) -> cls.ClassifyRequest:
+    def request_for(images: list[bytes]) -> cls.ClassifyRequest:
         return cls.ClassifyRequest(model_name=model, model_version=version, top_k=top_k,
-                                   images=[cls.Image(encoded=data)])
+                                   images=[cls.Image(encoded=data) for data in images],
+                                   per_image_errors=True)
 
-    outbox = _Outbox(iter(paths), window, request_for, client.retry)
+    outbox = _Outbox(iter(paths), window, batch, request_for, client.retry)
     deadline = None if timeout is None else time.monotonic() + timeout
     ready: dict[int, FileResult] = {}
     next_number = 0
@@ -127,12 +136,13 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
             try:
                 for answer in client.classify_stream(outbox.open_stream(), timeout=remaining):
                     pauses = retry_pauses(client.retry)
-                    number = int(answer.id)
-                    path = outbox.answered(number, _transient(answer))
-                    if path is None:  # to be sent again
+                    files = outbox.answered(int(answer.id), _transient(answer))
+                    if files is None:  # to be sent again
                         client.retries += 1
                         continue
-                    ready[number] = _result(path, answer)
+                    for (number, _), result in zip(files, _results(files, answer),
+                                                   strict=True):
+                        ready[number] = result
                     # A file that could not be read was queued before any later file was
                     # sent, so every number below this answer's is in hand now: emission
                     # never waits on one.
@@ -163,43 +173,115 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
         yield ready[number]
 
 
+def _model_batch_limit(client: AxonClient, model: str, version: str) -> int:
+    """Most images the model takes per request (ListModels); DEFAULT_BATCH when the server
+    cannot say (several models loaded and none named, or ListModels failing: the stream
+    itself then reports what is wrong)."""
+    try:
+        models = client.models()
+    except AxonClientError:
+        return DEFAULT_BATCH
+    described = [m for m in models if (not model or m.name == model)
+                 and (not version or m.version == version)]
+    names = {m.name for m in described}
+    if len(names) != 1:
+        return DEFAULT_BATCH
+    return max(1, min(m.max_batch_size for m in described))
+
+
+Numbered = tuple[int, Path]
+"""A file's number in input order, and its path."""
+PATH_LINGER_S = 0.02
+"""How long a message being filled waits for its next path before it goes out as it is."""
+
+
+class _PathFeed:
+    """Paths pulled from an iterator on a thread of their own, one at a time and only when
+    asked for, so that the caller can stop waiting for one that is slow to come (a path list on
+    stdin) and still get it later. At most one path is pulled ahead of what was taken."""
+
+    _END = object()
+
+    def __init__(self, paths: Iterator[Path]) -> None:
+        self._paths = paths
+        self._ended = False
+        self._asked = False
+        self._wanted = threading.Semaphore(0)
+        self._pulled: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._pull, name="axon-path-feed", daemon=True)
+        self._thread.start()
+
+    def next(self, timeout: float | None) -> Path | None:
+        """The next path; None at the end (and after); queue.Empty if none came within
+        ``timeout``."""
+        if self._ended:
+            return None
+        if not self._asked:
+            self._asked = True
+            self._wanted.release()
+        item = self._pulled.get(timeout=timeout)
+        self._asked = False
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if item is self._END:
+            self._ended = True
+            return None
+        return item  # type: ignore[return-value]
+
+    def _pull(self) -> None:
+        while True:
+            self._wanted.acquire()
+            try:
+                self._pulled.put(next(self._paths))
+            except StopIteration:
+                self._pulled.put(self._END)
+                return
+            except BaseException as error:  # handed to the reader, to raise there
+                self._pulled.put(error)
+                return
+
+
 @dataclass
 class _Sent:
-    path: Path
+    files: list[Numbered]
     request: cls.ClassifyRequest
     tries: int = 1
 
 
 class _Outbox:
-    """The files on their way: read lazily, and kept from sending until answered so that a
-    broken stream or a transient refusal can send them again.
+    """The messages on their way: files read lazily, ``batch`` to a message, and each message
+    kept until answered so that a broken stream or a transient refusal can send it again.
 
     Shared by two threads: gRPC's, which pulls a stream's requests from ``open_stream``'s
     iterator, and the caller's, which reads the answers. At most ``window`` files are held
     (sent, waiting to be sent again, or answered and not yet handed back).
     """
 
-    def __init__(self, paths: Iterator[Path], window: int,
-                 request_for: Callable[[bytes], cls.ClassifyRequest],
+    def __init__(self, paths: Iterator[Path], window: int, batch: int,
+                 request_for: Callable[[list[bytes]], cls.ClassifyRequest],
                  retry: RetryPolicy) -> None:
-        self._paths = paths
+        self._paths = _PathFeed(paths)
         self._window = window
+        self._batch = batch
         self._request_for = request_for
         self._retry = retry
         self._changed = threading.Condition()
         self._stream = 0
-        self._numbers = itertools.count()
+        self._file_numbers = itertools.count()
+        self._message_numbers = itertools.count()
         self._held = 0
         self._unanswered: dict[int, _Sent] = {}
         self._due: list[tuple[float, int]] = []
-        """Heap of (monotonic time, number): unanswered files to send (again) from then on."""
+        """Heap of (monotonic time, message number): unanswered messages to send (again)
+        from then on."""
         self._exhausted = False
         self._reading = False
         """One thread at a time pulls paths (a replaced stream's may still be at it)."""
         self.unread: queue.SimpleQueue[tuple[int, FileResult]] = queue.SimpleQueue()
 
     def open_stream(self) -> Iterator[tuple[str, cls.ClassifyRequest]]:
-        """A new stream's requests: the unanswered files first, then the rest. The previous
+        """A new stream's requests: the unanswered messages first, then the rest. The previous
         stream's iterator stops: whatever it sent is unanswered, so it is sent again here."""
         with self._changed:
             self._stream += 1
@@ -216,15 +298,15 @@ class _Outbox:
                 due = self._next_due(stream)
             if due is None:
                 return
-            if not isinstance(due, _ReadNext):
+            if isinstance(due, tuple):
                 yield due
                 continue
             # Reading happens outside the condition: pulling the next path may block (a path
             # list on stdin), and answers must go on being taken meanwhile.
-            read = self._read_next()
+            read = self._read_next(due)
             with self._changed:
+                self._held -= due - (len(read[1].files) if read else 0)  # places not used
                 if read is None:
-                    self._held -= 1  # the place reserved for it
                     self._exhausted = True
                     self._changed.notify_all()
                     continue
@@ -236,48 +318,65 @@ class _Outbox:
                     return
             yield str(number), sent.request
 
-    def _next_due(self, stream: int) -> tuple[str, cls.ClassifyRequest] | _ReadNext | None:
-        """Waits (holding the condition) for what ``stream`` sends next: a file to send again,
-        ``_READ`` (a place in the window is reserved for the next file), or None when the
-        stream is replaced or every file is answered (the stream then half-closes)."""
+    def _next_due(self, stream: int) -> tuple[str, cls.ClassifyRequest] | int | None:
+        """Waits (holding the condition) for what ``stream`` sends next: a message to send
+        again, a number of files to read into a new message (their places in the window are
+        reserved), or None when the stream is replaced or every file is answered (the stream
+        then half-closes)."""
         while stream == self._stream:
             now = time.monotonic()
             if self._due and self._due[0][0] <= now:
                 _, number = heapq.heappop(self._due)
                 return str(number), self._unanswered[number].request
-            if self._held < self._window and not self._exhausted and not self._reading:
-                self._held += 1
+            room = min(self._batch, self._window - self._held)
+            # A full message when the window allows; a smaller one only when nothing else is
+            # in flight (else waiting for room fills the message).
+            if room > 0 and not self._exhausted and not self._reading and \
+                    (room == self._batch or not self._unanswered):
+                self._held += room
                 self._reading = True
-                return _READ
+                return room
             if self._exhausted and not self._unanswered:
                 return None
             self._changed.wait(self._due[0][0] - now if self._due else None)
         return None
 
-    def _read_next(self) -> tuple[int, _Sent] | None:
-        """The next readable file and its number; unreadable ones on the way become error
-        results. None at the end of the paths."""
+    def _read_next(self, count: int) -> tuple[int, _Sent] | None:
+        """A message of up to ``count`` readable files and its number; unreadable files on the
+        way become error results. None at the end of the paths. A message goes out with fewer
+        files when the next path is slow to come (paths typed or piped on stdin): a file that
+        has been named is never kept waiting for others."""
+        files: list[Numbered] = []
+        images: list[bytes] = []
         try:
-            for path in self._paths:
-                number = next(self._numbers)
+            while len(files) < count:
                 try:
-                    data = path.read_bytes()
+                    path = self._paths.next(timeout=PATH_LINGER_S if files else None)
+                except queue.Empty:
+                    break
+                if path is None:
+                    break
+                number = next(self._file_numbers)
+                try:
+                    images.append(path.read_bytes())
                 except OSError as error:
                     reason = "no such file or folder" if isinstance(error, FileNotFoundError) \
                         else error.strerror or str(error)
                     self.unread.put((number, FileResult(path, error=f"cannot read: {reason}",
                                                         sent=False)))
                     continue
-                return number, _Sent(path, self._request_for(data))
-            return None
+                files.append((number, path))
+            if not files:
+                return None
+            return next(self._message_numbers), _Sent(files, self._request_for(images))
         finally:
             with self._changed:
                 self._reading = False
                 self._changed.notify_all()
 
-    def answered(self, number: int, transient: bool) -> Path | None:
-        """The path of the file answered as ``number``; None when the answer was a transient
-        refusal and the file is to be sent again after a back-off."""
+    def answered(self, number: int, transient: bool) -> list[Numbered] | None:
+        """The files of message ``number``; None when the answer was a transient refusal and
+        the message is to be sent again after a back-off."""
         with self._changed:
             sent = self._unanswered[number]
             if transient and sent.tries < self._retry.attempts:
@@ -287,7 +386,7 @@ class _Outbox:
             else:
                 del self._unanswered[number]
             self._changed.notify_all()
-            return None if number in self._unanswered else sent.path
+            return None if number in self._unanswered else sent.files
 
     def handed_back(self) -> None:
         """A sent file's result left the caller's hands: its place in the window is free."""
@@ -296,8 +395,9 @@ class _Outbox:
             self._changed.notify_all()
 
     def unanswered(self) -> int:
+        """Files sent and not answered yet."""
         with self._changed:
-            return len(self._unanswered)
+            return sum(len(sent.files) for sent in self._unanswered.values())
 
     def done(self) -> bool:
         with self._changed:
@@ -324,11 +424,23 @@ def _collect(unread: queue.SimpleQueue[tuple[int, FileResult]],
         ready[number] = result
 
 
-def _result(path: Path, answer: cls.ClassifyStreamResponse) -> FileResult:
+def _results(files: list[Numbered], answer: cls.ClassifyStreamResponse) -> list[FileResult]:
+    """One result per file of a message, from its answer."""
     if answer.HasField("error"):
-        return FileResult(path, error=f"{answer.error.status}: {answer.error.message}")
+        error = f"{answer.error.status}: {answer.error.message}"
+        return [FileResult(path, error=error) for _, path in files]
     response = answer.response
-    (classes,) = response.results
+    if len(response.results) != len(files):
+        error = f"the server answered {len(response.results)} images for {len(files)}"
+        return [FileResult(path, error=error) for _, path in files]
+    return [_result(path, result, response) for (_, path), result
+            in zip(files, response.results, strict=True)]
+
+
+def _result(path: Path, result: cls.ImageClassification,
+            response: cls.ClassifyResponse) -> FileResult:
+    if result.HasField("error"):
+        return FileResult(path, error=f"{result.error.status}: {result.error.message}")
     return FileResult(path, tuple(Prediction(c.index, c.label, c.probability)
-                                  for c in classes.classes),
+                                  for c in result.classes),
                       response.model_name, response.model_version)

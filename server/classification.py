@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from axon.preprocessing import SERVED_FORMATS, ImageDecodeError, fit_pixels, load_image
+from axon.preprocessing import ImageDecodeError, decode_image, fit_pixels, plain_png
 from server.errors import InvalidInputError
 from server.model import ServedModel
 
 PROBABILITIES_OUTPUT = "probabilities"
+Pixels = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)
@@ -42,82 +43,142 @@ class ClassScore:
     probability: float
 
 
-async def classify(resolve: Callable[[], ServedModel], images: Sequence[ImageInput],
+@dataclass(frozen=True)
+class ImageFailure:
+    """Why one image of a request asking for per-image errors was not classified."""
+
+    message: str
+
+
+ImageResult = list[ClassScore] | ImageFailure
+
+
+async def classify(resolve: Callable[[], ServedModel],
+                   images: Sequence[ImageInput | ImageFailure],
                    top_k: int, *, max_image_pixels: int, decoder: Executor,
-                   deadline: float | None = None,
-                   ) -> tuple[ServedModel, list[list[ClassScore]]]:
+                   deadline: float | None = None, per_image_errors: bool = False,
+                   ) -> tuple[ServedModel, list[ImageResult]]:
     """The ``top_k`` most probable classes of each image, most probable first, and the model
-    version that answered. ``resolve`` names the model; images decode on ``decoder``."""
+    version that answered. ``resolve`` names the model.
+
+    An image that cannot be decoded -- or that is given as an ``ImageFailure``, one the
+    caller's message already got wrong -- fails the request (InvalidInputError naming the first
+    such), or, with ``per_image_errors``, gets an ``ImageFailure`` while the others are
+    classified.
+    """
     model = resolve()
     _check_request(model, images, top_k)
-    loop = asyncio.get_running_loop()
-    pixels = await loop.run_in_executor(decoder, decode_images, model, images, max_image_pixels)
+    decoded = await _decode(model, images, max_image_pixels, decoder, per_image_errors)
     current = resolve()
     if current is not model:  # reloaded while the images decoded: the old one is closing
         _check_request(current, images, top_k)
         if current.card.preprocessing != model.card.preprocessing:
-            pixels = await loop.run_in_executor(decoder, decode_images, current, images,
-                                                max_image_pixels)
+            decoded = await _decode(current, images, max_image_pixels, decoder,
+                                    per_image_errors)
         model = current
-    outputs = await model.infer(model.card.preprocessing.apply(pixels), deadline)
-    probabilities = _probabilities(model, outputs)
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-    labels = model.card.labels
-    return model, [[ClassScore(int(i), labels[i], float(row[i])) for i in order]
-                   for row, order in zip(probabilities, ranked, strict=True)]
+    results: list[ImageResult] = [item if isinstance(item, ImageFailure) else []
+                                  for item in decoded]
+    good = [item for item in decoded if not isinstance(item, ImageFailure)]
+    if good:
+        outputs = await model.infer(model.card.preprocessing.apply(np.stack(good)), deadline)
+        scores = iter(_ranked(model, outputs, top_k))
+        results = [item if isinstance(item, ImageFailure) else next(scores) for item in results]
+    return model, results
 
 
-def _check_request(model: ServedModel, images: Sequence[ImageInput], top_k: int) -> None:
+def _check_request(model: ServedModel, images: Sequence[object], top_k: int) -> None:
     classes = len(model.card.labels)
     if not images:
         raise InvalidInputError("the request holds no images")
-    if len(images) > model.policy.max_batch_size:
+    if len(images) > model.batching.max_batch_size:
         raise InvalidInputError(f"the request holds {len(images)} images; model {model.name} "
-                                f"takes at most {model.policy.max_batch_size} per request")
+                                f"takes at most {model.batching.max_batch_size} per request")
     if not 1 <= top_k <= classes:
         raise InvalidInputError(f"top_k must be between 1 and {classes} (the number of classes "
                                 f"of {model.name}), got {top_k}")
 
 
-def decode_images(model: ServedModel, images: Sequence[ImageInput],
-                  max_image_pixels: int) -> npt.NDArray[np.uint8]:
-    """uint8 [N, H, W, C] at the model's input size; InvalidInputError names the bad image."""
+async def _decode(model: ServedModel, images: Sequence[ImageInput | ImageFailure],
+                  max_image_pixels: int,
+                  decoder: Executor, per_image_errors: bool) -> list[Pixels | ImageFailure]:
+    """Images already at the model's size and format decode in microseconds each: here, on
+    the loop, where a hand-off to the decoder threads would cost more than the work. Others
+    (photos to resize, JPEGs, bombs to refuse) decode on the decoder threads, where Pillow's
+    C decoders run without the interpreter lock."""
+    if all(_decodes_at_once(model, image) for image in images):
+        return decode_images(model, images, max_image_pixels, per_image_errors)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(decoder, decode_images, model, images, max_image_pixels,
+                                      per_image_errors)
+
+
+def _decodes_at_once(model: ServedModel, image: ImageInput | ImageFailure) -> bool:
     spec = model.card.preprocessing
-    decoded = []
+    if isinstance(image, ImageFailure):
+        return True
+    if isinstance(image, bytes):
+        return plain_png(image, spec.height, spec.width, spec.color_mode)
+    return (image.height, image.width, image.channels) == (spec.height, spec.width,
+                                                            spec.channels)
+
+
+def decode_images(model: ServedModel, images: Sequence[ImageInput | ImageFailure],
+                  max_image_pixels: int, per_image_errors: bool = False,
+                  ) -> list[Pixels | ImageFailure]:
+    """Each image as uint8 [H, W, C] at the model's input size. A bad image raises
+    InvalidInputError naming its position, or becomes an ``ImageFailure`` (at that position)
+    with ``per_image_errors``."""
+    spec = model.card.preprocessing
+    decoded: list[Pixels | ImageFailure] = []
     for position, image in enumerate(images):
+        if isinstance(image, ImageFailure):
+            if not per_image_errors:
+                raise InvalidInputError(f"image {position}: {image.message}")
+            decoded.append(image)
+            continue
         try:
             if isinstance(image, bytes):
                 if not image:
-                    raise InvalidInputError(f"image {position} is empty")
-                decoded.append(load_image(image, spec.height, spec.width, spec.color_mode,
-                                          max_pixels=max_image_pixels,
-                                          formats=SERVED_FORMATS))
+                    raise ImageDecodeError("the image is empty")
+                decoded.append(decode_image(image, spec.height, spec.width, spec.color_mode,
+                                            max_pixels=max_image_pixels))
             else:
-                decoded.append(fit_pixels(_raw_array(image, position, max_image_pixels),
+                decoded.append(fit_pixels(_raw_array(image, max_image_pixels),
                                           spec.height, spec.width, spec.color_mode))
         except ImageDecodeError as exc:
-            raise InvalidInputError(f"image {position}: {exc}") from exc
-    return np.stack(decoded)
+            if not per_image_errors:
+                raise InvalidInputError(f"image {position}: {exc}") from exc
+            decoded.append(ImageFailure(str(exc)))
+    return decoded
 
 
-def _raw_array(image: RawPixels, position: int, max_pixels: int) -> npt.NDArray[np.uint8]:
+def _raw_array(image: RawPixels, max_pixels: int) -> Pixels:
     if image.channels not in (1, 3) or image.height < 1 or image.width < 1:
-        raise InvalidInputError(f"image {position}: raw pixels need height and width >= 1 and "
-                                f"1 or 3 channels, got "
-                                f"{image.height}x{image.width}x{image.channels}")
+        raise ImageDecodeError(f"raw pixels need height and width >= 1 and 1 or 3 channels, "
+                               f"got {image.height}x{image.width}x{image.channels}")
     if image.height * image.width > max_pixels:
-        raise InvalidInputError(f"image {position}: {image.height}x{image.width} pixels (height x "
-                                f"width, {image.height * image.width:,}) exceed the limit of "
-                                f"{max_pixels:,}")
+        raise ImageDecodeError(f"{image.height}x{image.width} pixels (height x width, "
+                               f"{image.height * image.width:,}) exceed the limit of "
+                               f"{max_pixels:,}")
     expected = image.height * image.width * image.channels
     if len(image.data) != expected:
-        raise InvalidInputError(f"image {position}: {image.height}x{image.width}x{image.channels} "
-                                f"uint8 pixels need {expected:,} bytes, got {len(image.data):,}")
+        raise ImageDecodeError(f"{image.height}x{image.width}x{image.channels} uint8 pixels "
+                               f"need {expected:,} bytes, got {len(image.data):,}")
     return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width,
                                                        image.channels)
 
 
-def _probabilities(model: ServedModel, outputs: list[npt.NDArray[np.float32]],
+def _ranked(model: ServedModel, outputs: Sequence[npt.NDArray[np.float32]],
+            top_k: int) -> list[list[ClassScore]]:
+    probabilities = _probabilities(model, outputs)
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    labels = model.card.labels
+    return [[ClassScore(i, labels[i], p) for i, p in zip(order.tolist(),
+                                                         row[order].tolist(), strict=True)]
+            for row, order in zip(probabilities, ranked, strict=True)]
+
+
+def _probabilities(model: ServedModel, outputs: Sequence[npt.NDArray[np.float32]],
                    ) -> npt.NDArray[np.float32]:
     if PROBABILITIES_OUTPUT in model.output_names:
         probabilities: npt.NDArray[np.float32] = outputs[

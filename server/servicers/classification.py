@@ -10,7 +10,7 @@ import grpc
 
 from axon.protocol.v1 import classification_pb2 as pb
 from axon.protocol.v1 import classification_pb2_grpc as pb_grpc
-from server.classification import ImageInput, RawPixels, classify
+from server.classification import ImageFailure, ImageInput, ImageResult, RawPixels, classify
 from server.errors import InvalidInputError
 from server.metrics import Metrics
 from server.model import ServedModel
@@ -61,16 +61,15 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
 
     async def _classify(self, request: pb.ClassifyRequest,
                         deadline: float | None) -> pb.ClassifyResponse:
-        images = [_image(i, p, self._max_image_bytes) for p, i in enumerate(request.images)]
+        images = [_image(image, self._max_image_bytes) for image in request.images]
         model, results = await classify(
             lambda: self._model(request.model_name, request.model_version), images,
             request.top_k or 1, max_image_pixels=self._max_image_pixels,
-            decoder=self._decoder, deadline=deadline)
+            decoder=self._decoder, deadline=deadline,
+            per_image_errors=request.per_image_errors)
         return pb.ClassifyResponse(
             model_name=model.name, model_version=str(model.version),
-            results=[pb.ImageClassification(classes=[
-                pb.ClassScore(index=s.index, label=s.label, probability=s.probability)
-                for s in scores]) for scores in results])
+            results=[_classification(result) for result in results])
 
     def _model(self, name: str, version: str) -> ServedModel:
         if not name:
@@ -82,17 +81,33 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         return resolve(self._models, name, version)
 
 
-def _image(image: pb.Image, position: int, max_bytes: int) -> ImageInput:
+def _classification(result: ImageResult) -> pb.ImageClassification:
+    if isinstance(result, ImageFailure):
+        return pb.ImageClassification(error=pb.Error(
+            code=_INVALID.value[0], status=_INVALID.name, message=result.message))
+    return pb.ImageClassification(classes=[
+        pb.ClassScore(index=s.index, label=s.label, probability=s.probability) for s in result])
+
+
+_INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _image(image: pb.Image, max_bytes: int) -> ImageInput | ImageFailure:
+    """The image as the classifier takes it, or what is wrong with it (which fails the request,
+    naming the image, unless it asked for per-image errors)."""
     source = image.WhichOneof("source")
     if source == "encoded":
-        if len(image.encoded) > max_bytes:
-            raise InvalidInputError(f"image {position} is {len(image.encoded):,} bytes; the "
-                                    f"limit is {max_bytes:,} (--max-image-bytes)")
-        return image.encoded
-    if source == "pixels":
+        data = image.encoded  # (each read of a bytes field copies it)
+        if len(data) <= max_bytes:
+            return data
+        problem = f"the image is {len(data):,} bytes; the limit is {max_bytes:,} " \
+                  "(--max-image-bytes)"
+    elif source == "pixels":
         pixels = image.pixels
         return RawPixels(pixels.height, pixels.width, pixels.channels, pixels.data)
-    raise InvalidInputError(f"image {position} has neither encoded bytes nor pixels")
+    else:
+        problem = "the image has neither encoded bytes nor pixels"
+    return ImageFailure(problem)
 
 
 def _description(model: ServedModel) -> pb.ModelDescription:
@@ -101,5 +116,5 @@ def _description(model: ServedModel) -> pb.ModelDescription:
         name=model.name, version=str(model.version), dataset=model.card.dataset,
         labels=model.card.labels, image_height=spec.height, image_width=spec.width,
         image_channels=spec.channels, test_accuracy=model.card.test_accuracy,
-        execution_provider=model.provider, max_batch_size=model.policy.max_batch_size,
-        max_queue_delay_ms=model.policy.max_queue_delay_s * 1000)
+        execution_provider=model.provider, max_batch_size=model.batching.max_batch_size,
+        max_queue_delay_ms=model.batching.max_queue_delay_ms)

@@ -175,9 +175,9 @@ CASES = {
     "huge decompression bomb": Case(classify(cls.Image(encoded=png_declaring(10**5, 10**5))),
                                     CODE.INVALID_ARGUMENT, "image 0:"),
     "empty image": Case(classify(cls.Image(encoded=b"")), CODE.INVALID_ARGUMENT,
-                        "image 0 is empty"),
+                        "image 0: the image is empty"),
     "image with no content": Case(classify(cls.Image()), CODE.INVALID_ARGUMENT,
-                                  "image 0 has neither encoded bytes nor pixels"),
+                                  "image 0: the image has neither encoded bytes nor pixels"),
     "raw pixels of the wrong size": Case(classify(pixels(28, 28, 1, size=700)),
                                          CODE.INVALID_ARGUMENT, "28x28x1 uint8 pixels need 784 "
                                          "bytes, got 700"),
@@ -249,3 +249,44 @@ def test_bad_input_gets_a_precise_status_and_the_server_carries_on(
     assert good.outputs[1].shape == [1, 10]
     assert len(client.classify([real_png()], model=DIGITS).results) == 1
 
+
+
+def test_per_image_errors_fail_only_the_bad_images(client: AxonClient) -> None:
+    """With per_image_errors a request's bad images each get their own INVALID_ARGUMENT and the
+    good ones are classified as they would be alone; without it, the first bad one fails the
+    request, named by its position."""
+    good = real_png()
+    images = [cls.Image(encoded=good), cls.Image(encoded=good[:40]), cls.Image(encoded=b""),
+              cls.Image(), cls.Image(encoded=png_declaring(5000, 5000)),
+              cls.Image(pixels=cls.PixelTensor(height=28, width=28, channels=1, data=b"x")),
+              cls.Image(encoded=good)]
+    request = cls.ClassifyRequest(model_name=DIGITS, images=images, top_k=2,
+                                  per_image_errors=True)
+    answer = client.classifier.Classify(request, timeout=10)
+    alone = client.classifier.Classify(cls.ClassifyRequest(
+        model_name=DIGITS, images=[cls.Image(encoded=good)], top_k=2), timeout=10).results[0]
+    results = list(answer.results)
+    assert len(results) == len(images)
+    for index in (0, 6):
+        assert not results[index].HasField("error") and results[index] == alone
+    expected = {1: "not a decodable PNG/JPEG image", 2: "the image is empty",
+                3: "the image has neither encoded bytes nor pixels",
+                4: "declares 5000x5000 pixels", 5: "28x28x1 uint8 pixels need 784 bytes"}
+    for index, message in expected.items():
+        error = results[index].error
+        assert (error.code, error.status) == (CODE.INVALID_ARGUMENT.value[0], "INVALID_ARGUMENT")
+        assert message in error.message and not results[index].classes
+        assert not error.message.startswith("image "), "its place in the answer says which"
+    with pytest.raises(grpc.RpcError) as caught:
+        client.classifier.Classify(cls.ClassifyRequest(model_name=DIGITS, images=images),
+                                   timeout=10)
+    assert caught.value.code() == CODE.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("image 1: ")
+
+
+def test_a_request_of_only_bad_images_with_per_image_errors_is_answered(
+        client: AxonClient) -> None:
+    request = cls.ClassifyRequest(model_name=DIGITS, per_image_errors=True,
+                                  images=[cls.Image(encoded=b"junk"), cls.Image()])
+    results = client.classifier.Classify(request, timeout=10).results
+    assert [r.error.status for r in results] == ["INVALID_ARGUMENT"] * 2

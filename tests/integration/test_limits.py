@@ -101,7 +101,7 @@ def test_image_bytes(client: AxonClient) -> None:
     assert len(client.classify([png_of_size(IMAGE_BYTES)], model=DIGITS).results) == 1
     over = refusal(lambda: client.classify([png_of_size(IMAGE_BYTES + 1)], model=DIGITS))
     assert over.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert over.message == f"image 0 is {IMAGE_BYTES + 1:,} bytes; the limit is " \
+    assert over.message == f"image 0: the image is {IMAGE_BYTES + 1:,} bytes; the limit is " \
                            f"{IMAGE_BYTES:,} (--max-image-bytes)"
 
 

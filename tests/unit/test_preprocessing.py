@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import zlib
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -12,8 +15,10 @@ from axon.preprocessing import (
     SERVED_FORMATS,
     ImageDecodeError,
     PreprocessingSpec,
+    decode_image,
     fit_normalisation,
     load_image,
+    plain_png,
 )
 from tests.support.images import tiff_with_float_strip_offsets
 
@@ -109,3 +114,91 @@ def test_served_images_are_png_or_jpeg_only() -> None:
         load_image(bmp, 28, 28, "L", formats=SERVED_FORMATS)
     png = _encoded(Image.new("L", (28, 28), 9), "PNG")
     assert load_image(png, 28, 28, "L", formats=SERVED_FORMATS).shape == (28, 28, 1)
+
+
+def encoded(image: Image.Image, format: str = "PNG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def _noise(mode: str, size: tuple[int, int] = (28, 28)) -> Image.Image:
+    shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+    pixels = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    return Image.fromarray(pixels, mode)
+
+
+def _rotated_png() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    return encoded(_noise("L"), exif=exif.tobytes())
+
+
+DECODE_CASES: dict[str, tuple[Callable[[], bytes], Literal["L", "RGB"], bool]] = {
+    # name: (file, model colour mode, decoded by libspng's fast path)
+    "grey PNG at the model's size": (lambda: encoded(_noise("L")), "L", True),
+    "RGB PNG at the model's size": (lambda: encoded(_noise("RGB")), "RGB", True),
+    "grey PNG for an RGB model": (lambda: encoded(_noise("L")), "RGB", False),
+    "RGB PNG for a grey model": (lambda: encoded(_noise("RGB")), "L", False),
+    "grey PNG of another size": (lambda: encoded(_noise("L", (32, 20))), "L", False),
+    "16-bit grey PNG": (lambda: encoded(_noise("L").convert("I;16")), "L", False),
+    "palette PNG": (lambda: encoded(_noise("RGB").convert("P")), "L", False),
+    "grey PNG with transparency": (lambda: encoded(_noise("L"), transparency=0), "L", False),
+    "PNG with EXIF orientation": (_rotated_png, "L", False),
+    "JPEG": (lambda: encoded(_noise("L"), "JPEG"), "L", False),
+}
+
+
+@pytest.mark.parametrize("case", DECODE_CASES.values(), ids=DECODE_CASES.keys())
+def test_the_servers_decoder_gives_exactly_what_training_decodes(
+        case: tuple[Callable[[], bytes], Literal["L", "RGB"], bool]) -> None:
+    """decode_image takes libspng's fast path only for PNGs that are already what the model
+    takes, and gives the same pixels as load_image (training's decoder) for every file."""
+    make, mode, fast = case
+    data = make()
+    assert plain_png(data, 28, 28, mode) is fast
+    served = decode_image(data, 28, 28, mode, max_pixels=10**6)
+    trained = load_image(data, 28, 28, mode)
+    assert served.dtype == np.uint8 and served.shape == trained.shape
+    assert np.array_equal(served, trained)
+
+
+def _with_idat(data: bytes, change: Callable[[bytearray], None]) -> bytes:
+    """``data`` (signature, IHDR, one IDAT, IEND) with its IDAT body changed and the CRC made
+    right again: damage that only the compressed stream shows."""
+    ihdr_end = 8 + 8 + 13 + 4
+    length = int.from_bytes(data[ihdr_end:ihdr_end + 4])
+    body = bytearray(data[ihdr_end + 8:ihdr_end + 8 + length])
+    change(body)
+    chunk = b"IDAT" + bytes(body)
+    return data[:ihdr_end] + len(body).to_bytes(4) + chunk + \
+        zlib.crc32(chunk).to_bytes(4) + data[ihdr_end + 12 + length:]
+
+
+DAMAGED: dict[str, Callable[[bytes], bytes]] = {
+    "zeros after the header": lambda data: data[:60] + bytes(len(data) - 60),
+    "a flipped byte inside the stream": lambda data: _with_idat(
+        data, lambda body: body.__setitem__(100, body[100] ^ 0xFF)),
+    "a wrong Adler-32": lambda data: _with_idat(
+        data, lambda body: body.__setitem__(len(body) - 1, body[-1] ^ 0xFF)),
+    "no IEND": lambda data: data[:-12],
+    "trailing bytes": lambda data: data + b"junk",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_png_takes_pillows_path_and_gets_its_verdict(
+        damage: Callable[[bytes], bytes]) -> None:
+    """libspng, as pyspng drives it, decodes some damaged files into garbage (it skips the
+    stream's checksum): plain_png must send every damaged file to Pillow, whose verdict -- an
+    error, or the pixels it recovers -- is what training would have seen."""
+    data = damage(encoded(_noise("L")))
+    assert not plain_png(data, 28, 28, "L")
+    try:
+        trained = load_image(data, 28, 28, "L")
+    except ImageDecodeError as error:
+        with pytest.raises(ImageDecodeError) as served:
+            decode_image(data, 28, 28, "L", max_pixels=10**6)
+        assert str(served.value) == str(error)
+    else:
+        assert np.array_equal(decode_image(data, 28, 28, "L", max_pixels=10**6), trained)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%axon/protocol/v1/classification.proto\x12\x07\x61xon.v1\"L\n\x0bPixelTensor\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"L\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12&\n\x06pixels\x18\x02 \x01(\x0b\x32\x14.axon.v1.PixelTensorH\x00\x42\x08\n\x06source\"k\n\x0f\x43lassifyRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x1e\n\x06images\x18\x03 \x03(\x0b\x32\x0e.axon.v1.Image\x12\r\n\x05top_k\x18\x04 \x01(\r\"?\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\";\n\x13ImageClassification\x12$\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x13.axon.v1.ClassScore\"l\n\x10\x43lassifyResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12-\n\x07results\x18\x03 \x03(\x0b\x32\x1c.axon.v1.ImageClassification\"N\n\x15\x43lassifyStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.axon.v1.ClassifyRequest\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x7f\n\x16\x43lassifyStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.axon.v1.ClassifyResponseH\x00\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x0e.axon.v1.ErrorH\x00\x42\t\n\x07outcome\"\x13\n\x11ListModelsRequest\"\xfc\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x14\n\x0cimage_height\x18\x05 \x01(\r\x12\x13\n\x0bimage_width\x18\x06 \x01(\r\x12\x16\n\x0eimage_channels\x18\x07 \x01(\r\x12\x15\n\rtest_accuracy\x18\x08 \x01(\x01\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.axon.v1.ModelDescription2\xf1\x01\n\nClassifier\x12\x41\n\x08\x43lassify\x12\x18.axon.v1.ClassifyRequest\x1a\x19.axon.v1.ClassifyResponse\"\x00\x12W\n\x0e\x43lassifyStream\x12\x1e.axon.v1.ClassifyStreamRequest\x1a\x1f.axon.v1.ClassifyStreamResponse\"\x00(\x01\x30\x01\x12G\n\nListModels\x12\x1a.axon.v1.ListModelsRequest\x1a\x1b.axon.v1.ListModelsResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%axon/protocol/v1/classification.proto\x12\x07\x61xon.v1\"L\n\x0bPixelTensor\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"L\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12&\n\x06pixels\x18\x02 \x01(\x0b\x32\x14.axon.v1.PixelTensorH\x00\x42\x08\n\x06source\"\x85\x01\n\x0f\x43lassifyRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x1e\n\x06images\x18\x03 \x03(\x0b\x32\x0e.axon.v1.Image\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x18\n\x10per_image_errors\x18\x05 \x01(\x08\"?\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"Z\n\x13ImageClassification\x12$\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x13.axon.v1.ClassScore\x12\x1d\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x0e.axon.v1.Error\"l\n\x10\x43lassifyResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12-\n\x07results\x18\x03 \x03(\x0b\x32\x1c.axon.v1.ImageClassification\"N\n\x15\x43lassifyStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.axon.v1.ClassifyRequest\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x7f\n\x16\x43lassifyStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.axon.v1.ClassifyResponseH\x00\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x0e.axon.v1.ErrorH\x00\x42\t\n\x07outcome\"\x13\n\x11ListModelsRequest\"\xfc\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x14\n\x0cimage_height\x18\x05 \x01(\r\x12\x13\n\x0bimage_width\x18\x06 \x01(\r\x12\x16\n\x0eimage_channels\x18\x07 \x01(\r\x12\x15\n\rtest_accuracy\x18\x08 \x01(\x01\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.axon.v1.ModelDescription2\xf1\x01\n\nClassifier\x12\x41\n\x08\x43lassify\x12\x18.axon.v1.ClassifyRequest\x1a\x19.axon.v1.ClassifyResponse\"\x00\x12W\n\x0e\x43lassifyStream\x12\x1e.axon.v1.ClassifyStreamRequest\x1a\x1f.axon.v1.ClassifyStreamResponse\"\x00(\x01\x30\x01\x12G\n\nListModels\x12\x1a.axon.v1.ListModelsRequest\x1a\x1b.axon.v1.ListModelsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PIXELTENSOR']._serialized_end=126
   _globals['_IMAGE']._serialized_start=128
   _globals['_IMAGE']._serialized_end=204
-  _globals['_CLASSIFYREQUEST']._serialized_start=206
-  _globals['_CLASSIFYREQUEST']._serialized_end=313
-  _globals['_CLASSSCORE']._serialized_start=315
-  _globals['_CLASSSCORE']._serialized_end=378
-  _globals['_IMAGECLASSIFICATION']._serialized_start=380
-  _globals['_IMAGECLASSIFICATION']._serialized_end=439
-  _globals['_CLASSIFYRESPONSE']._serialized_start=441
-  _globals['_CLASSIFYRESPONSE']._serialized_end=549
-  _globals['_CLASSIFYSTREAMREQUEST']._serialized_start=551
-  _globals['_CLASSIFYSTREAMREQUEST']._serialized_end=629
-  _globals['_ERROR']._serialized_start=631
-  _globals['_ERROR']._serialized_end=685
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=687
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=814
-  _globals['_LISTMODELSREQUEST']._serialized_start=816
-  _globals['_LISTMODELSREQUEST']._serialized_end=835
-  _globals['_MODELDESCRIPTION']._serialized_start=838
-  _globals['_MODELDESCRIPTION']._serialized_end=1090
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1092
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1155
-  _globals['_CLASSIFIER']._serialized_start=1158
-  _globals['_CLASSIFIER']._serialized_end=1399
+  _globals['_CLASSIFYREQUEST']._serialized_start=207
+  _globals['_CLASSIFYREQUEST']._serialized_end=340
+  _globals['_CLASSSCORE']._serialized_start=342
+  _globals['_CLASSSCORE']._serialized_end=405
+  _globals['_IMAGECLASSIFICATION']._serialized_start=407
+  _globals['_IMAGECLASSIFICATION']._serialized_end=497
+  _globals['_CLASSIFYRESPONSE']._serialized_start=499
+  _globals['_CLASSIFYRESPONSE']._serialized_end=607
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_start=609
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_end=687
+  _globals['_ERROR']._serialized_start=689
+  _globals['_ERROR']._serialized_end=743
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=745
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=872
+  _globals['_LISTMODELSREQUEST']._serialized_start=874
+  _globals['_LISTMODELSREQUEST']._serialized_end=893
+  _globals['_MODELDESCRIPTION']._serialized_start=896
+  _globals['_MODELDESCRIPTION']._serialized_end=1148
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1150
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1213
+  _globals['_CLASSIFIER']._serialized_start=1216
+  _globals['_CLASSIFIER']._serialized_end=1457
 # @@protoc_insertion_point(module_scope)

@@ -89,12 +89,18 @@ class ClassifyRequest(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    PER_IMAGE_ERRORS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Empty: the only loaded model (an error when several are loaded)."""
     model_version: _builtins.str
     """Empty: the highest loaded version."""
     top_k: _builtins.int
     """How many classes to return per image, most probable first. 0 means 1."""
+    per_image_errors: _builtins.bool
+    """false (the default): an image that cannot be decoded fails the whole request with
+    INVALID_ARGUMENT naming it. true: that image's result carries the error instead and the
+    others are classified (for callers that pack many files into one request).
+    """
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]: ...
     def __init__(
@@ -104,10 +110,11 @@ class ClassifyRequest(_message.Message):
         model_version: _builtins.str = ...,
         images: _abc.Iterable[Global___Image] | None = ...,
         top_k: _builtins.int = ...,
+        per_image_errors: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model_name", b"model_name", "model_version", b"model_version", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model_name", b"model_name", "model_version", b"model_version", "per_image_errors", b"per_image_errors", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,18 +152,24 @@ class ImageClassification(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLASSES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def classes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassScore]:
         """top_k entries, most probable first."""
+
+    @_builtins.property
+    def error(self) -> Global___Error:
+        """Why this image has no classes (only with per_image_errors; INVALID_ARGUMENT)."""
 
     def __init__(
         self,
         *,
         classes: _abc.Iterable[Global___ClassScore] | None = ...,
+        error: Global___Error | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes", "error", b"error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
