@@ -56,13 +56,25 @@ proto: venv
 proto-check: venv
 	$(BIN)/python proto/generate.py --check
 
-# Load benchmark of the serving path (README "Serving performance"); trains the compact digit
-# net first if the repository lacks it. Needs h2load (Debian: nghttp2-client). Open-loop load
-# and the Classify API: make bench BENCH_ARGS='--api classify --scenarios 64x1,2000/sx1'.
+# The serving targets (docs/performance.md): Axon against the naive baseline server in the same
+# run, on the compact and the default digit nets (trained first if missing), then `axon
+# classify` over 10,000 exported test digits against one core's decode + model limit. Prints
+# each target as met or MISSED. Needs h2load (Debian: nghttp2-client). BENCH_ARGS go to both
+# `axon bench` runs, e.g. BENCH_ARGS='--rounds 5'.
+BENCH_SCENARIOS ?= 64x1@64,64x1@4,16x64,1x1
+BENCH_DIGITS ?= /tmp/axon-bench-digits
 bench: venv
-	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
-		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
-	$(BIN)/axon bench --model $(BENCH_MODEL) --model-repository $(REPOSITORY) $(BENCH_ARGS)
+	test -d $(REPOSITORY)/mnist-compact || $(BIN)/axon train --preset compact \
+		--name mnist-compact --model-repository $(REPOSITORY) $(MNIST_FLAG)
+	test -d $(REPOSITORY)/mnist || $(BIN)/axon train --model-repository $(REPOSITORY) $(MNIST_FLAG)
+	for model in mnist-compact mnist; do \
+		$(BIN)/axon bench --model $$model --model-repository $(REPOSITORY) --baseline naive \
+			--generators h2load --scenarios $(BENCH_SCENARIOS) $(BENCH_ARGS) || exit 1; \
+	done
+	test -d $(BENCH_DIGITS) || $(BIN)/axon export-samples --count 10000 --out $(BENCH_DIGITS) \
+		$(MNIST_FLAG)
+	$(BIN)/python -m benchmarks.classify_limit $(BENCH_DIGITS) --model mnist \
+		--model-repository $(REPOSITORY)
 
 # Reliability benchmarks (README "Reliability"), on the same model as `make bench`. Overload: an
 # open loop at twice the measured capacity for 20 s, default server settings and a tighter queue

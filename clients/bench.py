@@ -18,12 +18,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from axon.model_card import ModelCard
+from axon.preprocessing import SERVED_FORMATS, load_image
 from clients.bench_target import Api, Target
 from clients.loadgen import Call, LoadError, LoadResult, run_h2load, run_python
 from clients.scenarios import DEFAULT_MAX_OUTSTANDING, Mode, Scenario
@@ -62,6 +64,8 @@ class Measurement:
     server_cpu_us_per_request: float | None
     generator_cpu_us_per_request: float
     ceiling_images_per_second: float
+    """One core, in process, no gRPC: onnxruntime alone on the same batch (infer), or Pillow
+    decoding the same PNG and onnxruntime on batches of it (classify)."""
     requests_sent: int
     server_successes: int
     """Successes the server counted in the run (its statistics), to set against the above."""
@@ -75,6 +79,10 @@ class Measurement:
     """Open loop: how late the generator sent against its schedule (p99)."""
     latency_percentiles_ms: dict[str, float]
     """Latency at LATENCY_PERCENTILES (keys: "50", "90", "99.9", ...), for plots."""
+    steal: float = 0.0
+    """Share of the machine's CPU time its host took (steal) during the timed run."""
+    attempts: int = 1
+    """Timed runs made: one more each time the host stole more than STEAL_LIMIT."""
 
     @property
     def share_of_ceiling(self) -> float:
@@ -103,6 +111,37 @@ def onnxruntime_ceiling(model_path: Path, batch: npt.NDArray[np.float32], thread
     return runs * len(batch) / elapsed
 
 
+def classify_ceiling(model_path: Path, png: bytes, images: int, threads: int,
+                     seconds: float = 2.0) -> float:
+    """Images/s one core gets decoding ``png`` with Pillow (as training does) and running the
+    model on batches of ``images``: the in-process limit of the Classify API."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    spec = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map).preprocessing
+    decoded, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds / 2:
+        load_image(png, spec.height, spec.width, spec.color_mode, formats=SERVED_FORMATS)
+        decoded += 1
+    decode_s = elapsed / decoded
+    pixels = np.stack([load_image(png, spec.height, spec.width, spec.color_mode)] * images)
+    model = onnxruntime_ceiling(model_path, spec.apply(pixels), threads, seconds / 2)
+    return 1 / (decode_s + 1 / model)
+
+
+STEAL_LIMIT = 0.05
+"""A timed run during which the host stole more than this share of the machine's CPU time is
+repeated (these machines are virtual, and their host takes CPU in bursts)."""
+STEAL_ATTEMPTS = 3
+"""Timed runs at most per measurement; the least-stolen one is kept."""
+
+
+def cpu_times() -> tuple[int, int]:
+    """(steal, total) CPU time of the whole machine since boot, in clock ticks (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -118,11 +157,22 @@ def measure(target: Target, scenario: Scenario, generator: str, *, api: Api = "i
     call = target.call(api, scenario.images)  # a valid request: real answers
     run = GENERATORS[generator]
     run(call, scenario, min(1.0, seconds), max_outstanding=max_outstanding)  # not measured
-    (before,) = client.statistics(model, version)
-    cpu_before = process_cpu_seconds(server_pid) if server_pid else 0.0
-    result = run(call, scenario, seconds, max_outstanding=max_outstanding)
-    cpu_after = process_cpu_seconds(server_pid) if server_pid else 0.0
-    (after,) = client.statistics(model, version)
+    attempts = 0
+    kept: tuple[float, LoadResult, float, Any, Any] | None = None
+    while attempts < STEAL_ATTEMPTS and (kept is None or kept[0] > STEAL_LIMIT):
+        attempts += 1
+        (before,) = client.statistics(model, version)
+        cpu_before = process_cpu_seconds(server_pid) if server_pid else 0.0
+        steal_before, total_before = cpu_times()
+        result = run(call, scenario, seconds, max_outstanding=max_outstanding)
+        steal_after, total_after = cpu_times()
+        cpu_after = process_cpu_seconds(server_pid) if server_pid else 0.0
+        (after,) = client.statistics(model, version)
+        steal = (steal_after - steal_before) / max(1, total_after - total_before)
+        if kept is None or steal < kept[0]:
+            kept = (steal, result, cpu_after - cpu_before, before, after)
+    assert kept is not None
+    steal, result, server_cpu, before, after = kept
     executions = after.execution_count - before.execution_count
     succeeded = after.inference_stats.success.count - before.inference_stats.success.count
     failed = after.inference_stats.fail.count - before.inference_stats.fail.count
@@ -137,13 +187,13 @@ def measure(target: Target, scenario: Scenario, generator: str, *, api: Api = "i
         latency_percentiles_ms={f"{q:g}": result.percentile_ms(q)
                                 for q in LATENCY_PERCENTILES},
         images_per_execution=(after.inference_count - before.inference_count) / max(executions, 1),
-        server_cpu_us_per_request=(cpu_after - cpu_before) / max(succeeded, 1) * 1e6
+        server_cpu_us_per_request=server_cpu / max(succeeded, 1) * 1e6
         if server_pid else None,
         generator_cpu_us_per_request=result.generator_cpu_seconds / max(result.sent, 1) * 1e6,
         ceiling_images_per_second=ceiling, requests_sent=result.sent,
         server_successes=succeeded, server_failures=failed, errors=result.errors,
         errors_by_code=result.errors_by_code, not_sent=result.not_sent,
-        send_lag_p99_ms=result.send_lag_p99_ms)
+        send_lag_p99_ms=result.send_lag_p99_ms, steal=steal, attempts=attempts)
 
 
 def check_counters(result: LoadResult, scenario: Scenario, generator: str, *, succeeded: int,
@@ -187,7 +237,7 @@ def table(rows: Sequence[Measurement]) -> str:
     lines = ["| load generator | callers | images/request | api | mode | offered requests/s | "
              "requests/s | images/s | p50 ms | p90 ms | p99 ms | max ms | errors | not sent | "
              "images/execution | server CPU µs/request | generator CPU µs/request | "
-             "onnxruntime ceiling images/s | share of ceiling |",
+             "single-core ceiling images/s | share of ceiling |",
              "| --- | ---: | ---: | --- | --- |" + " ---: |" * 7 + " --- |" + " ---: |" * 6]
     for m in rows:
         lines.append(
@@ -286,19 +336,92 @@ def comparison_table(pairs: Sequence[Pair], variant: str, baseline: str) -> str:
     lines = [f"variant: {variant}; baseline: {baseline}; medians of {len(pairs[0].variant)} "
              "alternating rounds" if pairs else "no measurements",
              "| load generator | scenario | images/s baseline | images/s variant | "
-             "throughput ratio | p99 ms baseline | p99 ms variant | server CPU µs/request "
-             "baseline | variant | CPU ratio | errors baseline | errors variant | api |",
-             "| --- | --- |" + " ---: |" * 10 + " --- |"]
+             "throughput ratio | p50 ms baseline | p50 ms variant | p50 ratio | p99 ms "
+             "baseline | p99 ms variant | server CPU µs/request baseline | variant | CPU ratio "
+             "| images/execution variant | errors baseline | errors variant | most steal | "
+             "api |",
+             "| --- | --- |" + " ---: |" * 15 + " --- |"]
     for pair in pairs:
         sides = (pair.baseline, pair.variant)
         rate = [_median([m.images_per_second for m in side]) for side in sides]
+        p50 = [_median([m.p50_ms for m in side]) for side in sides]
         p99 = [_median([m.p99_ms for m in side]) for side in sides]
         cpu = [_median([m.server_cpu_us_per_request or 0.0 for m in side]) for side in sides]
         errors = [_median([m.errors for m in side]) for side in sides]
+        batch = _median([m.images_per_execution for m in pair.variant])
+        steal = max(m.steal for side in sides for m in side)
         lines.append(
             f"| {pair.generator} | {pair.scenario.label} | "
-            f"{rate[0]:,.0f} | {rate[1]:,.0f} | {rate[1] / rate[0]:.3f} | {p99[0]:.2f} | "
-            f"{p99[1]:.2f} | {cpu[0]:.1f} | {cpu[1]:.1f} | "
-            f"{cpu[1] / cpu[0] if cpu[0] else float('nan'):.3f} | {errors[0]:,.0f} | "
-            f"{errors[1]:,.0f} | {pair.api} |")
+            f"{rate[0]:,.0f} | {rate[1]:,.0f} | {rate[1] / rate[0]:.3f} | {p50[0]:.2f} | "
+            f"{p50[1]:.2f} | {p50[1] / p50[0] if p50[0] else float('nan'):.3f} | "
+            f"{p99[0]:.2f} | {p99[1]:.2f} | {cpu[0]:.1f} | {cpu[1]:.1f} | "
+            f"{cpu[1] / cpu[0] if cpu[0] else float('nan'):.3f} | {batch:.1f} | "
+            f"{errors[0]:,.0f} | {errors[1]:,.0f} | {steal:.1%} | {pair.api} |")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """What Axon must do against the naive baseline in one scenario, as same-run ratios."""
+
+    throughput: float | None = None
+    """Least Axon/baseline throughput (images/s)."""
+    cpu: float | None = None
+    """Most Axon/baseline server CPU per request."""
+    p50: float | None = None
+    """Most Axon/baseline median latency."""
+    ceiling_share: float | None = None
+    """Least share of onnxruntime's single-thread ceiling (images/s)."""
+
+
+_LONE = ServingTarget(p50=1.2, cpu=1.1)
+SERVING_TARGETS: dict[str, dict[tuple[int, int], ServingTarget]] = {
+    # The compact net costs little to run: checks, metrics, batching and auth must cost
+    # nothing net.
+    "compact": {(64, 1): ServingTarget(throughput=1.0, cpu=1.0),
+                (16, 64): ServingTarget(throughput=1.0), (1, 1): _LONE},
+    # The default net costs more to run than a gRPC call: batching and running the model off
+    # the event loop must pay.
+    "default": {(64, 1): ServingTarget(throughput=1.4, cpu=0.85),
+                (16, 64): ServingTarget(throughput=1.3, ceiling_share=0.8), (1, 1): _LONE},
+}
+"""The serving targets by the model's preset (issue 14); other models get ratios only."""
+
+
+def target_verdicts(pairs: Sequence[Pair], preset: str) -> list[str]:
+    """Each closed-loop pair's targets for the model's preset, met or MISSED."""
+    targets = SERVING_TARGETS.get(preset)
+    if targets is None:
+        return [f"no serving targets for preset {preset!r} (only {', '.join(SERVING_TARGETS)})"]
+    lines = []
+    for pair in pairs:
+        target = targets.get((pair.scenario.callers or 0, pair.scenario.images))
+        if target is None or pair.scenario.mode != "closed":
+            continue
+        axon, naive = _medians(pair.variant), _medians(pair.baseline)
+        checks = []
+        if target.throughput is not None:
+            ratio = axon["images"] / naive["images"]
+            checks.append((f"throughput {ratio:.2f}x (>= {target.throughput})",
+                           ratio >= target.throughput))
+        if target.cpu is not None:
+            ratio = axon["cpu"] / naive["cpu"]
+            checks.append((f"server CPU/request {ratio:.2f}x (<= {target.cpu})",
+                           ratio <= target.cpu))
+        if target.p50 is not None:
+            ratio = axon["p50"] / naive["p50"]
+            checks.append((f"p50 {ratio:.2f}x (<= {target.p50})", ratio <= target.p50))
+        if target.ceiling_share is not None:
+            share = axon["images"] / pair.variant[0].ceiling_images_per_second
+            checks.append((f"{share:.0%} of onnxruntime's single-thread ceiling "
+                           f"(>= {target.ceiling_share:.0%})", share >= target.ceiling_share))
+        verdict = "met" if all(ok for _, ok in checks) else "MISSED"
+        lines.append(f"{pair.generator} {pair.scenario.label} ({preset}): "
+                     + ", ".join(text for text, _ in checks) + f": {verdict}")
+    return lines
+
+
+def _medians(side: Sequence[Measurement]) -> dict[str, float]:
+    return {"images": _median([m.images_per_second for m in side]),
+            "cpu": _median([m.server_cpu_us_per_request or 0.0 for m in side]),
+            "p50": _median([m.p50_ms for m in side])}

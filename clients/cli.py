@@ -17,9 +17,9 @@ import numpy as np
 from axon.errors import AxonError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from clients.client import AxonClient, AxonClientError, RetryPolicy
-from clients.file_stream import classify_files, image_paths
+from clients.file_stream import DEFAULT_BATCH, DEFAULT_WINDOW, classify_files, image_paths
 from clients.security import ConnectionSecurity
-from clients.server_process import running_server
+from clients.server_process import naive_server, running_server
 
 if TYPE_CHECKING:
     from clients.bench import Measurement
@@ -51,8 +51,13 @@ def add_client_commands(commands: Any) -> None:
                           help="table (default), csv, or jsonl (one JSON object per file)")
     classify.add_argument("--json", action="store_const", const="jsonl", dest="format",
                           help="same as --format jsonl")
-    classify.add_argument("--window", type=_positive, default=64,
-                          help="files in flight at once (bounds memory; default 64)")
+    classify.add_argument("--window", type=_positive, default=DEFAULT_WINDOW,
+                          help=f"files in flight at once (bounds memory; default "
+                          f"{DEFAULT_WINDOW})")
+    classify.add_argument("--batch", type=_positive, default=DEFAULT_BATCH,
+                          help="files per stream message (capped by the window and the "
+                          f"model's max_batch_size; default {DEFAULT_BATCH}; 1 answers each "
+                          "file as soon as it is read, for interactive use on stdin)")
     classify.add_argument("--timeout", type=float, default=None,
                           help="deadline for the whole run in seconds (default: none)")
     classify.add_argument("--retries", type=_at_least_zero, default=10,
@@ -101,6 +106,11 @@ def add_client_commands(commands: Any) -> None:
     bench.add_argument("--json-out", type=Path, help="also write the measurements here")
     bench.add_argument("--plot", type=Path, metavar="PNG", help="also draw latency by "
                        "percentile for every scenario (needs matplotlib)")
+    bench.add_argument("--baseline", choices=("naive",), help="A/B mode against the naive "
+                       "server (benchmarks/naive_server.py: one grpc.aio process calling "
+                       "onnxruntime inline per request, no batching), started on the same "
+                       "model and interpreter; measures both in alternating rounds, prints "
+                       "Axon/baseline ratios and the serving targets (met or missed)")
     bench.add_argument("--baseline-args", metavar="FLAGS", help="A/B mode: also start a "
                        "baseline server with these extra `axon serve` flags (e.g. "
                        "'--no-metrics'), measure both in alternating rounds and print their "
@@ -121,6 +131,7 @@ def _classify(args: argparse.Namespace) -> int:
         try:
             for result in classify_files(client, paths, model=args.model, version=args.version,
                                          top_k=args.top_k, window=args.window,
+                                         batch=args.batch,
                                          timeout=args.timeout):
                 report.add(result)
         except AxonClientError as error:
@@ -150,12 +161,14 @@ def _server_for(args: argparse.Namespace,
 def _bench(args: argparse.Namespace) -> int:
     from clients.bench import (
         GENERATORS,
+        classify_ceiling,
         onnxruntime_ceiling,
         plot,
         save,
         table,
         verdicts,
     )
+    from clients.bench_target import png_image
     from clients.loadgen import h2load_available
 
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
@@ -165,21 +178,26 @@ def _bench(args: argparse.Namespace) -> int:
     if "h2load" in generators and not h2load_available():
         raise ClientUsageError("h2load is not installed (apt-get install nghttp2-client), or "
                                "pass --generators python")
-    if args.baseline_args is not None and args.address:
-        raise ClientUsageError("--baseline-args needs bench to start both servers: drop "
-                               "--address")
+    if (args.baseline_args is not None or args.baseline) and args.address:
+        raise ClientUsageError("an A/B run needs bench to start both servers: drop --address")
+    if args.baseline_args is not None and args.baseline:
+        raise ClientUsageError("--baseline and --baseline-args each name the baseline: give one")
+    if args.baseline and args.api != "infer":
+        raise ClientUsageError("the naive baseline serves ModelInfer only: use --api infer")
     scenarios: list[Scenario] = args.scenarios
     with ExitStack() as stack:
         target, path = _target(stack, args, "")
         rng = np.random.default_rng(0)
         ceilings = {n: onnxruntime_ceiling(
             path, rng.random((n, *target.input_shape), dtype=np.float32), args.threads)
+            if args.api == "infer" else classify_ceiling(
+                path, png_image(*target.image_shape), n, args.threads)
             for n in sorted({s.images for s in scenarios})}
-        if args.baseline_args is not None:
-            baseline, _ = _target(stack, args, args.baseline_args)
-            _compare(args, target, baseline, generators=generators, scenarios=scenarios,
-                     ceilings=ceilings)
-            return 0
+        if args.baseline_args is not None or args.baseline:
+            baseline = _naive_target(stack, args, target, path) if args.baseline \
+                else _target(stack, args, args.baseline_args)[0]
+            return _compare(args, target, baseline, generators=generators,
+                            scenarios=scenarios, ceilings=ceilings)
         rows = []
         for generator in generators:
             for scenario in scenarios:
@@ -214,6 +232,19 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
                   _security_flags(args)), path
 
 
+def _naive_target(stack: ExitStack, args: argparse.Namespace, axon: Target,
+                  path: Path) -> Target:
+    """The naive baseline server on ``path``, as a load target beside Axon's."""
+    from clients.bench_target import Target
+
+    server = stack.enter_context(naive_server(path, args.model))
+    client = stack.enter_context(AxonClient(server.address))
+    client.wait_ready()
+    print(f"baseline: the naive server on {server.address} (pid {server.pid})", file=sys.stderr)
+    return Target(client, args.model, axon.version, axon.input_shape, axon.image_shape,
+                  server.pid)
+
+
 def _measure_and_tell(args: argparse.Namespace, target: Target, scenario: Scenario,
                       generator: str, ceiling: float) -> Measurement:
     from clients.bench import measure
@@ -232,10 +263,10 @@ def _measure_and_tell(args: argparse.Namespace, target: Target, scenario: Scenar
 
 def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
              generators: list[str], scenarios: list[Scenario],
-             ceilings: dict[int, float]) -> None:
+             ceilings: dict[int, float]) -> int:
     """Both servers on each scenario in alternating rounds (ABBA...), so drift in the machine's
     speed falls on both sides alike."""
-    from clients.bench import Pair, comparison_table, save_pairs
+    from clients.bench import Pair, comparison_table, save_pairs, target_verdicts
 
     pairs = []
     for generator in generators:
@@ -249,10 +280,18 @@ def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
                         args, target, scenario, generator, ceilings[scenario.images]))
             pairs.append(Pair(generator, args.api, scenario, sides["variant"],
                               sides["baseline"]))
-    print(comparison_table(pairs, args.serve_args or "default settings",
-                           f"{args.serve_args} {args.baseline_args}".strip()))
+    baseline_name = "the naive server" if args.baseline else \
+        f"{args.serve_args} {args.baseline_args}".strip()
+    print(comparison_table(pairs, args.serve_args or "default settings", baseline_name))
     if args.json_out:
         save_pairs(pairs, args.json_out)
+    if not args.baseline:
+        return 0
+    preset = ModelRepository(args.model_repository).card(
+        args.model, int(variant.version)).architecture.preset
+    lines = target_verdicts(pairs, preset)
+    print("\n".join(lines))
+    return 0
 
 
 def _scenario_list(text: str) -> list[Scenario]:

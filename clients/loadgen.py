@@ -102,7 +102,7 @@ def run_h2load(call: Call, scenario: Scenario, seconds: float, *,
     if scenario.rate is not None:
         return _h2load_open(call, OpenLoopSchedule(scenario.rate, seconds), max_outstanding)
     callers = scenario.callers or 1
-    connections = min(callers, 8)
+    connections = scenario.connections or min(callers, 8)
     while callers % connections:
         connections -= 1
     rows, cpu = _h2load(call, ["-D", f"{max(1, round(seconds * 1000))}ms", "-c",

@@ -4,6 +4,8 @@ Two kinds of load, as ``--scenarios`` spells them:
 
 - ``CALLERSxIMAGES`` (``64x1``): a closed loop. CALLERS callers each send a request of IMAGES
   images and wait for its answer before sending the next, so the server's speed sets the rate.
+  ``@CONNECTIONS`` spreads them over that many HTTP/2 connections (``64x1@64``: one each;
+  ``64x1@4``: 4 connections of 16 streams); by default h2load uses up to 8.
 - ``RATE/sxIMAGES`` (``2000/sx1``): an open loop. RATE requests per second are sent on a fixed
   schedule whether or not earlier ones were answered, so the load does not ease off when the
   server slows down, as real independent clients do not.
@@ -21,8 +23,9 @@ from axon.errors import AxonError
 Mode = Literal["closed", "open"]
 DEFAULT_MAX_OUTSTANDING = 10_000
 """Open loop: the most requests in flight at once, unless told otherwise."""
-SYNTAX = "CALLERSxIMAGES (closed loop, e.g. 64x1) or RATE/sxIMAGES (open loop, e.g. 2000/sx1)"
-_CLOSED = re.compile(r"(\d+)x(\d+)")
+SYNTAX = "CALLERSxIMAGES[@CONNECTIONS] (closed loop, e.g. 64x1 or 64x1@4) or RATE/sxIMAGES " \
+    "(open loop, e.g. 2000/sx1)"
+_CLOSED = re.compile(r"(\d+)x(\d+)(?:@(\d+))?")
 _OPEN = re.compile(r"(\d+(?:\.\d*)?)/sx(\d+)")
 
 
@@ -40,10 +43,17 @@ class Scenario:
     """Closed loop: callers, each with one request in flight."""
     rate: float | None = None
     """Open loop: requests per second offered."""
+    connections: int | None = None
+    """Closed loop: HTTP/2 connections the callers share (None: the generator's default)."""
 
     def __post_init__(self) -> None:
         if (self.callers is None) == (self.rate is None):
             raise ScenarioError("a scenario has either callers (closed loop) or a rate (open)")
+        if self.connections is not None and (
+                self.callers is None or not 1 <= self.connections <= self.callers
+                or self.callers % self.connections):
+            raise ScenarioError(f"{self.connections} connections cannot share {self.callers} "
+                                "callers evenly")
 
     @property
     def mode(self) -> Mode:
@@ -54,7 +64,8 @@ class Scenario:
         """The scenario as ``--scenarios`` spells it."""
         if self.rate is not None:
             return f"{self.rate:g}/sx{self.images}"
-        return f"{self.callers}x{self.images}"
+        spread = "" if self.connections is None else f"@{self.connections}"
+        return f"{self.callers}x{self.images}{spread}"
 
     @classmethod
     def parse(cls, text: str) -> Scenario:
@@ -64,7 +75,8 @@ class Scenario:
             if callers < 1 or images < 1:
                 raise ScenarioError(f"bad scenario {text!r}: callers and images must be at "
                                     "least 1")
-            return cls(images, callers=callers)
+            return cls(images, callers=callers,
+                       connections=int(closed[3]) if closed[3] else None)
         if opened := _OPEN.fullmatch(text):
             rate, images = float(opened[1]), int(opened[2])
             if rate <= 0 or images < 1:

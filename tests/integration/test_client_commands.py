@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_classify_reports_server_errors_in_one_line(server: ServerProcess,
     bogus.write_bytes(b"not a picture")
     result = axon("classify", bogus, "--address", server.address, "--model", DIGITS)
     assert result.returncode == 1
-    assert "INVALID_ARGUMENT: image 0: 13-byte image: not a decodable" in result.stderr
+    assert "INVALID_ARGUMENT: 13-byte image: not a decodable" in result.stderr
     assert "Traceback" not in result.stderr
     missing = axon("classify", tmp_path / "absent.png", "--address", server.address)
     assert missing.returncode == 1
@@ -86,7 +87,9 @@ def test_classify_walks_folders_keeps_input_order_and_skips_bad_files(
     assert [r["path"] for r in records] == [str(p) for p in expected_order] + \
         [str(tmp_path / "absent.png")]
     errors = {Path(r["path"]).name: r["error"] for r in records if "error" in r}
-    assert errors["corrupt.png"].startswith("INVALID_ARGUMENT: image 0:")
+    # Packed with other files in one message, the bad file fails alone, named by its path
+    # (not by its place in the message).
+    assert errors["corrupt.png"].startswith("INVALID_ARGUMENT: 19-byte image: not a decodable")
     assert "unrecognised format" in errors["corrupt.png"]
     assert errors["absent.png"] == "cannot read: no such file or folder"
     good = [r for r in records if "error" not in r]
@@ -140,6 +143,34 @@ def test_the_stream_window_bounds_how_far_reading_runs_ahead(server: ServerProce
     assert answered == len(files) == pulled
 
 
+def test_classify_packs_files_into_messages_and_answers_each_file(server: ServerProcess,
+                                                                  tmp_path: Path) -> None:
+    """20 files, 8 to a message: 3 requests reach the model (8 + 8 + 4 images), and each file
+    still gets its own answer, in order, the same as classifying it alone."""
+    files = [p for _ in range(2) for p in sorted(SAMPLES.glob("*.png"))]
+    with AxonClient(server.address) as client:
+        (before,) = client.statistics(DIGITS, "2")
+        packed = list(classify_files(client, files, model=DIGITS, version="2", batch=8,
+                                     window=64))
+        (after,) = client.statistics(DIGITS, "2")
+        alone = [client.classify([path.read_bytes()], model=DIGITS, version="2").results[0][0]
+                 for path in files]
+    assert [r.path for r in packed] == files
+    assert after.inference_stats.success.count - before.inference_stats.success.count == 3
+    assert after.inference_count - before.inference_count == 20
+    assert [r.classes[0] for r in packed] == alone
+
+
+def test_classify_batch_one_sends_one_file_per_message(server: ServerProcess) -> None:
+    files = sorted(SAMPLES.glob("*.png"))[:5]
+    with AxonClient(server.address) as client:
+        (before,) = client.statistics(DIGITS, "2")
+        results = list(classify_files(client, files, model=DIGITS, version="2", batch=1))
+        (after,) = client.statistics(DIGITS, "2")
+    assert not any(r.error for r in results)
+    assert after.inference_stats.success.count - before.inference_stats.success.count == 5
+
+
 def test_bench_measures_both_generators_and_checks_the_server_counters(
         serving_repository: Path, tmp_path: Path) -> None:
     """A short run to prove the benchmark works; its numbers are not asserted (not a timing
@@ -191,9 +222,36 @@ def test_bench_a_b_mode_alternates_two_servers_and_prints_ratios(
 
 
 def test_bench_a_b_mode_refuses_a_running_server(server: ServerProcess) -> None:
-    result = axon("bench", "--address", server.address, "--baseline-args=--no-metrics")
-    assert result.returncode == 1
-    assert "--baseline-args needs bench to start both servers" in result.stderr
+    for baseline in ("--baseline-args=--no-metrics", "--baseline=naive"):
+        result = axon("bench", "--address", server.address, baseline)
+        assert result.returncode == 1
+        assert "an A/B run needs bench to start both servers" in result.stderr
+
+
+def test_bench_against_the_naive_baseline(serving_repository: Path, tmp_path: Path) -> None:
+    """The naive server starts beside Axon on the same model, both answer every request (their
+    own counters agree with the load generator: bench checks), and the ratios are Axon's over
+    the baseline's. The test model has no serving targets: bench says so rather than judge."""
+    out = tmp_path / "naive.json"
+    result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
+                  "--scenarios", "4x1@2", "--seconds", "0.3", "--generators", "h2load",
+                  "--rounds", "2", "--baseline", "naive", "--json-out", out)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"baseline: the naive server on 127\.0\.0\.1:\d+ \(pid \d+\)",
+                     result.stderr)
+    (pair,) = json.loads(out.read_text())
+    assert (pair["callers"], pair["images"]) == (4, 1)
+    for side in ("variant", "baseline"):
+        assert len(pair[side]) == 2
+        for row in pair[side]:
+            assert row["errors"] == 0 and row["server_successes"] >= row["requests_sent"]
+            assert row["server_cpu_us_per_request"] > 0 and 0 <= row["steal"] < 1
+    assert all(row["images_per_execution"] == 1 for row in pair["baseline"])
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| h2load | 4x1@2 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    baseline, variant, ratio = (float(cell.replace(",", "")) for cell in cells[2:5])
+    assert abs(ratio - variant / baseline) < 0.01
+    assert "no serving targets for preset 'primer'" in result.stdout
 
 
 def test_bench_open_loop_offers_its_rate_whatever_the_generator(
@@ -219,13 +277,18 @@ def test_bench_open_loop_offers_its_rate_whatever_the_generator(
     assert "| h2load | — | 1 | infer | open | 200 |" in result.stdout
 
 
+OVERLOADABLE = "--max-batch-size 1 --max-queue-size 1 --instances 1 --max-inline-ms 0"
+"""A server that refuses what it cannot take at once: one image queued, one running."""
+
+
 def test_bench_open_loop_past_capacity_reports_queue_full_instead_of_failing(
         serving_repository: Path, tmp_path: Path) -> None:
-    """A server that queues at most one image, offered far more than it can answer: the
-    python generator counts the refusals by status code, and bench reports them."""
+    """A server that queues at most one image and runs one execution at a time, on a worker
+    thread (so that a queue forms behind it), offered far more than it can answer: the python
+    generator counts the refusals by status code, and bench reports them."""
     out = tmp_path / "overload.json"
     result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
-                  "--serve-args", "--max-batch-size 1 --max-queue-size 1",
+                  "--serve-args", OVERLOADABLE,
                   "--scenarios", "3000/sx1", "--seconds", "0.5", "--generators", "python",
                   "--json-out", out)
     assert result.returncode == 0, result.stderr
@@ -244,7 +307,7 @@ def test_bench_refuses_an_h2load_open_loop_past_capacity(serving_repository: Pat
     """h2load cannot see gRPC status: past capacity its numbers would mix failed calls with
     answered ones, so bench stops and says what to use instead."""
     result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
-                  "--serve-args", "--max-batch-size 1 --max-queue-size 1",
+                  "--serve-args", OVERLOADABLE,
                   "--scenarios", "3000/sx1", "--seconds", "0.5", "--generators", "h2load")
     assert result.returncode == 1
     # Refused for the failures it cannot see, or (on a starved machine) for sending late.
@@ -321,3 +384,21 @@ def test_export_samples_writes_test_digits_that_classify(
     correct = sum(r["classes"][0]["label"] == Path(r["path"]).name.split("-")[0]
                   for r in records)
     assert len(records) == 20 and correct >= 16
+
+
+def test_a_last_message_cut_short_by_the_end_of_the_paths_is_answered(
+        server: ServerProcess) -> None:
+    """Paths that end in the middle of a message, after a pause in the middle of another: both
+    go out part-full and every file is answered (the end is remembered, not waited on)."""
+    files = sorted(SAMPLES.glob("*.png"))
+
+    def slow_paths() -> Iterator[Path]:
+        yield from files[:3]
+        time.sleep(0.2)  # longer than a message waits for its next path
+        yield from files[3:7]
+
+    with AxonClient(server.address) as client:
+        results = list(classify_files(client, slow_paths(), model=DIGITS, batch=5, window=10,
+                                      timeout=30))
+    assert [r.path for r in results] == files[:7]
+    assert not any(r.error for r in results)

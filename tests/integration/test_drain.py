@@ -3,6 +3,7 @@ UNAVAILABLE, answers every call (and stream message) it had accepted, and exits 
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -16,14 +17,15 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from axon.model_repository import ModelRepository
+from axon.model_repository import CONFIG_FILENAME, ModelRepository
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
 from axon.protocol.v1 import classification_pb2 as cls
 from axon.protocol.v1 import classification_pb2_grpc as cls_grpc
 from clients.client import infer_request
 from clients.demo import SAMPLES
 from clients.server_process import start_server
-from tests.support.repositories import DIGITS, copy_model
+from tests.support.repositories import DIGITS
+from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request
 
 SLOW = "slow-batches"
 
@@ -70,12 +72,13 @@ def open_stream_messages(image: bytes, more: threading.Event,
 
 
 def slow_repository(serving_repository: Path, root: Path) -> ModelRepository:
-    """The digit model, and a copy whose batches wait for 8 images or 20 s (5 s without
-    arrivals): requests sent just before a signal are still queued when it comes."""
+    """The digit model, and a stall model (tests/support/stall_model.py) whose requests can
+    keep it busy: requests sent just before a signal are still running or queued when it
+    comes."""
     repository = ModelRepository(root)
     shutil.copytree(serving_repository / DIGITS, repository.root / DIGITS)
-    copy_model(repository, DIGITS, 1, SLOW, {"max_queue_delay_ms": 20_000,
-                                             "max_batch_size": 8, "max_queue_size": 8})
+    save_stall_model(repository.root / SLOW / "1", SLOW)
+    (repository.root / SLOW / CONFIG_FILENAME).write_text(json.dumps(STALL_CONFIG))
     return repository
 
 
@@ -92,7 +95,9 @@ def test_sigterm_answers_every_accepted_request_and_refuses_new_ones(
             open_stream_messages(next(SAMPLES.glob("*.png")).read_bytes(), more), timeout=30)
         load = SteadyLoad(infer, callers=4)
         time.sleep(1.0)
-        held = [infer.future(infer_request(SLOW, ONE), timeout=30) for _ in range(3)]
+        # Three requests of about a second each on a model with one instance: running or
+        # queued when the signal comes, a few seconds before the last is answered.
+        held = [infer.future(stall_request(SLOW, 1.0), timeout=30) for _ in range(3)]
         time.sleep(0.3)
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)

@@ -119,15 +119,16 @@ def test_a_failing_batch_fails_only_its_own_requests(
     incidents = {incident_of(outcomes[i]) for i in failed}
     assert len(incidents) == 1, f"one incident for the one failed batch, got {incidents}"
     [(size, incident)] = incidents
-    assert size == BATCH and len(failed) == BATCH and poisoned in failed, (size, failed)
+    # Exactly the poisoned request's batch failed (how many joined it is the batcher's call).
+    assert 1 <= size <= BATCH and len(failed) == size and poisoned in failed, (size, failed)
     for i, outcome in enumerate(outcomes):
         if i not in failed:
             assert_answered(outcome, batch[i])
     log = faulty_server.log()
-    assert f"incident {incident}: model {NAME} v1 failed on a batch of {BATCH}" in log, log
+    assert f"incident {incident}: model {NAME} v1 failed on a batch of {size}" in log, log
     assert "Traceback" in log and "indices element out of data bounds" in log, log
 
-    # The batcher runs on: full batches, then a poisoned request alone, then a good one alone.
+    # The batcher runs on: the next requests, then a poisoned request alone, then a good one.
     again = items(CALLERS, seed=2)
     for outcome, item in zip(infer_together(client, again), again, strict=True):
         assert_answered(outcome, item)
@@ -138,6 +139,6 @@ def test_a_failing_batch_fails_only_its_own_requests(
     assert_answered(infer(client, good), good)
 
     [statistics] = client.statistics(NAME)
-    assert statistics.inference_stats.fail.count == BATCH + 1
-    assert statistics.inference_stats.success.count == 2 * CALLERS - BATCH + 1
+    assert statistics.inference_stats.fail.count == size + 1
+    assert statistics.inference_stats.success.count == 2 * CALLERS - size + 1
     assert faulty_server.log().count("Traceback") == 2, "one traceback per incident"

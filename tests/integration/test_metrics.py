@@ -21,6 +21,7 @@ from clients.server_process import ServerProcess, running_server
 from server.gpu import load_nvml
 from tests.support.repositories import BROKEN, DIGITS, HOLD_DEADLINE, HOLD_QUEUE
 from tests.support.scrape import Scrape, scrape
+from tests.support.stall_model import stall_request
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
 
@@ -132,8 +133,9 @@ def test_queue_depth_in_flight_and_a_full_queue_are_visible(
     before = metrics(metered)
     assert before.value("axon_queue_capacity_items", **labels) == 8
     five = np.zeros((5, 784), np.float32)
-    waiting = client.inference.ModelInfer.future(infer_request(HOLD_QUEUE, five), timeout=10)
-    # The model holds a lone first request about 1 s: the overflow must come before that.
+    stalled = client.inference.ModelInfer.future(stall_request(HOLD_QUEUE, 3.0), timeout=30)
+    time.sleep(0.3)  # the stalled request runs; the next one waits behind it
+    waiting = client.inference.ModelInfer.future(infer_request(HOLD_QUEUE, five), timeout=30)
     # (One scrape reads the in-flight gauge before the queue: poll until both show it.)
     held = poll(metered, lambda page: page.value("axon_queue_items", **labels) == 5
                 and page.value("axon_in_flight_requests", method="ModelInfer") >= 1)
@@ -141,6 +143,7 @@ def test_queue_depth_in_flight_and_a_full_queue_are_visible(
     with pytest.raises(grpc.RpcError) as error:
         client.inference.ModelInfer(infer_request(HOLD_QUEUE, five), timeout=10)
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    stalled.result()
     waiting.result()
     after = metrics(metered)
     assert delta(before, after, "axon_rejected_requests_total", reason="queue_full",
@@ -154,17 +157,20 @@ def test_an_expired_deadline_is_counted_as_a_rejection(
         metered: ServerProcess, client: AxonClient) -> None:
     labels = {"model": HOLD_DEADLINE, "version": "1"}
     before = metrics(metered)
+    stalled = client.inference.ModelInfer.future(stall_request(HOLD_DEADLINE), timeout=30)
+    time.sleep(0.3)
     with pytest.raises(grpc.RpcError) as error:
         client.inference.ModelInfer(infer_request(HOLD_DEADLINE, ONE), timeout=0.1)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    # The batcher finds the dead request when the held batch is cut, about 1 s later.
+    stalled.result()
+    # The batcher finds the dead request when the stalled batch ends.
     after = poll(metered, lambda page: delta(before, page, "axon_rejected_requests_total",
                                              reason="deadline_expired", **labels) >= 1)
     assert delta(before, after, "axon_rejected_requests_total", reason="deadline_expired",
                  **labels) == 1
     assert delta(before, after, "axon_requests_total", method="ModelInfer",
                  code="DEADLINE_EXCEEDED", **labels) == 1
-    assert delta(before, after, "axon_model_executions_total", **labels) == 0
+    assert delta(before, after, "axon_model_executions_total", **labels) == 1  # the stall
 
 
 def test_model_state_provider_and_load_failures(metered: ServerProcess,

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.client import AxonClient, infer_request
+from clients.client import AxonClient
 from clients.proxy_process import NginxProcess, loopback_config
 from clients.server_process import ServerProcess, free_port, start_server
 from tests.support.load import Load
 from tests.support.repositories import DIGITS, HOLD_QUEUE
 from tests.support.scrape import scrape
+from tests.support.stall_model import stall_request
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
 
@@ -86,16 +87,16 @@ def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
 
 def test_the_callers_deadline_reaches_the_replica_through_nginx(
         serving_repository: Path, tmp_path: Path) -> None:
-    """A call whose grpc-timeout is 300 ms, held in a queue that waits about a second for a
-    batch: the replica ends it DEADLINE_EXCEEDED, which it can only do if nginx passed the
-    header on (without it the call is answered OK after the wait). h2load sends it: unlike a
-    gRPC client it does not cancel at the deadline itself, so the replica's verdict is what
-    comes back and what it counts."""
+    """A call whose grpc-timeout is 300 ms, to a model it keeps busy for more than a second:
+    the replica ends it DEADLINE_EXCEEDED, which it can only do if nginx passed the header on
+    (without it the call is answered OK after the wait). h2load sends it: unlike a gRPC client
+    it does not cancel at the deadline itself, so the replica's verdict is what comes back and
+    what it counts."""
     replica_port, proxy_port = free_port(), free_port()
     server = start_server(serving_repository, tmp_path / "replica.log", "--models", HOLD_QUEUE,
                           "--address", f"127.0.0.1:{replica_port}")
     nginx = NginxProcess(loopback_config([replica_port], proxy_port, tmp_path), proxy_port)
-    body = infer_request(HOLD_QUEUE, ONE).SerializeToString()
+    body = stall_request(HOLD_QUEUE, 1.5).SerializeToString()
     framed = tmp_path / "body"
     framed.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)
     try:

@@ -25,6 +25,7 @@ from tests.support.repositories import (
     HOLD_QUEUE,
     PETS,
 )
+from tests.support.stall_model import stall_request
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -44,36 +45,45 @@ def _executions(client: AxonClient, model: str) -> tuple[int, int]:
 
 
 def test_a_request_past_its_deadline_is_never_executed(client: AxonClient) -> None:
-    """gRPC cancels the call at its deadline and the batcher drops it; a request that expires
-    while its call is still open is refused by the batcher itself (tests/unit/test_batching)."""
+    """Queued behind a running batch, it expires there: gRPC cancels the call at its deadline
+    and the batcher drops it; a request that expires while its call is still open is refused
+    by the batcher itself (tests/unit/test_batching)."""
     before = _executions(client, HOLD_DEADLINE)
+    stalled = client.inference.ModelInfer.future(stall_request(HOLD_DEADLINE), timeout=30)
+    time.sleep(0.3)  # the stalled request runs
     with pytest.raises(grpc.RpcError) as error:
         client.inference.ModelInfer(infer_request(HOLD_DEADLINE, ONE), timeout=0.1)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    time.sleep(1.3)  # past the 1 s the model would have held it
-    assert _executions(client, HOLD_DEADLINE) == before
+    stalled.result()
+    # One execution of one item: the stalled request's, and the expired one never ran.
+    assert _executions(client, HOLD_DEADLINE) == (before[0] + 1, before[1] + 1)
     assert client.infer(HOLD_DEADLINE, ONE)["probabilities"].shape == (1, 10)
 
 
 def test_a_cancelled_request_is_never_executed(client: AxonClient) -> None:
     before = _executions(client, HOLD_CANCEL)
-    call = client.inference.ModelInfer.future(infer_request(HOLD_CANCEL, ONE), timeout=10)
+    stalled = client.inference.ModelInfer.future(stall_request(HOLD_CANCEL), timeout=30)
     time.sleep(0.3)
+    call = client.inference.ModelInfer.future(infer_request(HOLD_CANCEL, ONE), timeout=10)
+    time.sleep(0.2)
     assert call.cancel()
-    time.sleep(1.2)
-    assert _executions(client, HOLD_CANCEL) == before
+    stalled.result()
+    assert _executions(client, HOLD_CANCEL) == (before[0] + 1, before[1] + 1)
 
 
 def test_a_full_queue_refuses_at_once_with_resource_exhausted(client: AxonClient) -> None:
     five = np.zeros((5, 784), np.float32)
-    waiting = client.inference.ModelInfer.future(infer_request(HOLD_QUEUE, five), timeout=10)
+    stalled = client.inference.ModelInfer.future(stall_request(HOLD_QUEUE), timeout=30)
     time.sleep(0.3)
+    waiting = client.inference.ModelInfer.future(infer_request(HOLD_QUEUE, five), timeout=30)
+    time.sleep(0.2)
     with pytest.raises(grpc.RpcError) as error:
         client.inference.ModelInfer(infer_request(HOLD_QUEUE, five), timeout=10)
     refused = error.value
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "has 5 items queued, the bound is 8" in (refused.details() or "")
     assert not waiting.done(), "the refusal must not wait for the queue to drain"
+    stalled.result()
     assert waiting.result().outputs[0].shape == [5, 10]
 
 
@@ -138,8 +148,8 @@ def test_settings_provider_fallback_and_graceful_shutdown(serving_repository: Pa
             assert pets.max_batch_size == 100
             assert pets.max_queue_delay_ms == pytest.approx(7)
             assert pets.execution_provider == "CPUExecutionProvider"
-            in_flight = client.inference.ModelInfer.future(infer_request(HOLD_QUEUE, ONE),
-                                                           timeout=10)
+            in_flight = client.inference.ModelInfer.future(stall_request(HOLD_QUEUE, 1.0),
+                                                           timeout=30)
             time.sleep(0.3)
             assert server.stop() == 0
             assert in_flight.result().outputs[1].shape == [1, 10]

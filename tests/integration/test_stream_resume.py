@@ -15,11 +15,15 @@ import time
 from pathlib import Path
 from typing import IO
 
+from axon.model_repository import CONFIG_FILENAME
 from clients.client import AxonClient, RetryPolicy
 from clients.demo import SAMPLES
 from clients.file_stream import classify_files
 from clients.server_process import ServerProcess, free_port, start_server
 from tests.support.repositories import DIGITS
+from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request
+
+STALLED = "stalled"
 
 
 def sample_copies(folder: Path, count: int) -> list[Path]:
@@ -109,23 +113,34 @@ def test_classify_resumes_the_stream_across_a_killed_server(serving_repository: 
     assert all(a["classes"] and a["model"] == DIGITS for a in answers)
 
 
-def test_files_refused_by_a_full_queue_are_sent_again(serving_repository: Path,
-                                                       tmp_path: Path) -> None:
-    """A queue of one image and a window of 16: most stream messages are refused with
+def test_files_refused_by_a_full_queue_are_sent_again(tmp_path: Path) -> None:
+    """A model with a queue of one image, kept busy by another caller's long request: most
+    stream messages (one file each: the model takes one image per request) are refused with
     RESOURCE_EXHAUSTED at first. With retries each file is answered in the end; without, the
     refusals are what comes back (so the first half is not passing by luck)."""
     files = sample_copies(tmp_path / "images", 60)
-    server = start_server(serving_repository, tmp_path / "server.log", "--models", DIGITS,
-                          "--max-queue-size", "1", "--max-batch-size", "1")
+    repository = tmp_path / "models"
+    save_stall_model(repository / STALLED / "1", STALLED)
+    (repository / STALLED / CONFIG_FILENAME).write_text(json.dumps(
+        {**STALL_CONFIG, "max_batch_size": 1, "max_queue_size": 1}))
+    server = start_server(repository, tmp_path / "server.log")
     try:
         patient = RetryPolicy(attempts=200, initial_backoff=0.005, max_backoff=0.05)
         with AxonClient(server.address, retry=patient) as client:
-            results = list(classify_files(client, files, model=DIGITS, window=16))
+            stalled = client.inference.ModelInfer.future(stall_request(STALLED, 1.0),
+                                                         timeout=30)
+            time.sleep(0.2)
+            results = list(classify_files(client, files, model=STALLED, window=16))
+            stalled.result()
             assert [r.path for r in results] == files
             assert [r.error for r in results if r.error] == []
             assert client.retries > 0
         with AxonClient(server.address, retry=RetryPolicy(attempts=1)) as client:
-            results = list(classify_files(client, files, model=DIGITS, window=16))
+            stalled = client.inference.ModelInfer.future(stall_request(STALLED, 3.0),
+                                                         timeout=30)
+            time.sleep(0.2)
+            results = list(classify_files(client, files, model=STALLED, window=16))
+            stalled.result()
             assert [r.path for r in results] == files
             refused = [r.error for r in results if r.error]
             assert refused and all(e.startswith("RESOURCE_EXHAUSTED: ") for e in refused)

@@ -9,19 +9,20 @@ from typing import Any
 
 from axon.model_card import ModelCard
 from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
+from tests.support.stall_model import STALL_CONFIG, save_stall_model
 from training.export import ExportSource, publish
 from training.train import TrainResult
 
 DIGITS = "mnist"
 """Two versions (same weights), served with version policy ``all``."""
 HOLD_DEADLINE, HOLD_CANCEL, HOLD_QUEUE = "hold-deadline", "hold-cancel", "hold-queue"
-"""Each holds its first request 1 s (a quarter of a 4 s delay, the pause rule) and queues at
-most 8 images: for deadlines, cancellation and overflow. One model per test, because after a
-lone request has run the batcher stops waiting (the lone-caller rule), so only a model that has
-not yet run holds a request for sure."""
+"""Stall models (tests/support/stall_model.py): one instance that a request can keep busy for
+as long as it asks, so that requests sent meanwhile wait in its queue (of at most 8 images):
+for deadlines, cancellation and overflow. One model per test, so that tests do not queue behind
+each other's stalls."""
 HOLDS = (HOLD_DEADLINE, HOLD_CANCEL, HOLD_QUEUE)
 BATCHED = "mnist-batched"
-"""Holds requests up to 1 s (250 ms without arrivals): concurrent requests land in one batch."""
+"""A stall model too: requests sent while it is held all run together when it is free."""
 PETS = "pets"
 """An RGB cats-vs-dogs model trained on a generated image folder (16x16)."""
 BROKEN = "broken"
@@ -54,10 +55,11 @@ def build_serving_repository(root: Path, digits: TrainResult, pets: TrainResult)
     publish_run(digits, repository, DIGITS)
     publish_run(digits, repository, DIGITS)
     (root / DIGITS / CONFIG_FILENAME).write_text(json.dumps({"version_policy": "all"}))
-    for hold in HOLDS:
-        copy_model(repository, DIGITS, 1, hold, {"max_queue_delay_ms": 4000,
-                                                 "max_batch_size": 8, "max_queue_size": 8})
-    copy_model(repository, DIGITS, 1, BATCHED, {"max_queue_delay_ms": 1000})
+    for stalling in (*HOLDS, BATCHED):
+        save_stall_model(root / stalling / "1", stalling)
+        (root / stalling / CONFIG_FILENAME).write_text(json.dumps(
+            STALL_CONFIG if stalling != BATCHED else {**STALL_CONFIG, "max_batch_size": 64,
+                                                      "max_queue_size": 64}))
     publish_run(pets, repository, PETS)
     (root / BROKEN / "1").mkdir(parents=True)
     (root / BROKEN / "1" / MODEL_FILENAME).write_bytes(b"this is not an ONNX model")

@@ -1,0 +1,84 @@
+"""The baseline ``axon bench --baseline naive`` measures Axon against, in the same run.
+
+The simplest honest Open Inference Protocol server: one grpc.aio process that calls onnxruntime
+inline on the event loop for each request (one intra-op thread, as Axon's default), no batching,
+no checks beyond what numpy does, no metrics, no authentication. It answers ModelInfer,
+ServerLive/ServerReady and, so that bench can check the load against the server's own count,
+ModelStatistics (two integers per request). It runs on the same interpreter as bench, so both
+servers share whatever the interpreter costs.
+
+    python -m benchmarks.naive_server MODEL.onnx NAME PORT   # prints "ready PORT" when serving
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+from axon.protocol import open_inference_pb2 as pb
+from axon.protocol import open_inference_pb2_grpc as pb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class NaiveServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, path: str, name: str) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._name = name
+        self._requests = 0
+        self._items = 0
+
+    async def ServerLive(self, request: pb.ServerLiveRequest,
+                         context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest,
+                          context: Context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest,
+                         context: Context) -> pb.ModelInferResponse:
+        tensor = request.inputs[0]
+        batch = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(
+            list(tensor.shape))
+        outputs = self._session.run(None, {self._input: batch})
+        response = pb.ModelInferResponse(model_name=self._name, model_version="1", id=request.id)
+        for name, output in zip(self._outputs, outputs, strict=True):
+            response.outputs.add(name=name, datatype="FP32", shape=list(output.shape))
+            response.raw_output_contents.append(
+                np.ascontiguousarray(output, np.float32).tobytes())
+        self._requests += 1
+        self._items += len(batch)
+        return response
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
+                              context: Context) -> pb.ModelStatisticsResponse:
+        return pb.ModelStatisticsResponse(model_stats=[pb.ModelStatistics(
+            name=self._name, version="1", inference_count=self._items,
+            execution_count=self._requests,
+            inference_stats=pb.InferStatistics(
+                success=pb.StatisticDuration(count=self._requests)))])
+
+
+async def serve(path: str, name: str, port: int) -> None:
+    server = grpc.aio.server()
+    # The methods it lacks answer UNIMPLEMENTED, as gRPC's base servicer does.
+    servicer = NaiveServicer(path, name)  # type: ignore[abstract]
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(f"ready {bound}", flush=True)
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1], sys.argv[2], int(sys.argv[3])))

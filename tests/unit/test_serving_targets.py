@@ -1,0 +1,61 @@
+"""The serving targets bench judges against the naive baseline: same-run ratios, met or MISSED."""
+
+from __future__ import annotations
+
+from clients.bench import Measurement, Pair, target_verdicts
+from clients.scenarios import Scenario
+
+
+def measured(images_per_second: float, cpu: float, p50: float = 1.0, *,
+             images: int = 1, ceiling: float = 1e9) -> Measurement:
+    return Measurement(
+        generator="h2load", api="infer", mode="closed", callers=64,
+        offered_requests_per_second=None, images_per_request=images,
+        requests_per_second=images_per_second / images, images_per_second=images_per_second,
+        p50_ms=p50, p90_ms=p50, p99_ms=p50, max_ms=p50, images_per_execution=1.0,
+        server_cpu_us_per_request=cpu, generator_cpu_us_per_request=1.0,
+        ceiling_images_per_second=ceiling, requests_sent=1, server_successes=1,
+        server_failures=0, errors=0, errors_by_code={}, not_sent=0, send_lag_p99_ms=None,
+        latency_percentiles_ms={})
+
+
+def pair(scenario: str, axon: list[Measurement], naive: list[Measurement]) -> Pair:
+    return Pair("h2load", "infer", Scenario.parse(scenario), axon, naive)
+
+
+def test_medians_of_the_rounds_are_compared() -> None:
+    # Axon's rounds 1,400 / 1,500 / 9,999 (median 1,500); the baseline's 1,000 each: 1.5x.
+    axon = [measured(1400, 300), measured(1500, 300), measured(9999, 300)]
+    naive = [measured(1000, 400)] * 3
+    (line,) = target_verdicts([pair("64x1@64", axon, naive)], "default")
+    assert "throughput 1.50x (>= 1.4)" in line and "server CPU/request 0.75x (<= 0.85)" in line
+    assert line.endswith(": met")
+
+
+def test_a_target_missed_by_one_measure_is_missed() -> None:
+    (line,) = target_verdicts([pair("64x1@4", [measured(1500, 390)] * 3,
+                                    [measured(1000, 400)] * 3)], "default")
+    assert "server CPU/request 0.97x (<= 0.85)" in line and line.endswith(": MISSED")
+
+
+def test_lone_caller_targets_are_latency_and_cpu() -> None:
+    met = pair("1x1", [measured(900, 550, p50=1.1)] * 3, [measured(1000, 500, p50=1.0)] * 3)
+    missed = pair("1x1", [measured(900, 560, p50=1.3)] * 3, [measured(1000, 500, p50=1.0)] * 3)
+    lines = target_verdicts([met, missed], "compact")
+    assert lines[0].endswith(": met") and "p50 1.10x (<= 1.2)" in lines[0]
+    assert lines[1].endswith(": MISSED")
+
+
+def test_large_requests_on_the_default_net_also_need_the_ceiling_share() -> None:
+    axon = [measured(30_000, 2000, images=64, ceiling=40_000)] * 3
+    naive = [measured(20_000, 3000, images=64, ceiling=40_000)] * 3
+    (line,) = target_verdicts([pair("16x64", axon, naive)], "default")
+    assert "75% of onnxruntime's single-thread ceiling (>= 80%)" in line
+    assert line.endswith(": MISSED")
+
+
+def test_scenarios_without_targets_and_unknown_presets_are_not_judged() -> None:
+    scenario = pair("8x1", [measured(1, 1)] * 3, [measured(1, 1)] * 3)
+    assert target_verdicts([scenario], "compact") == []
+    assert target_verdicts([scenario], "primer") == [
+        "no serving targets for preset 'primer' (only compact, default)"]
