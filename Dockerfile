@@ -11,6 +11,7 @@ COPY axon ./axon
 COPY server ./server
 COPY clients ./clients
 COPY training ./training
+COPY benchmarks ./benchmarks
 
 # Training image. Runs as root: it writes into a bind-mounted host folder whose owner it cannot
 # know; the serving image only reads it.

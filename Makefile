@@ -73,7 +73,7 @@ bench: venv
 	done
 	test -d $(BENCH_DIGITS) || $(BIN)/axon export-samples --count 10000 --out $(BENCH_DIGITS) \
 		$(MNIST_FLAG)
-	$(BIN)/python -m benchmarks.classify_limit $(BENCH_DIGITS) --model mnist \
+	$(BIN)/python -m axon.benchmarks.classify_limit $(BENCH_DIGITS) --model mnist \
 		--model-repository $(REPOSITORY)
 
 # Reliability benchmarks (README "Reliability"), on the same model as `make bench`. Overload: an
@@ -84,13 +84,13 @@ bench: venv
 bench-overload: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
-	$(BIN)/python -m benchmarks.overload --model $(BENCH_MODEL) \
+	$(BIN)/python -m axon.benchmarks.overload --model $(BENCH_MODEL) \
 		--model-repository $(REPOSITORY) $(OVERLOAD_ARGS)
 
 bench-soak: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
-	$(BIN)/python -m benchmarks.soak --model $(BENCH_MODEL) --model-repository $(REPOSITORY) \
+	$(BIN)/python -m axon.benchmarks.soak --model $(BENCH_MODEL) --model-repository $(REPOSITORY) \
 		--minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # Throughput and p99 through nginx (deploy/nginx) to 1, 2 and 3 replicas and to one replica
@@ -98,11 +98,11 @@ bench-soak: venv
 bench-scale-out: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
-	$(BIN)/python -m benchmarks.scale_out --model $(BENCH_MODEL) --model-repository $(REPOSITORY)
+	$(BIN)/python -m axon.benchmarks.scale_out --model $(BENCH_MODEL) --model-repository $(REPOSITORY)
 
 # The accuracy/time targets of the README, measured on the full test sets (several minutes).
 bench-train: venv
-	MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m training.bench_targets
+	MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m axon.training.accuracy_targets
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache clients/node/node_modules

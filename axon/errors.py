@@ -8,3 +8,8 @@ line and let anything else -- a bug -- show its traceback.
 
 class AxonError(Exception):
     """An error about input or environment, with a message that says what to fix."""
+
+
+class UsageError(AxonError):
+    """A command-line problem the user can fix (a bad option, a missing extra); printed as one
+    line without a traceback."""

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from axon.benchmarks.bench import STEAL_ATTEMPTS, STEAL_LIMIT, cpu_times, process_cpu_seconds
+from axon.client.file_stream import image_paths
+from axon.client.server_process import running_server
 from axon.model_card import ModelCard
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from axon.preprocessing import SERVED_FORMATS, load_image
-from clients.bench import STEAL_ATTEMPTS, STEAL_LIMIT, cpu_times, process_cpu_seconds
-from clients.file_stream import image_paths
-from clients.server_process import running_server
 
 LIMIT_BATCH = 64
 THROUGHPUT_TARGET = 0.8
@@ -82,7 +82,7 @@ def single_core_limit(folder: Path, model_path: Path, cpu: int = 0) -> Limit:
     """Measure the limit over ``folder``'s images in a child process pinned to ``cpu`` (its CPU
     time, not wall time: what one core spends per image)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.classify_limit", "--measure-limit", str(cpu),
+        [sys.executable, "-m", "axon.benchmarks.classify_limit", "--measure-limit", str(cpu),
          str(model_path), str(folder)], capture_output=True, text=True, check=True)
     return Limit(**json.loads(completed.stdout))
 

@@ -23,14 +23,12 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from clients.bench import process_cpu_seconds
-from clients.bench_target import Target
-from clients.client import AxonClient
-from clients.loadgen import Call, h2load_available, run_h2load, run_python
-from clients.scenarios import Scenario
+from axon.benchmarks.bench import process_cpu_seconds
+from axon.benchmarks.loadgen import Call, h2load_available, run_h2load, run_python
+from axon.benchmarks.scenarios import Scenario
+from axon.benchmarks.target import Target
+from axon.client.sync_client import AxonClient
 
-ROOT = Path(__file__).resolve().parents[1]
-"""The repository root: the load child processes run ``python -m benchmarks...`` from it."""
 NOT_SENT = -1
 """The code recorded for a request that was due while the outstanding cap was reached."""
 CAPACITY_CALLERS = 64
@@ -203,11 +201,5 @@ def ms(values: npt.NDArray[np.float64], q: float) -> float:
 
 
 def child_command(module: str, *args: str) -> list[str]:
-    """``python -m benchmarks.MODULE ARGS`` (run it with ``cwd=ROOT``)."""
-    return [sys.executable, "-m", f"benchmarks.{module}", *args]
-
-
-def child_env() -> dict[str, str]:
-    """The environment of a load child: this one, with the repository root importable."""
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+    """``python -m axon.benchmarks.MODULE ARGS``, on this interpreter."""
+    return [sys.executable, "-m", f"axon.benchmarks.{module}", *args]

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from clients.loadgen import Call
-from clients.scenarios import H2loadPlan
+from axon.benchmarks.loadgen import Call
+from axon.benchmarks.scenarios import H2loadPlan
 
 
 @dataclass(frozen=True)

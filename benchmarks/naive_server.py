@@ -13,13 +13,20 @@ servers share whatever the interpreter costs.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import onnxruntime as ort
 
+from axon.client.server_process import ServerFailedError
 from axon.protocol import open_inference_pb2 as pb
 from axon.protocol import open_inference_pb2_grpc as pb_grpc
 
@@ -78,6 +85,44 @@ async def serve(path: str, name: str, port: int) -> None:
     await server.start()
     print(f"ready {bound}", flush=True)
     await server.wait_for_termination()
+
+
+@dataclass
+class NaiveServer:
+    """The naive baseline server (benchmarks/naive_server.py) in a subprocess."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def running_naive_server(model_path: Path, name: str, timeout: float = 60) -> Iterator[NaiveServer]:
+    """The naive server on ``model_path`` on a free loopback port, on this interpreter."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", __name__, str(model_path), name, "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline and not line.startswith(b"ready "):
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                raise ServerFailedError(f"the naive server exited with {process.returncode}")
+        if not line.startswith(b"ready "):
+            raise ServerFailedError(f"the naive server did not start in {timeout} s")
+        yield NaiveServer(process, int(line.split()[1]))
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 if __name__ == "__main__":

@@ -26,22 +26,20 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import (
-    ROOT,
+from axon.benchmarks.common import (
     Records,
     Watcher,
     child_command,
-    child_env,
     describe_target,
     measure_capacity,
     pick_generator,
 )
-from benchmarks.h2load_bulk import BulkRun, run_bulk
-from benchmarks.overload_report import OverloadRun, PhasePlan, report, summary
-from benchmarks.phased_load import Phase
-from clients.client import AxonClient
-from clients.loadgen import Call
-from clients.server_process import running_server
+from axon.benchmarks.h2load_bulk import BulkRun, run_bulk
+from axon.benchmarks.loadgen import Call
+from axon.benchmarks.overload_report import OverloadRun, PhasePlan, report, summary
+from axon.benchmarks.phased_load import Phase
+from axon.client.server_process import running_server
+from axon.client.sync_client import AxonClient
 
 START_DELAY_S = 2.0
 """From launching the load processes to the first request: time for them to connect."""
@@ -69,7 +67,7 @@ def run_probe(call: Call, phases: list[Phase], start: float, parts: int,
     children = [subprocess.Popen(
         child_command("phased_load", call.address, call.method, str(body), str(out),
                       "--phases", ",".join(map(str, phases)), "--start", repr(start),
-                      "--part", str(part), "--parts", str(parts)), cwd=ROOT, env=child_env())
+                      "--part", str(part), "--parts", str(parts)))
         for part, out in enumerate(outs)]
     for child in children:
         if child.wait() != 0:

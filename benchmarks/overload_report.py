@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.common import Records, Sample, ms
-from benchmarks.h2load_bulk import BulkRun
+from axon.benchmarks.common import Records, Sample, ms
+from axon.benchmarks.h2load_bulk import BulkRun
 
 WINDOW_S = 0.1
 RECOVERY_FACTOR = 1.5

@@ -22,10 +22,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from benchmarks.common import NOT_SENT, Records
-from clients.aio_load import OPEN_LOOP_DEADLINE_S
-from clients.client import DEFAULT_MESSAGE_BYTES, channel_options
-from clients.scenarios import DEFAULT_MAX_OUTSTANDING
+from axon.benchmarks.aio_load import OPEN_LOOP_DEADLINE_S
+from axon.benchmarks.common import NOT_SENT, Records
+from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING
+from axon.client.common import DEFAULT_MESSAGE_BYTES, channel_options
 
 
 @dataclass(frozen=True)

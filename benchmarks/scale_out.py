@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine_cpu_seconds
-from clients.bench import process_cpu_seconds
-from clients.client import AxonClient, infer_request
-from clients.loadgen import Call, LoadResult, run_h2load
-from clients.proxy_process import NginxProcess, loopback_config
-from clients.scenarios import Scenario
-from clients.server_process import ServerProcess, free_port, start_server
+from axon.benchmarks.bench import process_cpu_seconds
+from axon.benchmarks.common import machine_cpu_seconds
+from axon.benchmarks.loadgen import Call, LoadResult, run_h2load
+from axon.benchmarks.nginx_process import NginxProcess, loopback_config
+from axon.benchmarks.scenarios import Scenario
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess, free_port, start_server
+from axon.client.sync_client import AxonClient
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 LAYOUTS = (("direct", 1), ("nginx", 1), ("nginx", 2), ("nginx", 3))

@@ -26,21 +26,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.common import (
-    ROOT,
+from axon.benchmarks.common import (
     Records,
     Sample,
     Watcher,
     child_command,
-    child_env,
     describe_target,
     measure_capacity,
     pick_generator,
 )
-from benchmarks.soak_report import Event, SoakRun, report, verdicts
-from clients.client import AxonClient, AxonClientError
-from clients.loadgen import Call
-from clients.server_process import running_server
+from axon.benchmarks.loadgen import Call
+from axon.benchmarks.soak_report import Event, SoakRun, report, verdicts
+from axon.client.common import AxonClientError
+from axon.client.server_process import running_server
+from axon.client.sync_client import AxonClient
 
 START_DELAY_S = 2.0
 SHARES = {"ModelInfer": 0.5, "Classify": 0.25, "ClassifyStream": 0.25}
@@ -65,8 +64,7 @@ def _unary_child(call: Call, name: str, *, rate: float, seconds: float, start: f
     body.write_bytes(call.body)
     return subprocess.Popen(child_command(
         "phased_load", call.address, call.method, str(body), str(out),
-        "--phases", f"{rate!r}:{seconds!r}", "--start", repr(start)),
-        cwd=ROOT, env=child_env()), out
+        "--phases", f"{rate!r}:{seconds!r}", "--start", repr(start))), out
 
 
 def _stream_child(call: Call, args: argparse.Namespace, *, rate: float, seconds: float,
@@ -76,7 +74,7 @@ def _stream_child(call: Call, args: argparse.Namespace, *, rate: float, seconds:
     return subprocess.Popen(child_command(
         "stream_load", call.address, str(body), str(out), "--rate", repr(rate),
         "--seconds", repr(seconds), "--start", repr(start), "--streams", str(args.streams),
-        "--lifetime", repr(args.stream_lifetime)), cwd=ROOT, env=child_env()), out
+        "--lifetime", repr(args.stream_lifetime))), out
 
 
 def _at(start: float, offset: float, what: str, action: Callable[[], str]) -> Event:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.common import Records, Sample, ms
+from axon.benchmarks.common import Records, Sample, ms
 
 MIB = 1024 * 1024
 EVENT_WINDOW_S = 10.0

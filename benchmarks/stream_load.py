@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from axon.benchmarks.common import NOT_SENT, Records
+from axon.client.async_client import AsyncAxonClient
+from axon.client.common import AxonClientError
 from axon.protocol.v1 import classification_pb2 as cls
-from benchmarks.common import NOT_SENT, Records
-from clients.aio_client import AsyncAxonClient
-from clients.client import AxonClientError
 
 WINDOW = 64
 

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from clients.file_stream import FileResult
+from axon.client.file_stream import FileResult
 
 
 class Report:
@@ -61,9 +61,13 @@ class Report:
         elif not result.error:
             ranked = ", ".join(f"{p.label} {p.probability:.1%}" for p in result.classes)
             self._out.write(f"{result.path}: {ranked}\n")
+
+    def flush(self) -> None:
+        """Hand what was written on (a pipeline reading our output sees it now)."""
         self._out.flush()
 
     def close(self) -> None:
+        self.flush()
         self._progress.close()
         elapsed = time.perf_counter() - self._started
         rate = self.files / elapsed if elapsed > 0 else 0.0

@@ -1,66 +1,50 @@
-"""``axon classify`` and ``axon bench``: the command-line clients."""
+"""``axon classify``: files through a running server, one line each, in input order; and
+the connection options every command that calls a server shares."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from axon.errors import AxonError
-from axon.model_repository import MODEL_FILENAME, ModelRepository
-from clients.client import AxonClient, AxonClientError, RetryPolicy
-from clients.file_stream import DEFAULT_BATCH, DEFAULT_WINDOW, classify_files, image_paths
-from clients.security import ConnectionSecurity
-from clients.server_process import naive_server, running_server
-
-if TYPE_CHECKING:
-    from clients.bench import Measurement
-    from clients.bench_target import Target
-    from clients.scenarios import Scenario
+from axon.client.common import AxonClientError, RetryPolicy
+from axon.client.file_stream import DEFAULT_BATCH, DEFAULT_WINDOW, classify_files, image_paths
+from axon.client.security import ConnectionSecurity
+from axon.client.sync_client import AxonClient
+from axon.errors import UsageError
 
 DEFAULT_ADDRESS = os.environ.get("AXON_SERVER", "127.0.0.1:8001")
 TOKEN_ENV = "AXON_TOKEN"
 
 
-class ClientUsageError(AxonError):
-    """A client command that cannot run as asked."""
-
-
-def add_client_commands(commands: Any) -> None:
-    classify = commands.add_parser(
-        "classify", help="classify image files with a running server",
-        description="Stream PNG/JPEG files through a running server's ClassifyStream and print "
-        "one line per file, in input order. Files that cannot be read or decoded are reported "
-        "and skipped; the exit status is 1 if any was.")
+def configure(command: str, classify: argparse.ArgumentParser) -> None:
+    """``axon classify``'s arguments and handler (see axon/cli.py)."""
+    classify.description = (
+        "Stream PNG/JPEG files through a running server's ClassifyStream, --batch files to a "
+        "message, and print one line per file, in input order. Files that cannot be read or "
+        "decoded are reported and skipped; the exit status is 1 if any was.")
     classify.add_argument("images", nargs="+", help="files, folders (walked recursively), "
                           "globs ('shots/**/*.png'), or - for one path per line on stdin")
     classify.add_argument("--address", default=DEFAULT_ADDRESS,
                           help=f"server host:port (env AXON_SERVER; default {DEFAULT_ADDRESS})")
     classify.add_argument("--model", default="", help="model name (default: the only one)")
     classify.add_argument("--version", default="", help="model version (default: the highest)")
-    classify.add_argument("--top-k", type=_positive, default=1)
+    classify.add_argument("--top-k", type=positive, default=1)
     classify.add_argument("--format", choices=("table", "csv", "jsonl"), default="table",
                           help="table (default), csv, or jsonl (one JSON object per file)")
     classify.add_argument("--json", action="store_const", const="jsonl", dest="format",
                           help="same as --format jsonl")
-    classify.add_argument("--window", type=_positive, default=DEFAULT_WINDOW,
+    classify.add_argument("--window", type=positive, default=DEFAULT_WINDOW,
                           help=f"files in flight at once (bounds memory; default "
                           f"{DEFAULT_WINDOW})")
-    classify.add_argument("--batch", type=_positive, default=DEFAULT_BATCH,
+    classify.add_argument("--batch", type=positive, default=DEFAULT_BATCH,
                           help="files per stream message (capped by the window and the "
                           f"model's max_batch_size; default {DEFAULT_BATCH}; 1 answers each "
                           "file as soon as it is read, for interactive use on stdin)")
     classify.add_argument("--timeout", type=float, default=None,
                           help="deadline for the whole run in seconds (default: none)")
-    classify.add_argument("--retries", type=_at_least_zero, default=10,
+    classify.add_argument("--retries", type=at_least_zero, default=10,
                           help="tries again after a transient failure (server restarting, "
                           "queue full), with back-off from 0.1 s doubling to 2 s; the count "
                           "starts afresh after each answer (default 10: 7 to 13 s of "
@@ -68,61 +52,9 @@ def add_client_commands(commands: Any) -> None:
     add_security_arguments(classify)
     classify.set_defaults(handler=_classify)
 
-    from clients.scenarios import DEFAULT_MAX_OUTSTANDING
-
-    bench = commands.add_parser(
-        "bench", help="load-test a model over gRPC next to the raw onnxruntime ceiling",
-        description="Closed-loop (callers) and open-loop (requests/s) load on ModelInfer or "
-        "Classify; prints throughput, p50/p90/p99/max latency and errors per scenario.")
-    bench.add_argument("--model", default="mnist-compact")
-    bench.add_argument("--model-repository", type=Path, default=Path(os.environ.get(
-        "AXON_MODEL_REPOSITORY", "model_repository")))
-    bench.add_argument("--address", help="bench this running server instead of starting one "
-                       "(server CPU is then not reported)")
-    bench.add_argument("--serve-args", default="", help="extra `axon serve` flags for the "
-                       "server bench starts, e.g. '--max-queue-delay-ms 1'")
-    bench.add_argument("--api", choices=("infer", "classify"), default="infer",
-                       help="infer: ModelInfer with FP32 tensors (default); classify: "
-                       "axon.v1.Classifier/Classify with PNG images the server decodes")
-    bench.add_argument("--generators", default="h2load,python",
-                       help="h2load (C, cheap: needs Debian nghttp2-client) and/or python "
-                       "(grpc.aio in a child process). h2load sees HTTP status only: an open "
-                       "loop with it is reported only below the server's capacity (every "
-                       "call answered, none sent late), else bench stops with an error; "
-                       "measure overload with python, which counts errors per gRPC status")
-    bench.add_argument("--scenarios", default="1x1,16x1,64x1,1x64,16x64,64x64",
-                       type=_scenario_list, help="comma-separated: CALLERSxIMAGES for a closed "
-                       "loop (64x1: 64 callers, each waiting for its answer), RATE/sxIMAGES "
-                       "for an open loop (2000/sx1: 2,000 requests/s on a fixed schedule, "
-                       "latency timed from when each was due)")
-    bench.add_argument("--seconds", type=float, default=5.0, help="measured time per scenario")
-    bench.add_argument("--max-outstanding", type=_positive, default=DEFAULT_MAX_OUTSTANDING,
-                       help=f"open loop: most requests in flight (default "
-                       f"{DEFAULT_MAX_OUTSTANDING:,}); the "
-                       "python generator counts requests due past it as not sent, h2load "
-                       "would send them late, which bench refuses")
-    bench.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the "
-                       "in-process ceiling (match the server's --intra-op-threads)")
-    bench.add_argument("--json-out", type=Path, help="also write the measurements here")
-    bench.add_argument("--plot", type=Path, metavar="PNG", help="also draw latency by "
-                       "percentile for every scenario (needs matplotlib)")
-    bench.add_argument("--baseline", choices=("naive",), help="A/B mode against the naive "
-                       "server (benchmarks/naive_server.py: one grpc.aio process calling "
-                       "onnxruntime inline per request, no batching), started on the same "
-                       "model and interpreter; measures both in alternating rounds, prints "
-                       "Axon/baseline ratios and the serving targets (met or missed)")
-    bench.add_argument("--baseline-args", metavar="FLAGS", help="A/B mode: also start a "
-                       "baseline server with these extra `axon serve` flags (e.g. "
-                       "'--no-metrics'), measure both in alternating rounds and print their "
-                       "ratios")
-    bench.add_argument("--rounds", type=_positive, default=3, help="A/B mode: rounds per "
-                       "scenario and server")
-    add_security_arguments(bench)
-    bench.set_defaults(handler=_bench)
-
 
 def _classify(args: argparse.Namespace) -> int:
-    from clients.classify_output import Report
+    from axon.client.classify_output import Report
 
     paths = image_paths(args.images, sys.stdin)
     report = Report(args.format, args.top_k, sys.stdout, sys.stderr)
@@ -131,186 +63,26 @@ def _classify(args: argparse.Namespace) -> int:
         try:
             for result in classify_files(client, paths, model=args.model, version=args.version,
                                          top_k=args.top_k, window=args.window,
-                                         batch=args.batch,
+                                         batch=args.batch, on_answer=report.flush,
                                          timeout=args.timeout):
                 report.add(result)
         except AxonClientError as error:
             report.close()
-            raise ClientUsageError(f"{args.address}: {error}") from error
+            raise UsageError(f"{args.address}: {error}") from error
     report.close()
     if report.files == 0:
-        raise ClientUsageError("no PNG/JPEG files found in " + " ".join(args.images))
+        raise UsageError("no PNG/JPEG files found in " + " ".join(args.images))
     return 1 if report.errors else 0
 
 
-@contextmanager
-def _server_for(args: argparse.Namespace,
-                extra_flags: str = "") -> Iterator[tuple[str, int | None]]:
-    if args.address:
-        yield args.address, None
-        return
-    if args.model not in ModelRepository(args.model_repository).model_names():
-        raise ClientUsageError(f"model {args.model!r} is not in {args.model_repository}; train "
-                               "it first (make bench trains mnist-compact if missing)")
-    with tempfile.TemporaryDirectory() as tmp, running_server(
-            args.model_repository, Path(tmp) / "server.log", "--models", args.model,
-            *shlex.split(args.serve_args), *shlex.split(extra_flags)) as server:
-        yield server.address, server.process.pid
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from clients.bench import (
-        GENERATORS,
-        classify_ceiling,
-        onnxruntime_ceiling,
-        plot,
-        save,
-        table,
-        verdicts,
-    )
-    from clients.bench_target import png_image
-    from clients.loadgen import h2load_available
-
-    generators = [g.strip() for g in args.generators.split(",") if g.strip()]
-    unknown = [g for g in generators if g not in GENERATORS]
-    if unknown:
-        raise ClientUsageError(f"unknown load generators {unknown}; use {list(GENERATORS)}")
-    if "h2load" in generators and not h2load_available():
-        raise ClientUsageError("h2load is not installed (apt-get install nghttp2-client), or "
-                               "pass --generators python")
-    if (args.baseline_args is not None or args.baseline) and args.address:
-        raise ClientUsageError("an A/B run needs bench to start both servers: drop --address")
-    if args.baseline_args is not None and args.baseline:
-        raise ClientUsageError("--baseline and --baseline-args each name the baseline: give one")
-    if args.baseline and args.api != "infer":
-        raise ClientUsageError("the naive baseline serves ModelInfer only: use --api infer")
-    scenarios: list[Scenario] = args.scenarios
-    with ExitStack() as stack:
-        target, path = _target(stack, args, "")
-        rng = np.random.default_rng(0)
-        ceilings = {n: onnxruntime_ceiling(
-            path, rng.random((n, *target.input_shape), dtype=np.float32), args.threads)
-            if args.api == "infer" else classify_ceiling(
-                path, png_image(*target.image_shape), n, args.threads)
-            for n in sorted({s.images for s in scenarios})}
-        if args.baseline_args is not None or args.baseline:
-            baseline = _naive_target(stack, args, target, path) if args.baseline \
-                else _target(stack, args, args.baseline_args)[0]
-            return _compare(args, target, baseline, generators=generators,
-                            scenarios=scenarios, ceilings=ceilings)
-        rows = []
-        for generator in generators:
-            for scenario in scenarios:
-                rows.append(_measure_and_tell(args, target, scenario, generator,
-                                              ceilings[scenario.images]))
-    print(table(rows))
-    print("\n".join(verdicts(rows)))
-    if args.json_out:
-        save(rows, args.json_out)
-    if args.plot:
-        plot(rows, args.plot)
-    return 0
-
-
-def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tuple[Target, Path]:
-    """A ready server (started unless --address), its model, and the model's file."""
-    from clients.bench_target import Target
-
-    address, pid = stack.enter_context(_server_for(args, extra_flags))
-    client = stack.enter_context(AxonClient(address, security=security_from(args)))
-    client.wait_ready()
-    description = max((m for m in client.models() if m.name == args.model),
-                      key=lambda m: int(m.version))
-    path = args.model_repository / args.model / description.version / MODEL_FILENAME
-    metadata = client.model_metadata(args.model, description.version)
-    shape = tuple(metadata.inputs[0].shape[1:])
-    print(f"{args.model} v{description.version} on {description.execution_provider}, "
-          f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else "")
-          + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
-    image = (description.image_height, description.image_width, description.image_channels)
-    return Target(client, args.model, description.version, shape, image, pid,
-                  _security_flags(args)), path
-
-
-def _naive_target(stack: ExitStack, args: argparse.Namespace, axon: Target,
-                  path: Path) -> Target:
-    """The naive baseline server on ``path``, as a load target beside Axon's."""
-    from clients.bench_target import Target
-
-    server = stack.enter_context(naive_server(path, args.model))
-    client = stack.enter_context(AxonClient(server.address))
-    client.wait_ready()
-    print(f"baseline: the naive server on {server.address} (pid {server.pid})", file=sys.stderr)
-    return Target(client, args.model, axon.version, axon.input_shape, axon.image_shape,
-                  server.pid)
-
-
-def _measure_and_tell(args: argparse.Namespace, target: Target, scenario: Scenario,
-                      generator: str, ceiling: float) -> Measurement:
-    from clients.bench import measure
-
-    row = measure(target, scenario, generator, api=args.api, seconds=args.seconds,
-                  ceiling=ceiling, max_outstanding=args.max_outstanding)
-    line = f"  {generator} {args.api} {scenario.label}: {row.images_per_second:,.0f} images/s, " \
-           f"p99 {row.p99_ms:.1f} ms"
-    if scenario.rate is not None:
-        line += f", {row.requests_per_second:,.0f} of {scenario.rate:,.0f} requests/s " \
-                f"answered, {row.errors:,} errors, {row.not_sent:,} not sent, send lag p99 " \
-                f"{row.send_lag_p99_ms or 0.0:.1f} ms"
-    print(line, file=sys.stderr)
-    return row
-
-
-def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
-             generators: list[str], scenarios: list[Scenario],
-             ceilings: dict[int, float]) -> int:
-    """Both servers on each scenario in alternating rounds (ABBA...), so drift in the machine's
-    speed falls on both sides alike."""
-    from clients.bench import Pair, comparison_table, save_pairs, target_verdicts
-
-    pairs = []
-    for generator in generators:
-        for scenario in scenarios:
-            sides: dict[str, list[Measurement]] = {"variant": [], "baseline": []}
-            for round_index in range(args.rounds):
-                order = [("variant", variant), ("baseline", baseline)]
-                for side, target in order if round_index % 2 == 0 else order[::-1]:
-                    print(f"round {round_index + 1}, {side}:", file=sys.stderr, end="")
-                    sides[side].append(_measure_and_tell(
-                        args, target, scenario, generator, ceilings[scenario.images]))
-            pairs.append(Pair(generator, args.api, scenario, sides["variant"],
-                              sides["baseline"]))
-    baseline_name = "the naive server" if args.baseline else \
-        f"{args.serve_args} {args.baseline_args}".strip()
-    print(comparison_table(pairs, args.serve_args or "default settings", baseline_name))
-    if args.json_out:
-        save_pairs(pairs, args.json_out)
-    if not args.baseline:
-        return 0
-    preset = ModelRepository(args.model_repository).card(
-        args.model, int(variant.version)).architecture.preset
-    lines = target_verdicts(pairs, preset)
-    print("\n".join(lines))
-    return 0
-
-
-def _scenario_list(text: str) -> list[Scenario]:
-    from clients.scenarios import ScenarioError, parse_scenarios
-
-    try:
-        return parse_scenarios(text)
-    except ScenarioError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _at_least_zero(text: str) -> int:
+def at_least_zero(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
@@ -336,7 +108,7 @@ def add_security_arguments(parser: argparse.ArgumentParser) -> None:
                        f"{TOKEN_ENV}; the token is never printed)")
 
 
-def _security_flags(args: argparse.Namespace) -> tuple[str, ...]:
+def security_flags(args: argparse.Namespace) -> tuple[str, ...]:
     """The security options as flags again, for a child process to parse."""
     flags: list[str] = ["--tls"] if args.tls else []
     for option in ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file"):

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from clients.client import AxonClient
-from clients.file_stream import FileResult, classify_files, image_paths
-from clients.server_process import running_server
+from axon.client.file_stream import FileResult, classify_files, image_paths
+from axon.client.server_process import running_server
+from axon.client.sync_client import AxonClient
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SHOWN = 10

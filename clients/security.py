@@ -13,8 +13,8 @@ from pathlib import Path
 
 import grpc
 
+from axon.client.targets import channel_target
 from axon.errors import AxonError
-from clients.targets import channel_target
 
 log = logging.getLogger(__name__)
 

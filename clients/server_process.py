@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
-"""The repository root, from which ``python -m benchmarks...`` runs."""
 _ANNOUNCE = re.compile(r"axon: serving \d+ model version\(s\) on \S+:(\d+)"
                        r"(?:; metrics on http://\S+:(\d+)/metrics)?$", re.MULTILINE)
 
@@ -103,41 +101,3 @@ def running_server(repository: Path, log_path: Path, *flags: str,
 
 class ServerFailedError(RuntimeError):
     """The server process did not start, died, or did not stop cleanly."""
-
-
-@dataclass
-class NaiveServer:
-    """The naive baseline server (benchmarks/naive_server.py) in a subprocess."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-@contextmanager
-def naive_server(model_path: Path, name: str, timeout: float = 60) -> Iterator[NaiveServer]:
-    """The naive server on ``model_path`` on a free loopback port, on this interpreter."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.naive_server", str(model_path), name, "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=_ROOT)
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while time.monotonic() < deadline and not line.startswith(b"ready "):
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                raise ServerFailedError(f"the naive server exited with {process.returncode}")
-        if not line.startswith(b"ready "):
-            raise ServerFailedError(f"the naive server did not start in {timeout} s")
-        yield NaiveServer(process, int(line.split()[1]))
-    finally:
-        process.terminate()
-        process.wait(30)

@@ -21,19 +21,20 @@ from axon.errors import AxonError
 from axon.model_repository import ModelRepository
 from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
 from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
-from server.auth import Token, TokenAuthenticator, load_tokens
-from server.config import ServerSettings
-from server.drain import Drain
-from server.metrics import Metrics, MetricsEndpoint, serve_metrics
-from server.model_states import watch_models
-from server.parsing import register_tolerantly
-from server.repository import ModelManager, VersionPolicy
-from server.repository_watch import RepositoryWatcher
-from server.runtime import SessionSettings, resolve_providers
-from server.servicers.classification import ClassifierServicer
-from server.servicers.inference import InferenceServicer
-from server.status import guard
-from server.tls import server_credentials
+from axon.server.auth import Token, TokenAuthenticator, load_tokens
+from axon.server.config import ServerSettings
+from axon.server.drain import Drain
+from axon.server.metrics import Metrics, MetricsEndpoint, serve_metrics
+from axon.server.model_manager import ModelManager
+from axon.server.model_states import watch_models
+from axon.server.parsing import register_tolerantly
+from axon.server.repository_watch import RepositoryWatcher
+from axon.server.runtime import SessionSettings, resolve_providers
+from axon.server.servicers.classifier import ClassifierServicer
+from axon.server.servicers.inference import InferenceServicer
+from axon.server.status import guard
+from axon.server.tls import server_credentials
+from axon.server.version_policy import VersionPolicy
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from axon.batching_settings import BatchingSettings
-from server.errors import (
+from axon.server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
     ModelExecutionError,
@@ -47,7 +47,7 @@ from server.errors import (
     ServingError,
     ShuttingDownError,
 )
-from server.loop_idle import LoopTicker, ticker_for
+from axon.server.loop_idle import LoopTicker, ticker_for
 
 log = logging.getLogger(__name__)
 

@@ -10,21 +10,20 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from axon.errors import AxonError
-from server.config import ENV_PREFIX, ServerSettings, load_settings
+from axon.errors import UsageError
+from axon.server.config import ENV_PREFIX, ServerSettings, load_settings
 
 
-class SettingsError(AxonError):
+class SettingsError(UsageError):
     """Settings that do not validate; the message lists every problem."""
 
 
-def add_serve_command(commands: Any) -> None:
-    """Register ``serve`` on the ``axon`` sub-command parser."""
-    serve = commands.add_parser(
-        "serve", help="serve a model repository over gRPC",
-        description="Serve every model in a model repository over gRPC (Open Inference "
-        "Protocol + axon.v1 classification). Every flag can also be set as an "
-        f"{ENV_PREFIX}<FLAG> environment variable or in the --config file.")
+def configure(command: str, serve: argparse.ArgumentParser) -> None:
+    """``axon serve``'s arguments and handler (see axon/cli.py)."""
+    serve.description = (
+        "Serve every model in a model repository over gRPC (Open Inference Protocol + axon.v1 "
+        f"classification). Every flag can also be set as an {ENV_PREFIX}<FLAG> environment "
+        "variable or in the --config file.")
     serve.add_argument("--config", type=Path, help="settings file (TOML or JSON) with the "
                        "same names as the flags, e.g. max_queue_delay_ms = 1.5")
     for name, field in ServerSettings.model_fields.items():
@@ -59,7 +58,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.main import serve
+    from axon.server.main import serve
 
     return serve(settings_from(args))
 

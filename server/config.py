@@ -22,8 +22,8 @@ from pydantic_settings import (
 
 from axon.batching_settings import BATCHING_FIELDS, DEFAULT_BATCHING, BatchingSettings
 from axon.cpus import usable_cpus
-from server.repository import VersionPolicy
-from server.runtime import provider_name
+from axon.server.runtime import provider_name
+from axon.server.version_policy import VersionPolicy
 
 ENV_PREFIX = "AXON_"
 CommaList = Annotated[tuple[str, ...], NoDecode]

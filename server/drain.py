@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import AsyncIterable
 from typing import Any, Generic, TypeVar
 
-from server.errors import ShuttingDownError, TooManyCallsError
+from axon.server.errors import ShuttingDownError, TooManyCallsError
 
 MessageT = TypeVar("MessageT")
 

@@ -8,9 +8,9 @@ import logging
 import signal
 import sys
 
-from server.allocator import keep_freed_memory
-from server.app import build_server
-from server.config import ServerSettings
+from axon.server.allocator import keep_freed_memory
+from axon.server.app import build_server
+from axon.server.config import ServerSettings
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.gpu import GpuCollector
-from server.loop_collectors import (
+from axon.server.gpu import GpuCollector
+from axon.server.loop_collectors import (
     CounterChild,
     GaugeChild,
     HistogramChild,

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
-from server.metrics import Metrics, ModelState, ServedModelState
-from server.repository import ModelManager
+from axon.server.metrics import Metrics, ModelState, ServedModelState
+from axon.server.model_manager import ModelManager
 
 log = logging.getLogger(__name__)
 

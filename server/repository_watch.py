@@ -16,8 +16,8 @@ from pathlib import Path
 
 from axon.errors import AxonError
 from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
-from server.errors import ServingError
-from server.repository import ModelManager
+from axon.server.errors import ServingError
+from axon.server.model_manager import ModelManager
 
 log = logging.getLogger(__name__)
 

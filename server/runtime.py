@@ -18,7 +18,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from axon.model_card import ModelCard, ModelCardError
-from server.errors import ModelLoadError
+from axon.server.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from server.drain import STOPPING, Drain
-from server.errors import InvalidInputError, ServingError, ShuttingDownError
-from server.parsing import Undecodable
+from axon.server.drain import STOPPING, Drain
+from axon.server.errors import InvalidInputError, ServingError, ShuttingDownError
+from axon.server.parsing import Undecodable
 
 if TYPE_CHECKING:
-    from server.metrics import Metrics
+    from axon.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.server_process import ServerProcess, running_server
+from axon.client.server_process import ServerProcess, running_server
+from axon.training import fetch
+from axon.training.datasets import DatasetSpec, ImageDataset, load_idx_dataset
+from axon.training.train import Hyperparameters, TrainConfig, TrainResult, train
 from tests.support.repositories import STARTUP_MODELS, build_serving_repository
-from training import fetch
-from training.datasets import DatasetSpec, ImageDataset, load_idx_dataset
-from training.train import Hyperparameters, TrainConfig, TrainResult, train
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from axon.preprocessing import InputLayout
-from training import fetch
-from training.idx import IdxFormatError, read_idx_images, read_idx_labels
+from axon.training import fetch
+from axon.training.idx import IdxFormatError, read_idx_images, read_idx_labels
 
 DatasetKind = Literal["mnist", "fashion-mnist", "image-folder"]
 DATASET_KINDS: tuple[DatasetKind, ...] = ("mnist", "fashion-mnist", "image-folder")
@@ -79,7 +79,7 @@ class ImageDataset:
 def load_dataset(spec: DatasetSpec) -> ImageDataset:
     """Load (fetching if needed) the data set ``spec`` describes."""
     if spec.kind == "image-folder":
-        from training.image_folder import load_image_folder
+        from axon.training.image_folder import load_image_folder
 
         if spec.data_dir is None:
             raise ValueError("an image-folder data set needs its root folder (--data-dir)")

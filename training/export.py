@@ -35,9 +35,9 @@ from axon.model_repository import (
     ModelRepository,
 )
 from axon.preprocessing import PreprocessingSpec
-from training.datasets import Split
-from training.model import parameter_count
-from training.train import Hyperparameters
+from axon.training.datasets import Split
+from axon.training.dense_net import parameter_count
+from axon.training.train import Hyperparameters
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from axon.errors import AxonError
 from axon.paths import default_data_dir
-from training import pypi_mnist
-from training.idx import IdxFormatError, read_idx_bytes
+from axon.training import pypi_mnist
+from axon.training.idx import IdxFormatError, read_idx_bytes
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from axon.errors import AxonError
 from axon.preprocessing import ImageDecodeError, load_image
-from training.datasets import DatasetSpec, ImageDataset, Split
+from axon.training.datasets import DatasetSpec, ImageDataset, Split
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from axon.model_card import ModelCard
 from axon.model_repository import ModelRepository, validate_model_name
-from training.datasets import DatasetSpec, load_dataset
-from training.export import ExportSource, publish
-from training.model import DEFAULT_PRESET
-from training.report import METRICS_FILENAME, PLOT_FILENAMES, write_report
-from training.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from axon.training.datasets import DatasetSpec, load_dataset
+from axon.training.dense_net import DEFAULT_PRESET
+from axon.training.export import ExportSource, publish
+from axon.training.report import METRICS_FILENAME, PLOT_FILENAMES, write_report
+from axon.training.train import TrainConfig, load_checkpoint, save_checkpoint, train
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from axon.errors import AxonError
-from training.idx import encode_idx
+from axon.training.idx import encode_idx
 
 log = logging.getLogger(__name__)
 

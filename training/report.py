@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
 
-from training.model import parameter_count
-from training.train import TrainResult
+from axon.training.dense_net import parameter_count
+from axon.training.train import TrainResult
 
 METRICS_FILENAME = "metrics.json"
 PLOT_FILENAMES = ("loss.png", "accuracy.png", "confusion_matrix.png")

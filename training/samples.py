@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from training.datasets import ImageDataset
+from axon.training.datasets import ImageDataset
 
 
 def slug(label: str) -> str:

@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from axon.preprocessing import PreprocessingSpec, fit_normalisation
-from training.datasets import DatasetSpec, ImageDataset, Split, load_dataset
-from training.model import (
+from axon.training.datasets import DatasetSpec, ImageDataset, Split, load_dataset
+from axon.training.dense_net import (
     ACTIVATIONS,
     PRESETS,
     DenseNet,

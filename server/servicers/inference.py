@@ -12,7 +12,7 @@ import grpc
 from axon import __version__
 from axon.protocol import open_inference_pb2 as pb
 from axon.protocol import open_inference_pb2_grpc as pb_grpc
-from server.errors import (
+from axon.server.errors import (
     InvalidInputError,
     ModelControlDisabledError,
     ModelNotFoundError,
@@ -20,18 +20,18 @@ from server.errors import (
     shown,
     shown_all,
 )
-from server.metrics import Metrics, attribute_call
-from server.model import PLATFORM, ServedModel
-from server.repository import ModelManager
-from server.servicers.streams import answer_concurrently
-from server.servicers.tensors import (
+from axon.server.metrics import Metrics, attribute_call
+from axon.server.model_manager import ModelManager
+from axon.server.served_model import PLATFORM, ServedModel
+from axon.server.servicers.streams import answer_concurrently
+from axon.server.servicers.tensors import (
     MODEL_DATATYPE,
     infer_response,
     request_batch,
     requested_outputs,
 )
-from server.statistics import Duration, ModelStatistics
-from server.status import outcome_of
+from axon.server.statistics import Duration, ModelStatistics
+from axon.server.status import outcome_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVER_NAME = "axon"

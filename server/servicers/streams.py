@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
-from server.errors import InvalidInputError
+from axon.server.errors import InvalidInputError
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from axon.protocol import open_inference_pb2 as pb
-from server.batching import Array
-from server.errors import InvalidInputError, shown, shown_all
-from server.model import ServedModel
+from axon.server.batching import Array
+from axon.server.errors import InvalidInputError, shown, shown_all
+from axon.server.served_model import ServedModel
 
 MODEL_DATATYPE = "FP32"
 _FP32_BYTES = 4

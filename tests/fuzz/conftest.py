@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.client import AxonClient
-from clients.server_process import ServerProcess, running_server
+from axon.client.server_process import ServerProcess, running_server
+from axon.client.sync_client import AxonClient
 from tests.fuzz.properties import MAX_MESSAGE_BYTES, SERVED_MODELS
 
 

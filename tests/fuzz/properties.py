@@ -22,8 +22,9 @@ import grpc
 import numpy as np
 from hypothesis import HealthCheck, event, settings
 
-from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from tests.support.repositories import DIGITS, PETS
 
 ResponseT = TypeVar("ResponseT")

@@ -11,9 +11,9 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import AxonClient
-from clients.server_process import ServerProcess
 from tests.fuzz.image_strategies import encoded_images, pixels_wide, valid_files
 from tests.fuzz.properties import (
     CODE,

@@ -13,10 +13,11 @@ from grpc_health.v1 import health_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess
 from tests.fuzz.properties import GOOD_DIGITS, assert_still_serving, check_call, fuzz_settings
 from tests.fuzz.strategies import metadata
 from tests.support.images import real_png

@@ -11,9 +11,9 @@ from google.protobuf.message import Message
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
-from clients.client import AxonClient
-from clients.server_process import ServerProcess
 from tests.fuzz.properties import SERVED_MODELS, assert_still_serving, check_call, fuzz_settings
 from tests.fuzz.strategies import served_or_any_name, short_text, versions
 

@@ -15,9 +15,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
-from clients.client import AxonClient
-from clients.server_process import ServerProcess
 from tests.fuzz.properties import (
     CODE,
     MAX_MESSAGE_BYTES,

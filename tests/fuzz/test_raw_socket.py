@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.client import AxonClient
-from clients.server_process import ServerProcess
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from tests.fuzz.properties import assert_still_serving, fuzz_settings
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

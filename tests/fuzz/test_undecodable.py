@@ -19,10 +19,11 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import given
 from hypothesis import strategies as st
 
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess, start_server
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess, start_server
 from tests.fuzz.properties import (
     CODE,
     GOOD_DIGITS,

@@ -10,11 +10,12 @@ import grpc
 import numpy as np
 import pytest
 
+from axon.client.async_client import AsyncAxonClient
+from axon.client.common import AxonClientError
+from axon.client.demo import SAMPLES
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.aio_client import AsyncAxonClient
-from clients.client import AxonClient, AxonClientError
-from clients.demo import SAMPLES
-from clients.server_process import ServerProcess
 from tests.support.repositories import DIGITS
 
 

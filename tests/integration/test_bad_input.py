@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess
 from tests.support.repositories import BROKEN, DIGITS, PETS
 
 Tensor = oip.ModelInferRequest.InferInputTensor

@@ -132,8 +132,8 @@ def test_serving_side_modules_do_not_import_torch(tmp_path: Path, mnist_dir: Pat
     code = (
         "import sys\n"
         "import axon.cli, axon.model_card, axon.model_repository, axon.preprocessing\n"
-        "import server, clients, training.idx, training.fetch, training.datasets\n"
-        "import training.image_folder\n"
+        "import axon.server.app, axon.client, axon.training.idx, axon.training.fetch\n"
+        "import axon.training.datasets, axon.training.image_folder\n"
         f"assert axon.cli.main(['data', 'mnist', '--data-dir', {str(mnist_dir)!r}]) == 0\n"
         "heavy = sorted(m for m in ('torch', 'onnx', 'matplotlib') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
@@ -141,3 +141,39 @@ def test_serving_side_modules_do_not_import_torch(tmp_path: Path, mnist_dir: Pat
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
                             text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def modules_loaded_by(*command: str) -> set[str]:
+    """The modules ``axon COMMAND...`` has imported by the time its parser and handler ran
+    (``--help`` stops there)."""
+    code = ("import sys, runpy\n"
+            f"sys.argv = ['axon', *{list(command)!r}]\n"
+            "try:\n"
+            "    runpy.run_module('axon.cli', run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('\\n'.join(sorted(sys.modules)), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True, timeout=120)
+    assert "Traceback" not in result.stderr, result.stderr
+    return set(result.stderr.split())
+
+
+def test_each_command_loads_only_its_own_side() -> None:
+    """The root parser imports a command's module only when that command runs: training
+    commands load no serving code (nor onnxruntime), serving loads no torch, the client
+    command neither of them."""
+    def serving(modules: set[str]) -> set[str]:
+        return {m for m in modules if m.startswith("axon.server") or m == "onnxruntime"}
+
+    assert not serving(modules_loaded_by("train", "--help"))
+    assert not serving(modules_loaded_by("export", "--help"))
+    assert "axon.training.cli" in modules_loaded_by("train", "--help")
+    serve = modules_loaded_by("serve", "--help")
+    assert "axon.server.cli" in serve and "torch" not in serve
+    assert not {m for m in serve if m.startswith("axon.training")}
+    classify = modules_loaded_by("classify", "--help")
+    assert not serving(classify) and "torch" not in classify and "numpy" not in classify
+    root = modules_loaded_by("--help")
+    assert not {m for m in root if m.startswith(("axon.server", "axon.training", "axon.client",
+                                                   "axon.benchmarks"))}

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.client import AxonClient
-from clients.server_process import ServerProcess, free_port, start_server
-from clients.targets import TargetError, channel_target
+from axon.client.server_process import ServerProcess, free_port, start_server
+from axon.client.sync_client import AxonClient
+from axon.client.targets import TargetError, channel_target
 from tests.support.load import Load
 from tests.support.repositories import DIGITS
 

@@ -11,16 +11,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from clients.client import AxonClient
-from clients.demo import SAMPLES
-from clients.file_stream import classify_files
-from clients.server_process import ServerProcess
+from axon.client import file_stream
+from axon.client.demo import SAMPLES
+from axon.client.file_stream import classify_files
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
+from axon.training.datasets import ImageDataset
 from tests.support.repositories import DIGITS
-from training.datasets import ImageDataset
 
 
 def axon(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -123,52 +126,28 @@ def test_classify_reads_globs_and_stdin_and_writes_csv_and_tables(
     assert "5 image(s) in" in listed.stderr
 
 
-def test_the_stream_window_bounds_how_far_reading_runs_ahead(server: ServerProcess) -> None:
+def test_the_stream_window_bounds_how_far_reading_runs_ahead(
+        server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are read (their bytes held) at most ``window`` ahead of the results handed back:
+    a folder of any size costs the memory of a window of files. (Paths, which cost nothing,
+    are pulled up to a message ahead.)"""
     files = sorted(SAMPLES.glob("*.png")) * 5
-    pulled = 0
+    read = 0
 
-    def paths() -> Iterator[Path]:
-        nonlocal pulled
-        for path in files:
-            pulled += 1
-            yield path
+    def counting_open(path: Path, *args: Any, **kwargs: Any) -> IO[Any]:
+        nonlocal read
+        read += 1
+        handle: IO[Any] = open(path, *args, **kwargs)  # noqa: SIM115 -- the caller closes it
+        return handle
 
+    monkeypatch.setattr(file_stream, "open", counting_open, raising=False)
     answered = 0
     with AxonClient(server.address) as client:
-        for result in classify_files(client, paths(), model=DIGITS, window=4):
+        for result in classify_files(client, iter(files), model=DIGITS, window=4):
             assert not result.error
             answered += 1
-            # At most the window's files in flight, plus one read and waiting for a slot.
-            assert pulled - answered <= 4 + 1
-    assert answered == len(files) == pulled
-
-
-def test_classify_packs_files_into_messages_and_answers_each_file(server: ServerProcess,
-                                                                  tmp_path: Path) -> None:
-    """20 files, 8 to a message: 3 requests reach the model (8 + 8 + 4 images), and each file
-    still gets its own answer, in order, the same as classifying it alone."""
-    files = [p for _ in range(2) for p in sorted(SAMPLES.glob("*.png"))]
-    with AxonClient(server.address) as client:
-        (before,) = client.statistics(DIGITS, "2")
-        packed = list(classify_files(client, files, model=DIGITS, version="2", batch=8,
-                                     window=64))
-        (after,) = client.statistics(DIGITS, "2")
-        alone = [client.classify([path.read_bytes()], model=DIGITS, version="2").results[0][0]
-                 for path in files]
-    assert [r.path for r in packed] == files
-    assert after.inference_stats.success.count - before.inference_stats.success.count == 3
-    assert after.inference_count - before.inference_count == 20
-    assert [r.classes[0] for r in packed] == alone
-
-
-def test_classify_batch_one_sends_one_file_per_message(server: ServerProcess) -> None:
-    files = sorted(SAMPLES.glob("*.png"))[:5]
-    with AxonClient(server.address) as client:
-        (before,) = client.statistics(DIGITS, "2")
-        results = list(classify_files(client, files, model=DIGITS, version="2", batch=1))
-        (after,) = client.statistics(DIGITS, "2")
-    assert not any(r.error for r in results)
-    assert after.inference_stats.success.count - before.inference_stats.success.count == 5
+            assert read - answered <= 4
+    assert answered == len(files) == read
 
 
 def test_bench_measures_both_generators_and_checks_the_server_counters(
@@ -344,7 +323,7 @@ def test_classify_requests_count_in_the_statistics_as_infer_requests_do(
         server: ServerProcess) -> None:
     """bench checks its load against ModelStatistics: a Classify request must count there as
     one request of as many items as it has images, as ModelInfer does."""
-    from clients.bench_target import png_image
+    from axon.benchmarks.target import png_image
 
     with AxonClient(server.address) as client:
         (before,) = client.statistics(DIGITS, "2")

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.client import AxonClient, AxonClientError, RetryPolicy
-from clients.server_process import ServerProcess, free_port, start_server
+from axon.client.common import AxonClientError, RetryPolicy
+from axon.client.server_process import ServerProcess, free_port, start_server
+from axon.client.sync_client import AxonClient
 from tests.support.repositories import DIGITS
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)

@@ -21,11 +21,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
+from axon.client.async_client import AsyncAxonClient
+from axon.client.common import AxonClientError, RetryPolicy
+from axon.client.demo import SAMPLES
+from axon.client.security import ConnectionSecurity, SecurityConfigError
+from axon.client.sync_client import AxonClient
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.aio_client import AsyncAxonClient
-from clients.client import AxonClient, AxonClientError, RetryPolicy
-from clients.demo import SAMPLES
-from clients.security import ConnectionSecurity, SecurityConfigError
 from tests.support.certificates import CertificateAuthority, Pem
 
 ONCE = RetryPolicy(attempts=1)

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from axon.cli import build_parser
-from clients.server_process import start_server
-from server.config import ServerSettings
+from axon.client.server_process import start_server
+from axon.server.config import ServerSettings
 from tests.support.deploy_files import (
     ALERTS_FILE,
     ALERTS_TEST_FILE,
@@ -291,7 +291,7 @@ def test_serving_image_runs_axon_serve() -> None:
     assert entrypoint is not None and exec_form(entrypoint) == ["axon"]
     assert cmd is not None and exec_form(cmd) == ["serve"]
     assert service("axon")["command"] == exec_form(cmd)
-    build_parser().parse_args(exec_form(cmd))
+    build_parser(exec_form(cmd)).parse_args(exec_form(cmd))
 
 
 def test_compose_builds_the_right_stages() -> None:
@@ -302,7 +302,7 @@ def test_compose_builds_the_right_stages() -> None:
     assert isinstance(axon_build, str) or axon_build.get("target") in (None, stages[-1].name)
     assert train_build["target"] in names
     assert train_build["target"] != stages[-1].name
-    build_parser().parse_args(service("train")["command"])
+    build_parser(service("train")["command"]).parse_args(service("train")["command"])
 
 
 def test_serving_image_exposes_the_default_ports_and_checks_health() -> None:

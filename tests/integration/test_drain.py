@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from axon.client.common import infer_request
+from axon.client.demo import SAMPLES
+from axon.client.server_process import start_server
 from axon.model_repository import CONFIG_FILENAME, ModelRepository
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
 from axon.protocol.v1 import classification_pb2 as cls
 from axon.protocol.v1 import classification_pb2_grpc as cls_grpc
-from clients.client import infer_request
-from clients.demo import SAMPLES
-from clients.server_process import start_server
 from tests.support.repositories import DIGITS
 from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request
 

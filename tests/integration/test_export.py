@@ -14,12 +14,12 @@ import torch
 
 from axon.model_card import ModelCard
 from axon.model_repository import CARD_FILENAME, MODEL_FILENAME, ModelRepository
+from axon.training import export
+from axon.training.datasets import DatasetSpec, ImageDataset
+from axon.training.export import ExportError, check_parity, publish
+from axon.training.train import Hyperparameters, TrainConfig, TrainResult, train
 from tests.conftest import make_image_folder
 from tests.support.repositories import source_of
-from training import export
-from training.datasets import DatasetSpec, ImageDataset
-from training.export import ExportError, check_parity, publish
-from training.train import Hyperparameters, TrainConfig, TrainResult, train
 
 
 @pytest.fixture(scope="module")

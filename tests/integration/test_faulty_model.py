@@ -20,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from clients.client import AxonClient, infer_request, response_arrays
-from clients.server_process import ServerProcess, start_server
+from axon.client.common import infer_request, response_arrays
+from axon.client.server_process import ServerProcess, start_server
+from axon.client.sync_client import AxonClient
 from tests.support.faulty_model import (
     ITEM,
     NAME,

@@ -28,9 +28,9 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from axon.cli import build_parser
-from clients.server_process import ServerProcess, start_server
-from clients.targets import ROUND_ROBIN, channel_target
-from server.config import ServerSettings, load_settings
+from axon.client.server_process import ServerProcess, start_server
+from axon.client.targets import ROUND_ROBIN, channel_target
+from axon.server.config import ServerSettings, load_settings
 from tests.support.certificates import CertificateAuthority
 from tests.support.deploy_files import (
     COMPOSE_FILE,
@@ -240,7 +240,7 @@ def test_containers_run_the_images_axon_serve(
     runtime = kserve_container()
     assert "command" not in runtime
     assert runtime["args"][:1] == exec_form(cmd)
-    parsed = build_parser().parse_args(runtime["args"])
+    parsed = build_parser(runtime["args"]).parse_args(runtime["args"])
     assert str(parsed.model_repository) == KSERVE_MODEL_MOUNT
 
 

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from axon.client.common import NO_RETRIES, AxonClientError, client_error
+from axon.client.server_process import ServerProcess, start_server
+from axon.client.sync_client import AxonClient
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import NO_RETRIES, AxonClient, AxonClientError, client_error
-from clients.server_process import ServerProcess, start_server
 from tests.integration.test_bad_input import png_declaring
 from tests.support.repositories import DIGITS
 

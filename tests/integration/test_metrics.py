@@ -14,11 +14,12 @@ import grpc
 import numpy as np
 import pytest
 
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess, running_server
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess, running_server
-from server.gpu import load_nvml
+from axon.server.gpu import load_nvml
 from tests.support.repositories import BROKEN, DIGITS, HOLD_DEADLINE, HOLD_QUEUE
 from tests.support.scrape import Scrape, scrape
 from tests.support.stall_model import stall_request

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.client import AxonClient
-from clients.proxy_process import NginxProcess, loopback_config
-from clients.server_process import ServerProcess, free_port, start_server
+from axon.benchmarks.nginx_process import NginxProcess, loopback_config
+from axon.client.server_process import ServerProcess, free_port, start_server
+from axon.client.sync_client import AxonClient
 from tests.support.load import Load
 from tests.support.repositories import DIGITS, HOLD_QUEUE
 from tests.support.scrape import scrape

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.client import AxonClient
-from clients.demo import SAMPLES
-from clients.server_process import ServerProcess
+from axon.client.demo import SAMPLES
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from tests.support.repositories import DIGITS
 
 NODE_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node"

@@ -28,10 +28,11 @@ import numpy as np
 import pytest
 import yaml
 
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess, free_port, running_server
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
-from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess, free_port, running_server
-from server.gpu import load_nvml
+from axon.server.gpu import load_nvml
 from tests.support.deploy_files import (
     ALERTS_FILE,
     GRAFANA_DIR,

@@ -13,10 +13,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from axon.client.common import NO_RETRIES, AxonClientError, infer_request
+from axon.client.demo import SAMPLES
+from axon.client.server_process import start_server
+from axon.client.sync_client import AxonClient
 from axon.model_repository import ModelRepository
-from clients.client import NO_RETRIES, AxonClient, AxonClientError, infer_request
-from clients.demo import SAMPLES
-from clients.server_process import start_server
 from tests.support.repositories import DIGITS, PETS
 from tests.support.scrape import scrape
 

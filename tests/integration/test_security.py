@@ -13,11 +13,12 @@ import grpc
 import numpy as np
 import pytest
 
+from axon.client.common import AxonClientError, RetryPolicy
+from axon.client.demo import SAMPLES
+from axon.client.security import ConnectionSecurity
+from axon.client.server_process import ServerProcess, start_server
+from axon.client.sync_client import AxonClient
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import AxonClient, AxonClientError, RetryPolicy
-from clients.demo import SAMPLES
-from clients.security import ConnectionSecurity
-from clients.server_process import ServerProcess, start_server
 from tests.support.certificates import CertificateAuthority
 from tests.support.repositories import DIGITS
 from tests.support.scrape import scrape

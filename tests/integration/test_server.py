@@ -13,16 +13,17 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from axon.client.common import AxonClientError, infer_request, response_arrays
+from axon.client.server_process import ServerProcess
+from axon.client.sync_client import AxonClient
 from axon.model_card import ModelCard
 from axon.model_repository import CARD_FILENAME, MODEL_FILENAME
 from axon.preprocessing import load_image
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
-from clients.client import AxonClient, AxonClientError, infer_request, response_arrays
-from clients.server_process import ServerProcess
+from axon.training.datasets import ImageDataset
 from tests.support.repositories import BATCHED, DIGITS, PETS
 from tests.support.stall_model import stall_request
-from training.datasets import ImageDataset
 
 
 def offline(repository: Path, name: str, version: int,

@@ -14,9 +14,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from axon.client.common import infer_request
+from axon.client.server_process import ServerProcess, running_server, start_server
+from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
-from clients.client import AxonClient, infer_request
-from clients.server_process import ServerProcess, running_server, start_server
 from tests.support.repositories import (
     BROKEN,
     DIGITS,

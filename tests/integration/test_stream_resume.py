@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import IO
 
+from axon.client.common import RetryPolicy
+from axon.client.demo import SAMPLES
+from axon.client.file_stream import classify_files
+from axon.client.server_process import ServerProcess, free_port, start_server
+from axon.client.sync_client import AxonClient
 from axon.model_repository import CONFIG_FILENAME
-from clients.client import AxonClient, RetryPolicy
-from clients.demo import SAMPLES
-from clients.file_stream import classify_files
-from clients.server_process import ServerProcess, free_port, start_server
 from tests.support.repositories import DIGITS
 from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request
 

@@ -10,10 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_image_folder, quick_config
-from training.datasets import DatasetSpec, ImageDataset
-from training.report import PLOT_FILENAMES, write_report
-from training.train import (
+from axon.training.datasets import DatasetSpec, ImageDataset
+from axon.training.report import PLOT_FILENAMES, write_report
+from axon.training.train import (
     Hyperparameters,
     TrainConfig,
     TrainResult,
@@ -21,6 +20,7 @@ from training.train import (
     save_checkpoint,
     train,
 )
+from tests.conftest import make_image_folder, quick_config
 
 
 def test_short_run_beats_chance_by_a_wide_margin(primer_run: TrainResult) -> None:

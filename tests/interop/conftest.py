@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from clients.server_process import ServerProcess
+from axon.client.server_process import ServerProcess
 
 try:
     import tritonclient.grpc as triton

@@ -27,12 +27,12 @@ from tritonclient.grpc import InferenceServerClient as Client
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from axon.client.server_process import ServerProcess
 from axon.model_card import ModelCard
 from axon.model_repository import CARD_FILENAME, MODEL_FILENAME
-from clients.server_process import ServerProcess
+from axon.training.datasets import ImageDataset
 from tests.interop.descriptors import Contract, describe
 from tests.support.repositories import BROKEN, DIGITS, PETS
-from training.datasets import ImageDataset
 
 Arrays = dict[str, npt.NDArray[np.float32]]
 

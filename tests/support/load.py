@@ -6,7 +6,8 @@ import threading
 
 import numpy as np
 
-from clients.client import AxonClient, AxonClientError, RetryPolicy
+from axon.client.common import AxonClientError, RetryPolicy
+from axon.client.sync_client import AxonClient
 from tests.support.repositories import DIGITS
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)

@@ -9,9 +9,9 @@ from typing import Any
 
 from axon.model_card import ModelCard
 from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
+from axon.training.export import ExportSource, publish
+from axon.training.train import TrainResult
 from tests.support.stall_model import STALL_CONFIG, save_stall_model
-from training.export import ExportSource, publish
-from training.train import TrainResult
 
 DIGITS = "mnist"
 """Two versions (same weights), served with version policy ``all``."""

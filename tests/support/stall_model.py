@@ -130,6 +130,6 @@ def stall_batch(trips: int, rows: int = 1) -> npt.NDArray[np.float32]:
 
 def stall_request(model: str, seconds: float = 1.5) -> oip.ModelInferRequest:
     """A ModelInfer request for stall model ``model`` that keeps it busy about ``seconds``."""
-    from clients.client import infer_request
+    from axon.client.common import infer_request
 
     return infer_request(model, stall_batch(trips_for(seconds)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.auth import ADMIN_METHODS, Role, TokenAuthenticator, TokenConfigError, parse_tokens
+from axon.server.auth import ADMIN_METHODS, Role, TokenAuthenticator, TokenConfigError, parse_tokens
 
 INFER = "infer-0123456789abcdef"
 ADMIN = "admin-0123456789abcdef"

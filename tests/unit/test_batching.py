@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 
 from axon.batching_settings import BatchingSettings
-from server.batching import Array, DynamicBatcher, ExecutionTimes, GatherBuffers
-from server.errors import (
+from axon.server.batching import Array, DynamicBatcher, ExecutionTimes, GatherBuffers
+from axon.server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
     ModelExecutionError,
     QueueFullError,
     ShuttingDownError,
 )
-from server.statistics import ModelStatistics
+from axon.server.statistics import ModelStatistics
 
 WIDTH = 3
 LONG = 10.0
@@ -285,7 +285,7 @@ def test_a_failing_execution_fails_its_whole_batch_and_the_batcher_goes_on(
             assert_own_rows(rows(3), await batcher.submit(rows(3)))
         assert model.batch_sizes == [2, 1]
 
-    with caplog.at_level(logging.ERROR, logger="server.batching"):
+    with caplog.at_level(logging.ERROR, logger="axon.server.batching"):
         asyncio.run(scenario())
     assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
 

@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from clients.aio_load import open_loop
-from clients.bench import check_counters
-from clients.loadgen import LoadError, LoadResult
-from clients.scenarios import (
+from axon.benchmarks.aio_load import open_loop
+from axon.benchmarks.bench import check_counters
+from axon.benchmarks.loadgen import LoadError, LoadResult
+from axon.benchmarks.scenarios import (
     H2loadPlan,
     OpenLoopSchedule,
     Scenario,

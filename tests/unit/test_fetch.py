@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import fetch, pypi_mnist
-from training.datasets import load_idx_dataset
-from training.idx import encode_idx, read_idx_bytes, read_idx_labels
+from axon.training import fetch, pypi_mnist
+from axon.training.datasets import load_idx_dataset
+from axon.training.idx import encode_idx, read_idx_bytes, read_idx_labels
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import fetch
-from training.idx import (
+from axon.training import fetch
+from axon.training.idx import (
     IdxFormatError,
     encode_idx,
     parse_idx,

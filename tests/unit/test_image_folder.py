@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from axon.training.datasets import DatasetSpec, load_dataset
+from axon.training.image_folder import ImageFolderError
 from tests.conftest import make_image_folder
-from training.datasets import DatasetSpec, load_dataset
-from training.image_folder import ImageFolderError
 
 
 def test_classes_split_and_shapes(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from server.loop_collectors import LoopCounter, LoopGauge, LoopHistogram
-from server.metrics import LATENCY_BUCKETS
+from axon.server.loop_collectors import LoopCounter, LoopGauge, LoopHistogram
+from axon.server.metrics import LATENCY_BUCKETS
 
 
 def test_histogram_and_counter_pages_equal_prometheus_clients() -> None:

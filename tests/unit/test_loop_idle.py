@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.loop_idle import LoopTicker, ticker_for
+from axon.server.loop_idle import LoopTicker, ticker_for
 
 
 class Recorder:

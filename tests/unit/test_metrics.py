@@ -11,16 +11,16 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.errors import InvalidInputError
-from server.gpu import GpuCollector
-from server.metrics import (
+from axon.server.errors import InvalidInputError
+from axon.server.gpu import GpuCollector
+from axon.server.metrics import (
     Metrics,
     ModelState,
     ServedModelState,
     attribute_call,
     serve_metrics,
 )
-from server.status import outcome_of
+from axon.server.status import outcome_of
 
 
 class FakeContext:

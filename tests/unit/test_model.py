@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.model import PRESETS, DenseNet, parameter_count
+from axon.training.dense_net import PRESETS, DenseNet, parameter_count
 
 
 def test_primer_digit_net_is_784_20_10() -> None:

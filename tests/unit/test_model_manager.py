@@ -13,17 +13,18 @@ import pytest
 
 from axon.batching_settings import BatchingSettings
 from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
-from server.errors import (
+from axon.server.errors import (
     InvalidInputError,
     ModelLoadError,
     ModelNotFoundError,
     ModelNotReadyError,
     ServingError,
 )
-from server.repository import IndexEntry, ModelManager, VersionPolicy
-from server.runtime import SessionSettings
+from axon.server.model_manager import IndexEntry, ModelManager
+from axon.server.runtime import SessionSettings
+from axon.server.version_policy import VersionPolicy
+from axon.training.train import TrainResult
 from tests.support.repositories import publish_run
-from training.train import TrainResult
 
 NAME = "mnist"
 BATCHING = BatchingSettings(max_batch_size=64, max_queue_delay_ms=1, max_queue_size=128)
@@ -367,7 +368,7 @@ def test_external_data_outside_the_model_folder_is_refused(repository: ModelRepo
 
 def test_the_repository_watcher_reloads_on_change_and_retries_a_failure_only_after_a_fix(
         published: Path, repository: ModelRepository) -> None:
-    from server.repository_watch import RepositoryWatcher
+    from axon.server.repository_watch import RepositoryWatcher
 
     async def scenario(manager: ModelManager) -> None:
         await manager.load(NAME)

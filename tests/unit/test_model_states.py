@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from axon.batching_settings import BatchingSettings
 from axon.model_repository import MODEL_FILENAME, ModelRepository
-from server.metrics import Metrics
-from server.model_states import watch_models
-from server.repository import ModelManager, VersionPolicy
-from server.runtime import SessionSettings
+from axon.server.metrics import Metrics
+from axon.server.model_manager import ModelManager
+from axon.server.model_states import watch_models
+from axon.server.runtime import SessionSettings
+from axon.server.version_policy import VersionPolicy
 
 
 @pytest.fixture

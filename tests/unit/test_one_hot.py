@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.model import one_hot, one_hot_cross_entropy
+from axon.training.dense_net import one_hot, one_hot_cross_entropy
 
 
 def test_cat_dog_encoding() -> None:

@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from axon.model_repository import MODEL_FILENAME, ModelRepository
-from server.errors import ModelLoadError
-from server.runtime import (
+from axon.server.errors import ModelLoadError
+from axon.server.runtime import (
     CPU_PROVIDER,
     ModelRuntime,
     SessionSettings,
@@ -23,8 +23,8 @@ from server.runtime import (
     provider_name,
     resolve_providers,
 )
+from axon.training.train import TrainResult
 from tests.support.repositories import publish_run
-from training.train import TrainResult
 
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from axon.cpus import usable_cpus
-from server.config import ENV_PREFIX, load_settings
+from axon.server.config import ENV_PREFIX, load_settings
 
 
 @pytest.fixture(autouse=True)

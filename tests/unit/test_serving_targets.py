@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clients.bench import Measurement, Pair, target_verdicts
-from clients.scenarios import Scenario
+from axon.benchmarks.bench import Measurement, Pair, target_verdicts
+from axon.benchmarks.scenarios import Scenario
 
 
 def measured(images_per_second: float, cpu: float, p50: float = 1.0, *,

@@ -8,9 +8,9 @@ import re
 import grpc
 import pytest
 
-from server import errors
-from server.errors import ModelExecutionError, ServingError
-from server.status import status_of
+from axon.server import errors
+from axon.server.errors import ModelExecutionError, ServingError
+from axon.server.status import status_of
 
 CODES: dict[type[ServingError], grpc.StatusCode] = {
     errors.ServingError: grpc.StatusCode.INTERNAL,
@@ -56,7 +56,7 @@ def raised(error: Exception) -> Exception:
 def test_an_unexpected_error_is_internal_with_an_incident_id_and_no_internals(
         caplog: pytest.LogCaptureFixture) -> None:
     error = raised(KeyError("/srv/secret/weights.bin"))
-    with caplog.at_level(logging.ERROR, logger="server.status"):
+    with caplog.at_level(logging.ERROR, logger="axon.server.status"):
         code, message = status_of(error, "/inference.GRPCInferenceService/ModelInfer")
     assert code == grpc.StatusCode.INTERNAL
     match = INCIDENT.match(message)
@@ -71,7 +71,7 @@ def test_an_unexpected_error_is_internal_with_an_incident_id_and_no_internals(
 
 
 def test_each_incident_gets_its_own_id(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="server.status"):
+    with caplog.at_level(logging.ERROR, logger="axon.server.status"):
         messages = [status_of(raised(RuntimeError("bug")))[1] for _ in range(3)]
     incidents = {match.group(1) for match in map(INCIDENT.match, messages) if match}
     assert len(incidents) == 3

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 from google.protobuf.message import DecodeError
 
-from server.errors import InvalidInputError
-from server.servicers.streams import answer_concurrently
+from axon.server.errors import InvalidInputError
+from axon.server.servicers.streams import answer_concurrently
 
 TIMEOUT = 5.0
 

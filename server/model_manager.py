@@ -1,4 +1,5 @@
-"""Which model versions are served: loading them by version policy, swapping, unloading.
+"""The model manager: which versions of each model are served, loaded by their version policy,
+swapped on reload, unloaded; request lookup and the repository index.
 
 A (re)load builds the new versions' sessions in a worker thread while the old ones keep serving,
 swaps them in at once, then lets the old ones finish their queued requests before closing them.
@@ -23,60 +24,21 @@ from axon.model_repository import (
     RepositoryError,
     validate_model_name,
 )
-from server.batching import BatchObserver
-from server.errors import (
+from axon.server.batching import BatchObserver
+from axon.server.errors import (
     InvalidInputError,
     ModelLoadError,
     ModelNotFoundError,
     ModelNotReadyError,
     shown,
 )
-from server.model import ServedModel
-from server.runtime import TENSORRT_PROVIDER, ModelRuntime, SessionSettings
+from axon.server.runtime import TENSORRT_PROVIDER, ModelRuntime, SessionSettings
+from axon.server.served_model import ServedModel
+from axon.server.version_policy import VersionPolicy
 
 log = logging.getLogger(__name__)
 
 _VERSION = re.compile(r"[0-9]{1,18}")
-_POLICY = re.compile(r"^(latest|all|specific)(?::(\d+(?:,\d+)*))?$")
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """Which of a model's versions to serve: ``latest[:N]``, ``all`` or ``specific:V[,V...]``."""
-
-    kind: Literal["latest", "all", "specific"] = "latest"
-    latest_count: int = 1
-    versions: tuple[int, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> VersionPolicy:
-        match = _POLICY.match(text.strip())
-        numbers = tuple(int(n) for n in match.group(2).split(",")) if match and \
-            match.group(2) else ()
-        if match is None or (match.group(1) == "all" and numbers) or \
-                (match.group(1) == "specific" and not numbers) or any(n < 1 for n in numbers) \
-                or (match.group(1) == "latest" and len(numbers) > 1):
-            raise ValueError(f"invalid version policy {text!r}: use latest, latest:N, all or "
-                             "specific:V1,V2")
-        kind: Literal["latest", "all", "specific"] = match.group(1)  # type: ignore[assignment]
-        if kind == "latest":
-            return cls(kind, numbers[0] if numbers else 1)
-        return cls(kind, versions=tuple(sorted(set(numbers))))
-
-    def select(self, available: list[int]) -> list[int]:
-        """The versions to serve out of ``available`` (ascending)."""
-        if self.kind == "all":
-            return list(available)
-        if self.kind == "specific":
-            return [v for v in available if v in self.versions]
-        return sorted(available)[-self.latest_count:]
-
-    def __str__(self) -> str:
-        if self.kind == "latest":
-            return "latest" if self.latest_count == 1 else f"latest:{self.latest_count}"
-        if self.kind == "all":
-            return "all"
-        return "specific:" + ",".join(map(str, self.versions))
 
 
 class ModelObserver(Protocol):

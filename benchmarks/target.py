@@ -17,8 +17,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from clients.client import AxonClient, AxonClientError, classify_request, infer_request
-from clients.loadgen import Call, LoadError
+from axon.benchmarks.loadgen import Call, LoadError
+from axon.client.common import AxonClientError, classify_request, infer_request
+from axon.client.sync_client import AxonClient
 
 Api = Literal["infer", "classify"]
 METHODS: dict[Api, str] = {

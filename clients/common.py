@@ -1,36 +1,42 @@
-"""A small typed client for Axon: classification and Open Inference Protocol calls.
+"""What Axon's two clients share: errors, retries, requests and results, and the calls
+themselves -- each defined once, as a ``Call`` (the stub method, how to build its request,
+what to return from its response), which ``AxonClient`` runs blocking and
+``AsyncAxonClient`` awaits.
 
 Errors come back as ``AxonClientError`` carrying the server's ``grpc.StatusCode`` (an enum, not
 a string) and its message. Unary calls that fail with UNAVAILABLE (server restarting, connection
 lost), RESOURCE_EXHAUSTED (queue full) or CANCELLED by the server (a call caught by a shutdown)
-are retried with exponential back-off and jitter, a
-bounded number of times and never past the call's deadline (``RetryPolicy``); every Axon call is
-safe to repeat (inference is stateless; loads and unloads are idempotent).
+are retried with exponential back-off and jitter, a bounded number of times and never past the
+call's deadline (``RetryPolicy``); every Axon call is safe to repeat (inference is stateless;
+loads and unloads are idempotent).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import grpc
-import numpy as np
-import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from axon.client.security import NO_SECURITY, ConnectionSecurity
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
 from axon.protocol.v1 import classification_pb2 as cls
 from axon.protocol.v1 import classification_pb2_grpc as cls_grpc
-from clients.security import NO_SECURITY, ConnectionSecurity
+
+if TYPE_CHECKING:
+    # numpy is imported where arrays are made: `axon classify` sends files and never needs it.
+    import numpy as np
+    import numpy.typing as npt
 
 DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
+ResultT = TypeVar("ResultT")
 
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -114,11 +120,13 @@ class Classification:
     """Per image, the top-k classes, most probable first."""
 
 
-ImageSource = bytes | npt.NDArray[np.uint8]
+ImageSource: TypeAlias = "bytes | npt.NDArray[np.uint8]"
 """Encoded PNG/JPEG bytes, or uint8 pixels [H, W] or [H, W, C]."""
 
 
 def image_message(image: ImageSource) -> cls.Image:
+    import numpy as np
+
     if isinstance(image, bytes):
         return cls.Image(encoded=image)
     pixels = image if image.ndim == 3 else image[..., np.newaxis]
@@ -131,6 +139,8 @@ def infer_request(model: str, batch: npt.NDArray[np.float32], *, version: str = 
                   input_name: str = "input", outputs: Sequence[str] = (),
                   request_id: str = "") -> oip.ModelInferRequest:
     """A ModelInferRequest with ``batch`` as raw FP32 contents."""
+    import numpy as np
+
     return oip.ModelInferRequest(
         model_name=model, model_version=version, id=request_id,
         inputs=[oip.ModelInferRequest.InferInputTensor(
@@ -153,19 +163,76 @@ def classification_of(response: cls.ClassifyResponse) -> Classification:
 
 def response_arrays(response: oip.ModelInferResponse) -> dict[str, npt.NDArray[np.float32]]:
     """Output name -> array, from a response's raw contents."""
+    import numpy as np
+
     return {tensor.name: np.frombuffer(raw, dtype="<f4").reshape(tuple(tensor.shape))
             for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
 
 
-class _ClientTimeout:
-    """The default of a per-call ``timeout``: the client's own."""
+def client_error(error: grpc.RpcError) -> AxonClientError:
+    """The client exception for a failed call, keeping its status code (from a blocking call's
+    ``grpc.Call`` or an asyncio call's ``AioRpcError``)."""
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+        return AxonClientError(error.code(), error.details() or "")
+    return AxonClientError(grpc.StatusCode.UNKNOWN, str(error))
 
 
-CLIENT_TIMEOUT = _ClientTimeout()
+@dataclass(frozen=True)
+class Call(Generic[ResultT]):
+    """One unary call of the API: which stub method, its request from the caller's arguments,
+    and the result from its response."""
+
+    service: str
+    """``inference``, ``classifier`` or ``health``: the client's stub attribute."""
+    method: str
+    request: Callable[..., Any]
+    result: Callable[[Any], ResultT]
 
 
-class AxonClient:
-    """Blocking client over one channel; use as a context manager."""
+def _same(response: Any) -> Any:
+    return response
+
+
+SERVER_READY: Call[bool] = Call("inference", "ServerReady", oip.ServerReadyRequest,
+                                lambda response: bool(response.ready))
+CLASSIFY: Call[Classification] = Call(
+    "classifier", "Classify",
+    lambda images, model="", version="", top_k=1: classify_request(images, model, version,
+                                                                   top_k),
+    classification_of)
+INFER: Call[dict[str, npt.NDArray[np.float32]]] = Call(
+    "inference", "ModelInfer",
+    lambda model, batch, version="", outputs=(): infer_request(model, batch, version=version,
+                                                               outputs=outputs),
+    response_arrays)
+HEALTH: Call[str] = Call(
+    "health", "Check", lambda service="": health_pb2.HealthCheckRequest(service=service),
+    lambda response: str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)))
+MODEL_METADATA: Call[oip.ModelMetadataResponse] = Call(
+    "inference", "ModelMetadata",
+    lambda model, version="": oip.ModelMetadataRequest(name=model, version=version), _same)
+MODELS: Call[list[cls.ModelDescription]] = Call(
+    "classifier", "ListModels", cls.ListModelsRequest,
+    lambda response: list(response.models))
+REPOSITORY_INDEX: Call[list[oip.RepositoryIndexResponse.ModelIndex]] = Call(
+    "inference", "RepositoryIndex",
+    lambda ready_only=False: oip.RepositoryIndexRequest(ready=ready_only),
+    lambda response: list(response.models))
+LOAD_MODEL: Call[None] = Call(
+    "inference", "RepositoryModelLoad",
+    lambda model: oip.RepositoryModelLoadRequest(model_name=model), lambda response: None)
+UNLOAD_MODEL: Call[None] = Call(
+    "inference", "RepositoryModelUnload",
+    lambda model: oip.RepositoryModelUnloadRequest(model_name=model), lambda response: None)
+STATISTICS: Call[list[oip.ModelStatistics]] = Call(
+    "inference", "ModelStatistics",
+    lambda model="", version="": oip.ModelStatisticsRequest(name=model, version=version),
+    lambda response: list(response.model_stats))
+
+
+class ClientBase:
+    """What both clients are constructed with and keep: the address, deadline, retries,
+    security, the channel (each opens its own kind) and the stubs on it."""
 
     def __init__(self, address: str, *, timeout: float | None = 30.0,
                  max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
@@ -179,114 +246,19 @@ class AxonClient:
         self.retries = 0
         """Calls repeated so far (for logs and tests)."""
         self.metadata = security.metadata
-        self.channel = security.channel(address, channel_options(max_message_bytes))
+        self.channel = self._open_channel(security, channel_options(max_message_bytes))
         self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
         self.classifier = cls_grpc.ClassifierStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
-    def __enter__(self) -> AxonClient:
-        return self
+    def _open_channel(self, security: ConnectionSecurity,
+                      options: list[tuple[str, int | str]]) -> Any:
+        raise NotImplementedError
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
+    def _method(self, call: Call[Any]) -> Any:
+        stub = {"inference": self.inference, "classifier": self.classifier,
+                "health": self.health_stub}[call.service]
+        return getattr(stub, call.method)
 
-    def close(self) -> None:
-        self.channel.close()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the channel connects and the server reports ready."""
-        grpc.channel_ready_future(self.channel).result(timeout)
-        if not self._call(self.inference.ServerReady, oip.ServerReadyRequest()).ready:
-            raise AxonClientError(grpc.StatusCode.UNAVAILABLE, "the server is not ready")
-
-    def classify(self, images: Sequence[ImageSource], *, model: str = "", version: str = "",
-                 top_k: int = 1) -> Classification:
-        response = self._call(self.classifier.Classify,
-                              classify_request(images, model, version, top_k))
-        return classification_of(response)
-
-    def classify_stream(self, requests: Iterator[tuple[str, cls.ClassifyRequest]], *,
-                        timeout: float | _ClientTimeout | None = CLIENT_TIMEOUT,
-                        ) -> Iterator[cls.ClassifyStreamResponse]:
-        """Answers (in completion order) to ``(id, request)`` pairs sent on one stream.
-
-        ``timeout`` bounds the whole stream (default: the client's timeout; None: no deadline,
-        for streams as long as their input).
-        """
-        messages = (cls.ClassifyStreamRequest(id=i, request=r) for i, r in requests)
-        deadline = self.timeout if isinstance(timeout, _ClientTimeout) else timeout
-        try:
-            yield from self.classifier.ClassifyStream(messages, timeout=deadline,
-                                                      metadata=self.metadata)
-        except grpc.RpcError as error:
-            raise client_error(error) from None
-
-    def infer(self, model: str, batch: npt.NDArray[np.float32], *, version: str = "",
-              outputs: Sequence[str] = ()) -> dict[str, npt.NDArray[np.float32]]:
-        response = self._call(
-            self.inference.ModelInfer,
-            infer_request(model, batch, version=version, outputs=outputs))
-        return response_arrays(response)
-
-    def health(self, service: str = "") -> str:
-        """grpc.health.v1 status of the server (``""``) or of a model by name: ``SERVING``,
-        ``NOT_SERVING``; NOT_FOUND (raised) for a name the server does not know."""
-        response = self._call(self.health_stub.Check,
-                              health_pb2.HealthCheckRequest(service=service))
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
-
-    def model_metadata(self, model: str, version: str = "") -> oip.ModelMetadataResponse:
-        return self._call(self.inference.ModelMetadata,
-                          oip.ModelMetadataRequest(name=model, version=version))
-
-    def models(self) -> list[cls.ModelDescription]:
-        response = self._call(self.classifier.ListModels, cls.ListModelsRequest())
-        return list(response.models)
-
-    def repository_index(self, ready_only: bool = False,
-                         ) -> list[oip.RepositoryIndexResponse.ModelIndex]:
-        """Every version in the server's repository, with its state and the reason."""
-        response = self._call(self.inference.RepositoryIndex,
-                              oip.RepositoryIndexRequest(ready=ready_only))
-        return list(response.models)
-
-    def load_model(self, model: str) -> None:
-        """(Re)load ``model`` from the repository (needs the admin role where tokens are on)."""
-        self._call(self.inference.RepositoryModelLoad,
-                   oip.RepositoryModelLoadRequest(model_name=model))
-
-    def unload_model(self, model: str) -> None:
-        """Stop serving ``model``; queued requests finish (admin role where tokens are on)."""
-        self._call(self.inference.RepositoryModelUnload,
-                   oip.RepositoryModelUnloadRequest(model_name=model))
-
-    def statistics(self, model: str = "", version: str = "") -> list[oip.ModelStatistics]:
-        response = self._call(
-            self.inference.ModelStatistics,
-            oip.ModelStatisticsRequest(name=model, version=version))
-        return list(response.model_stats)
-
-    def _call(self, method: grpc.UnaryUnaryMultiCallable[RequestT, ResponseT],
-              request: RequestT) -> ResponseT:
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        pauses = retry_pauses(self.retry)
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            try:
-                return method(request, timeout=remaining, metadata=self.metadata)
-            except grpc.RpcError as error:
-                failure = client_error(error)
-            pause = next(pauses, None)
-            if not should_retry(failure, pause, deadline):
-                raise failure
-            time.sleep(pause or 0.0)
-            self.retries += 1
-
-
-def client_error(error: grpc.RpcError) -> AxonClientError:
-    """The client exception for a failed call, keeping its status code (from a blocking call's
-    ``grpc.Call`` or an asyncio call's ``AioRpcError``)."""
-    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
-        return AxonClientError(error.code(), error.details() or "")
-    return AxonClientError(grpc.StatusCode.UNKNOWN, str(error))
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout

@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from axon.preprocessing import ImageDecodeError, decode_image, fit_pixels, plain_png
-from server.errors import InvalidInputError
-from server.model import ServedModel
+from axon.server.errors import InvalidInputError
+from axon.server.served_model import ServedModel
 
 PROBABILITIES_OUTPUT = "probabilities"
 Pixels = npt.NDArray[np.uint8]

@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from axon.errors import AxonError
-from clients.scenarios import (
+from axon.benchmarks.scenarios import (
     DEFAULT_MAX_OUTSTANDING,
     H2loadPlan,
     OpenLoopSchedule,
     Scenario,
     lateness,
 )
+from axon.errors import AxonError
 
 H2LOAD_LATE_SHARE = 0.01
 """An h2load open loop is refused when more than this share of its requests went out late."""
@@ -178,7 +178,7 @@ def run_python(call: Call, scenario: Scenario, seconds: float, *,
         body_path.write_bytes(call.body)
         before = _children_cpu()
         completed = subprocess.run(
-            [sys.executable, "-m", "clients.aio_load", call.address, call.method,
+            [sys.executable, "-m", "axon.benchmarks.aio_load", call.address, call.method,
              str(body_path), f"{seconds!r}", str(out_path), *load, *call.security_flags],
             capture_output=True, text=True, check=False)
         cpu = _children_cpu() - before

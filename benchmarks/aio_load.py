@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from clients.cli import add_security_arguments, security_from
-from clients.client import DEFAULT_MESSAGE_BYTES, channel_options
-from clients.scenarios import DEFAULT_MAX_OUTSTANDING, OpenLoopSchedule
+from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING, OpenLoopSchedule
+from axon.client.cli import add_security_arguments, security_from
+from axon.client.common import DEFAULT_MESSAGE_BYTES, channel_options
 
 OPEN_LOOP_DEADLINE_S = 10.0
 """Each open-loop call's deadline: an overloaded server's backlog ends as DEADLINE_EXCEEDED

@@ -9,10 +9,10 @@ import numpy as np
 
 from axon.batching_settings import BatchingSettings
 from axon.model_card import ModelCard
-from server.batching import Array, BatchObserver, DynamicBatcher, Outputs
-from server.errors import InvalidInputError
-from server.runtime import ModelRuntime
-from server.statistics import ModelStatistics
+from axon.server.batching import Array, BatchObserver, DynamicBatcher, Outputs
+from axon.server.errors import InvalidInputError
+from axon.server.runtime import ModelRuntime
+from axon.server.statistics import ModelStatistics
 
 PLATFORM = "onnxruntime_onnx"
 

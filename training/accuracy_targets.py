@@ -14,8 +14,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from training.datasets import DatasetKind, DatasetSpec
-from training.train import Hyperparameters, TrainConfig, train
+from axon.training.datasets import DatasetKind, DatasetSpec
+from axon.training.train import Hyperparameters, TrainConfig, train
 
 
 @dataclass(frozen=True)

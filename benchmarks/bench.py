@@ -24,11 +24,11 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from axon.benchmarks.loadgen import Call, LoadError, LoadResult, run_h2load, run_python
+from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING, Mode, Scenario
+from axon.benchmarks.target import Api, Target
 from axon.model_card import ModelCard
 from axon.preprocessing import SERVED_FORMATS, load_image
-from clients.bench_target import Api, Target
-from clients.loadgen import Call, LoadError, LoadResult, run_h2load, run_python
-from clients.scenarios import DEFAULT_MAX_OUTSTANDING, Mode, Scenario
 
 LATENCY_PERCENTILES = (50, 75, 90, 95, 99, 99.9, 100)
 

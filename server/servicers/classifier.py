@@ -10,14 +10,20 @@ import grpc
 
 from axon.protocol.v1 import classification_pb2 as pb
 from axon.protocol.v1 import classification_pb2_grpc as pb_grpc
-from server.classification import ImageFailure, ImageInput, ImageResult, RawPixels, classify
-from server.errors import InvalidInputError
-from server.metrics import Metrics
-from server.model import ServedModel
-from server.repository import ModelManager
-from server.servicers.inference import deadline_of, resolve
-from server.servicers.streams import answer_concurrently
-from server.status import outcome_of
+from axon.server.errors import InvalidInputError
+from axon.server.image_classification import (
+    ImageFailure,
+    ImageInput,
+    ImageResult,
+    RawPixels,
+    classify,
+)
+from axon.server.metrics import Metrics
+from axon.server.model_manager import ModelManager
+from axon.server.served_model import ServedModel
+from axon.server.servicers.inference import deadline_of, resolve
+from axon.server.servicers.streams import answer_concurrently
+from axon.server.status import outcome_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 * 1024
