@@ -23,6 +23,7 @@ from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
 from axon.protocol.v1 import classification_pb2, classification_pb2_grpc
 from axon.server.auth import Token, TokenAuthenticator, load_tokens
 from axon.server.config import ServerSettings
+from axon.server.data_plane import DataPlane
 from axon.server.drain import Drain
 from axon.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from axon.server.model_manager import ModelManager
@@ -50,7 +51,7 @@ class AxonServer:
     server: grpc.aio.Server
     port: int
     models: ModelManager
-    inference: InferenceServicer
+    plane: DataPlane
     health: health.aio.HealthServicer
     decoder: ThreadPoolExecutor
     drain: Drain
@@ -61,7 +62,7 @@ class AxonServer:
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls with UNAVAILABLE, give the admitted ones up to
         ``grace`` s to finish, then close the port and the models."""
-        self.inference.ready = False
+        self.plane.ready = False
         if self.watcher is not None:
             self.watcher.cancel()
         try:
@@ -107,8 +108,8 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     models = _model_manager(settings, repository, report, metrics)
     if metrics is not None:
         watch_models(metrics, models, asyncio.get_running_loop())
-    inference = InferenceServicer(models, model_control=settings.model_control,
-                                  max_stream_in_flight=settings.max_stream_in_flight,
+    plane = DataPlane(models, model_control=settings.model_control)
+    inference = InferenceServicer(plane, max_stream_in_flight=settings.max_stream_in_flight,
                                   metrics=metrics)
     # Image decoding runs here, off the event loop: a 49 KB PNG can declare 16 megapixels.
     decoder = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="decode")
@@ -155,7 +156,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         if endpoint is not None:
             endpoint.close()
         raise
-    running = AxonServer(server, port, models, inference, health_servicer, decoder, drain,
+    running = AxonServer(server, port, models, plane, health_servicer, decoder, drain,
                          metrics, endpoint)
     names = list(settings.models) or repository.model_names()
     if not names:
@@ -171,7 +172,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         watcher = RepositoryWatcher(models, settings.repository_poll_seconds,
                                     load_new=not settings.models)
         running.watcher = asyncio.create_task(watcher.run(), name="repository watcher")
-    inference.ready = True
+    plane.ready = True
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
     return running
 

@@ -236,6 +236,11 @@ class ModelManager:
                                      f"(loaded: {_numbers(slot.versions)})")
         return served
 
+    def policy_of(self, name: str) -> VersionPolicy:
+        """The version policy ``name`` is served under: its config.json's, else the server's."""
+        slot = self._slots.get(name)
+        return self.policy if slot is None else slot.policy
+
     def served_names(self) -> list[str]:
         """The models the server means to serve: loaded, loading, or failed to load -- not
         those unloaded on purpose (or never asked for)."""

@@ -34,6 +34,9 @@ PROVIDER_ALIASES = {
 }
 CPU_PROVIDER = "CPUExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+DEVICE_PROVIDERS = frozenset({"CUDAExecutionProvider", TENSORRT_PROVIDER,
+                              "ROCMExecutionProvider"})
+"""Providers that run on the GPU named by ``SessionSettings.device_id``."""
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 _GRAPH_LEVELS = {
@@ -138,6 +141,8 @@ class ModelRuntime:
                              for o in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
         self.provider: str = self._session.get_providers()[0]
+        self.device_id = settings.device_id if self.provider in DEVICE_PROVIDERS else None
+        """The GPU the model runs on; None off the GPU."""
         if self.provider != settings.providers[0]:
             log.warning("%s runs on %s: onnxruntime could not start %s here", path,
                         self.provider, settings.providers[0])
@@ -156,6 +161,6 @@ def _item_shape(shape: Sequence[int | str | None]) -> tuple[int, ...]:
 
 def _provider_options(name: str, settings: SessionSettings) -> dict[str, str]:
     options = dict(settings.provider_options.get(name, {}))
-    if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider"):
+    if name in DEVICE_PROVIDERS:
         options.setdefault("device_id", str(settings.device_id))
     return options

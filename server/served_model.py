@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +16,17 @@ from axon.server.runtime import ModelRuntime
 from axon.server.statistics import ModelStatistics
 
 PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChoice:
+    """One output a request asks for: which of the model's outputs, and whether as classes."""
+
+    index: int
+    """Into the model's outputs."""
+    classes: int = 0
+    """The classification extension's k: the output as the k highest "score:index:label"
+    strings of each item; 0: the tensor itself."""
 
 
 class ServedModel:
@@ -34,6 +46,8 @@ class ServedModel:
         self.batcher = DynamicBatcher(runtime.run, batching, observer, f"{name} v{version}")
         self.output_names = tuple(spec.name for spec in runtime.outputs)
         self.output_indexes = tuple(range(len(self.output_names)))
+        self.output_choices = tuple(OutputChoice(index) for index in self.output_indexes)
+        """Every output as a tensor: what a request that names no outputs gets."""
         self.response_templates: dict[tuple[object, ...], bytes] = {}
         """Serialized response headers by outputs and shapes (server/servicers/tensors.py)."""
 

@@ -69,6 +69,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=axon_dot_protocol_dot_open__inference__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=axon_dot_protocol_dot_open__inference__pb2.ModelStreamInferResponse.FromString,
                 _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelConfig',
+                request_serializer=axon_dot_protocol_dot_open__inference__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=axon_dot_protocol_dot_open__inference__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
         self.ModelStatistics = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelStatistics',
                 request_serializer=axon_dot_protocol_dot_open__inference__pb2.ModelStatisticsRequest.SerializeToString,
@@ -144,6 +149,14 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelConfig(self, request, context):
+        """Model configuration extension: the model's configuration in Triton's schema
+        (model_config.proto), built from its model card and serving settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ModelStatistics(self, request, context):
         """Statistics extension: cumulative per model version counts and durations.
         """
@@ -207,6 +220,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelStreamInfer,
                     request_deserializer=axon_dot_protocol_dot_open__inference__pb2.ModelInferRequest.FromString,
                     response_serializer=axon_dot_protocol_dot_open__inference__pb2.ModelStreamInferResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=axon_dot_protocol_dot_open__inference__pb2.ModelConfigRequest.FromString,
+                    response_serializer=axon_dot_protocol_dot_open__inference__pb2.ModelConfigResponse.SerializeToString,
             ),
             'ModelStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelStatistics,
@@ -418,6 +436,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelStreamInfer',
             axon_dot_protocol_dot_open__inference__pb2.ModelInferRequest.SerializeToString,
             axon_dot_protocol_dot_open__inference__pb2.ModelStreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelConfig',
+            axon_dot_protocol_dot_open__inference__pb2.ModelConfigRequest.SerializeToString,
+            axon_dot_protocol_dot_open__inference__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

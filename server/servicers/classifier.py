@@ -10,6 +10,7 @@ import grpc
 
 from axon.protocol.v1 import classification_pb2 as pb
 from axon.protocol.v1 import classification_pb2_grpc as pb_grpc
+from axon.server.data_plane import resolve
 from axon.server.errors import InvalidInputError
 from axon.server.image_classification import (
     ImageFailure,
@@ -21,7 +22,7 @@ from axon.server.image_classification import (
 from axon.server.metrics import Metrics
 from axon.server.model_manager import ModelManager
 from axon.server.served_model import ServedModel
-from axon.server.servicers.inference import deadline_of, resolve
+from axon.server.servicers.inference import deadline_of
 from axon.server.servicers.streams import answer_concurrently
 from axon.server.status import outcome_of
 

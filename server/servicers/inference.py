@@ -1,8 +1,9 @@
-"""The Open Inference Protocol servicer (package ``inference``), with Triton's extensions."""
+"""The Open Inference Protocol servicer (package ``inference``), with Triton's extensions:
+protobuf in and out around the data plane (server/data_plane.py) and the tensor rules
+(server/tensors.py)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,30 +13,19 @@ import grpc
 from axon import __version__
 from axon.protocol import open_inference_pb2 as pb
 from axon.protocol import open_inference_pb2_grpc as pb_grpc
-from axon.server.errors import (
-    InvalidInputError,
-    ModelControlDisabledError,
-    ModelNotFoundError,
-    ServingError,
-    shown,
-    shown_all,
-)
-from axon.server.metrics import Metrics, attribute_call
-from axon.server.model_manager import ModelManager
-from axon.server.served_model import PLATFORM, ServedModel
+from axon.server.data_plane import EXTENSIONS, SERVER_NAME, DataPlane
+from axon.server.metrics import Metrics
 from axon.server.servicers.streams import answer_concurrently
 from axon.server.servicers.tensors import (
-    MODEL_DATATYPE,
     infer_response,
     request_batch,
+    request_deadline,
     requested_outputs,
 )
-from axon.server.statistics import Duration, ModelStatistics
 from axon.server.status import outcome_of
+from axon.server.tensors import earliest
 
 Context = grpc.aio.ServicerContext[Any, Any]
-SERVER_NAME = "axon"
-EXTENSIONS = ("model_repository", "statistics")
 
 
 def deadline_of(context: Context) -> float | None:
@@ -44,26 +34,12 @@ def deadline_of(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def resolve(models: ModelManager, name: str, version: str) -> ServedModel:
-    """The model version a request names; the call is labelled with it for the metrics -- with
-    the name alone when a model the server knows cannot answer (unloaded, loading, no such
-    version), so an outage of that model shows under its name."""
-    if models.knows(name):
-        attribute_call(name)
-    model = models.get(name, version)
-    attribute_call(model.name, model.version)
-    return model
-
-
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, models: ModelManager, *, model_control: bool = True,
-                 max_stream_in_flight: int = 256, metrics: Metrics | None = None) -> None:
-        self._models = models
+    def __init__(self, plane: DataPlane, *, max_stream_in_flight: int = 256,
+                 metrics: Metrics | None = None) -> None:
+        self._plane = plane
         self._metrics = metrics
-        self._model_control = model_control
         self._max_stream_in_flight = max_stream_in_flight
-        self.ready = False
-        """Set by the server once the models it was started with are loaded."""
 
     async def ServerLive(self, request: pb.ServerLiveRequest,
                          context: Context) -> pb.ServerLiveResponse:
@@ -71,17 +47,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerReady(self, request: pb.ServerReadyRequest,
                           context: Context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.ready)
+        return pb.ServerReadyResponse(ready=self._plane.ready)
 
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: Context) -> pb.ModelReadyResponse:
-        try:
-            resolve(self._models, request.name, request.version)
-        except InvalidInputError:
-            raise
-        except ServingError:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+        return pb.ModelReadyResponse(ready=self._plane.model_ready(request.name,
+                                                                   request.version))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: Context) -> pb.ServerMetadataResponse:
@@ -90,19 +61,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: Context) -> pb.ModelMetadataResponse:
-        model = resolve(self._models, request.name, request.version)
-        runtime = model.runtime
+        metadata = self._plane.model_metadata(request.name, request.version)
         return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=[str(m.version) for m in self._models.loaded(model.name)],
-            platform=PLATFORM,
+            name=metadata.name, versions=metadata.versions, platform=metadata.platform,
             inputs=[pb.ModelMetadataResponse.TensorMetadata(
-                name=runtime.input.name, datatype=MODEL_DATATYPE,
-                shape=(-1, *runtime.input.shape))],
+                name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
             outputs=[pb.ModelMetadataResponse.TensorMetadata(
-                name=output.name, datatype=MODEL_DATATYPE, shape=(-1, *output.shape))
-                for output in runtime.outputs],
-            properties=_properties(model))
+                name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
+            properties=metadata.properties)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest,
+                          context: Context) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self._plane.model_config(request.name,
+                                                                      request.version))
 
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: Context) -> pb.ModelInferResponse:
@@ -129,94 +100,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
                               context: Context) -> pb.ModelStatisticsResponse:
-        if request.name:
-            models = [self._models.get(request.name, request.version)] if request.version \
-                else self._models.loaded(request.name)
-            if not models:
-                self._models.get(request.name)  # raises the precise NOT_FOUND / UNAVAILABLE
-        elif request.version:
-            raise InvalidInputError("a version needs a model name")
-        else:
-            models = self._models.loaded()
         return pb.ModelStatisticsResponse(
-            model_stats=[statistics_message(m.name, m.version, m.statistics) for m in models])
+            model_stats=self._plane.statistics(request.name, request.version))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
                               context: Context) -> pb.RepositoryIndexResponse:
-        self._check_repository_name(request.repository_name)
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(name=entry.name, version=str(entry.version),
                                                   state=entry.state, reason=entry.reason)
-            for entry in self._models.index() if entry.state == "READY" or not request.ready])
+            for entry in self._plane.repository_index(request.repository_name, request.ready)])
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Context) -> pb.RepositoryModelLoadResponse:
-        self._check_model_control(request.repository_name, request.parameters)
-        await self._models.load(request.model_name)
+        await self._plane.load(request.model_name, request.repository_name, request.parameters)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Context) -> pb.RepositoryModelUnloadResponse:
-        self._check_model_control(request.repository_name, request.parameters,
-                                  allowed=("unload_dependents",))
-        await self._models.unload(request.model_name)
+        await self._plane.unload(request.model_name, request.repository_name,
+                                 request.parameters)
         return pb.RepositoryModelUnloadResponse()
 
     async def _infer(self, request: pb.ModelInferRequest,
                      deadline: float | None) -> pb.ModelInferResponse:
-        model = resolve(self._models, request.model_name, request.model_version)
+        model = self._plane.resolve(request.model_name, request.model_version)
         batch = request_batch(request, model)
-        indexes = requested_outputs(request, model)
+        choices = requested_outputs(request, model)
+        if request.parameters:
+            deadline = earliest(deadline, request_deadline(request, time.monotonic()))
         outputs = await model.infer(batch, deadline)
-        return infer_response(request, model, outputs, indexes)
-
-    def _check_repository_name(self, name: str) -> None:
-        served = self._models.repository.root.resolve().name
-        if name and name != served:
-            raise ModelNotFoundError(f"unknown repository {shown(name)}; this server serves "
-                                     f"{served!r}")
-
-    def _check_model_control(self, repository_name: str, parameters: Any,
-                             allowed: tuple[str, ...] = ()) -> None:
-        if not self._model_control:
-            raise ModelControlDisabledError("model control is disabled on this server "
-                                            "(started with --no-model-control)")
-        self._check_repository_name(repository_name)
-        unsupported = sorted(set(parameters) - set(allowed))
-        if unsupported:
-            raise InvalidInputError(f"unsupported parameters {shown_all(unsupported)}; "
-                                    "Axon loads models as the repository holds them (edit the "
-                                    "model's config.json to change how it is served)")
-
-
-def _properties(model: ServedModel) -> dict[str, str]:
-    batching = model.batching
-    return {
-        "execution_provider": model.provider,
-        "max_batch_size": str(batching.max_batch_size),
-        "max_queue_delay_ms": f"{batching.max_queue_delay_ms:g}",
-        "dataset": model.card.dataset,
-        "labels": json.dumps(list(model.card.labels)),
-        "test_accuracy": f"{model.card.test_accuracy:.6f}",
-    }
-
-
-def statistics_message(name: str, version: int,
-                       stats: ModelStatistics) -> pb.ModelStatistics:
-    return pb.ModelStatistics(
-        name=name, version=str(version), last_inference=stats.last_inference_ms,
-        inference_count=stats.inference_count, execution_count=stats.execution_count,
-        inference_stats=pb.InferStatistics(
-            success=_duration(stats.success), fail=_duration(stats.fail),
-            queue=_duration(stats.queue), compute_input=_duration(stats.compute_input),
-            compute_infer=_duration(stats.compute_infer),
-            compute_output=_duration(stats.compute_output)),
-        batch_stats=[pb.InferBatchStatistics(
-            batch_size=size, compute_input=_duration(per_size.compute_input),
-            compute_infer=_duration(per_size.compute_infer),
-            compute_output=_duration(per_size.compute_output))
-            for size, per_size in sorted(stats.batches.items())])
-
-
-def _duration(duration: Duration) -> pb.StatisticDuration:
-    return pb.StatisticDuration(count=duration.count, ns=duration.ns)
+        return infer_response(request, model, outputs, choices)

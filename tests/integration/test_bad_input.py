@@ -110,9 +110,21 @@ CASES = {
         infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
               outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(
                   name="probabilities",
-                  parameters={"classification": oip.InferParameter(int64_param=3)})]),
-        CODE.INVALID_ARGUMENT, "parameter 'classification' asks for the classification "
-        "extension (use axon.v1.Classifier), which Axon does not implement"),
+                  parameters={"shared_memory_region": oip.InferParameter(string_param="r")})]),
+        CODE.INVALID_ARGUMENT, "parameter 'shared_memory_region' asks for the shared-memory "
+        "extension, which Axon does not implement"),
+    "a classification count that is not a count": Case(
+        infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
+              outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(
+                  name="probabilities",
+                  parameters={"classification": oip.InferParameter(int64_param=0)})]),
+        CODE.INVALID_ARGUMENT, "parameter 'classification' of output 'probabilities' must be "
+        "a positive integer (the number of classes), got '0'"),
+    "a timeout that is not a duration": Case(
+        infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
+              parameters={"timeout": oip.InferParameter(string_param="1s")}),
+        CODE.INVALID_ARGUMENT, "parameter 'timeout' must be a non-negative integer (a timeout "
+        "in microseconds), got \"'1s'\""),
     "negative dimension": Case(infer(model_name=DIGITS, inputs=[tensor([-1, 784])],
                                      raw_input_contents=raw(GOOD)),
                                CODE.INVALID_ARGUMENT, "holds -1 items; expected [N, 784]"),

@@ -64,11 +64,22 @@ def describe(file: FileDescriptor) -> Contract:
     return Contract(messages=messages, services=services)
 
 
+def describe_all(*files: FileDescriptor) -> Contract:
+    """The contract of several files of one package (the service and the model
+    configuration, which both Axon and Triton keep in a file of their own)."""
+    merged = Contract(messages={}, services={})
+    for file in files:
+        contract = describe(file)
+        merged["messages"] |= contract["messages"]
+        merged["services"] |= contract["services"]
+    return merged
+
+
 def main() -> None:
     """Print Axon's contract; importing the stubs is why this runs in its own interpreter."""
-    from axon.protocol import open_inference_pb2
+    from axon.protocol import model_config_pb2, open_inference_pb2
 
-    print(json.dumps(describe(open_inference_pb2.DESCRIPTOR)))
+    print(json.dumps(describe_all(open_inference_pb2.DESCRIPTOR, model_config_pb2.DESCRIPTOR)))
 
 
 if __name__ == "__main__":

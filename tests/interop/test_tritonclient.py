@@ -24,14 +24,14 @@ import pytest
 import tritonclient.grpc as triton
 from google.protobuf.descriptor import FieldDescriptor
 from tritonclient.grpc import InferenceServerClient as Client
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from axon.client.server_process import ServerProcess
 from axon.model_card import ModelCard
 from axon.model_repository import CARD_FILENAME, MODEL_FILENAME
 from axon.training.datasets import ImageDataset
-from tests.interop.descriptors import Contract, describe
+from tests.interop.descriptors import Contract, describe, describe_all
 from tests.support.repositories import BROKEN, DIGITS, PETS
 
 Arrays = dict[str, npt.NDArray[np.float32]]
@@ -293,11 +293,13 @@ def message_differences(ours: Contract, theirs: Contract) -> set[str]:
 
 
 def test_every_axon_message_matches_tritonclients(axon_contract: Contract) -> None:
-    differences = message_differences(axon_contract, describe(service_pb2.DESCRIPTOR))
+    differences = message_differences(axon_contract, describe_all(
+        service_pb2.DESCRIPTOR, model_config_pb2.DESCRIPTOR))
     # The Open Inference Protocol's model properties (a map, hence its entry message).
     assert differences == {"inference.ModelMetadataResponse.properties: absent",
                            "inference.ModelMetadataResponse.PropertiesEntry: absent"}
     assert len(axon_contract["messages"]) > 30  # the comparison saw the whole file
+    assert "inference.ModelDynamicBatching" in axon_contract["messages"]  # and the config
 
 
 def test_the_comparison_notices_a_changed_field() -> None:
@@ -317,7 +319,7 @@ def test_every_axon_method_matches_tritonclients(axon_contract: Contract) -> Non
     ours = axon_contract["services"]
     assert list(ours) == ["inference.GRPCInferenceService"]
     service = ours["inference.GRPCInferenceService"]
-    assert len(service) == 11 and service["ModelStreamInfer"]["client_streaming"]
+    assert len(service) == 12 and service["ModelStreamInfer"]["client_streaming"]
     their_service = theirs["inference.GRPCInferenceService"]
     for method, shape in service.items():
         assert their_service.get(method) == shape, method
