@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _ANNOUNCE = re.compile(r"axon: serving \d+ model version\(s\) on \S+:(\d+)"
+                       r"(?:; http on https?://\S+:(\d+))?"
                        r"(?:; metrics on http://\S+:(\d+)/metrics)?$", re.MULTILINE)
 
 
@@ -29,10 +30,24 @@ class ServerProcess:
     log_path: Path
     metrics_port: int | None = None
     """Port of the Prometheus endpoint on 127.0.0.1 (None: started with --no-metrics)."""
+    http_port: int | None = None
+    """Port of the HTTP/REST binding on 127.0.0.1 (None: started with --no-http)."""
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        """``127.0.0.1:PORT`` of the HTTP/REST port; raises if it has none."""
+        if self.http_port is None:
+            raise ServerFailedError("this server was started without HTTP (--no-http)")
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (plain HTTP; a TLS server's is https)."""
+        return f"http://{self.http_address}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -56,15 +71,16 @@ def start_server(repository: Path, log_path: Path, *flags: str,
                  env: dict[str, str] | None = None, timeout: float = 60,
                  launcher: Sequence[str] = (sys.executable, "-m", "axon.cli"),
                  ) -> ServerProcess:
-    """``axon serve`` on 127.0.0.1, port 0 (metrics too); returns once it has announced its
-    ports.
+    """``axon serve`` on 127.0.0.1, port 0 (HTTP and metrics too); returns once it has
+    announced its ports.
 
     ``launcher`` is the command that runs the ``axon`` CLI with the arguments that follow.
     """
     log = log_path.open("wb")
     process = subprocess.Popen(
         [*launcher, "serve", "--model-repository", str(repository),
-         "--address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0", *flags],
+         "--address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
+         "--metrics-address", "127.0.0.1:0", *flags],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     log.close()
     deadline = time.monotonic() + timeout
@@ -72,6 +88,7 @@ def start_server(repository: Path, log_path: Path, *flags: str,
         match = _ANNOUNCE.search(log_path.read_text(errors="replace"))
         if match:
             return ServerProcess(process, int(match[1]), log_path,
+                                 int(match[3]) if match[3] else None,
                                  int(match[2]) if match[2] else None)
         if process.poll() is not None:
             raise ServerFailedError(f"axon serve exited with {process.returncode}:\n"

@@ -1,4 +1,5 @@
-"""Wiring: settings -> model manager -> servicers -> a started gRPC server. Nothing else."""
+"""Wiring: settings -> model manager -> servicers and HTTP routes -> a started gRPC server and
+HTTP server on one event loop. Nothing else."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ from axon.server.auth import Token, TokenAuthenticator, load_tokens
 from axon.server.config import ServerSettings
 from axon.server.data_plane import DataPlane
 from axon.server.drain import Drain
+from axon.server.http.edge import HttpEdge, Limits
+from axon.server.http.router import Router
+from axon.server.http.routes import Routes
+from axon.server.http.server import HttpServer, start_http
 from axon.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from axon.server.model_manager import ModelManager
 from axon.server.model_states import watch_models
@@ -34,7 +39,7 @@ from axon.server.runtime import SessionSettings, resolve_providers
 from axon.server.servicers.classifier import ClassifierServicer
 from axon.server.servicers.inference import InferenceServicer
 from axon.server.status import guard
-from axon.server.tls import server_credentials
+from axon.server.tls import server_credentials, server_ssl_context
 from axon.server.version_policy import VersionPolicy
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,7 @@ class AxonServer:
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     watcher: asyncio.Task[None] | None = None
+    http: HttpServer | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls with UNAVAILABLE, give the admitted ones up to
@@ -71,6 +77,9 @@ class AxonServer:
             if not await self.drain.close(grace):
                 log.warning("%d call(s) still running after the %.1f s grace period are "
                             "cancelled", self.drain.in_flight, grace)
+            left = max(0.0, grace - (time.monotonic() - started))
+            if self.http is not None:
+                await self.http.close(left)
             await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
             try:
                 # Every call has ended; what is left is draining the batchers, which only a
@@ -94,18 +103,13 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     the server and raises: a deployment should fail where it is made, not at the first request.
     """
     health_servicer = health.aio.HealthServicer()
-
-    async def report(name: str, serving: bool) -> None:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if serving
-                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-
     if not settings.model_repository.is_dir():
         raise AxonError(f"model repository {settings.model_repository} is not a folder; train "
                         "a model first (axon train) or point --model-repository at one")
     repository = ModelRepository(settings.model_repository)
     metrics = Metrics(CollectorRegistry(), server_version=__version__) if settings.metrics \
         else None
-    models = _model_manager(settings, repository, report, metrics)
+    models = _model_manager(settings, repository, _reporter(health_servicer), metrics)
     if metrics is not None:
         watch_models(metrics, models, asyncio.get_running_loop())
     plane = DataPlane(models, model_control=settings.model_control)
@@ -118,20 +122,8 @@ async def build_server(settings: ServerSettings) -> AxonServer:
                                     max_stream_in_flight=settings.max_stream_in_flight,
                                     metrics=metrics)
 
-    credentials, interceptors = _security(settings, metrics)
-    # No maximum_concurrent_rpcs: the drain enforces it for less (server/drain.py).
-    server = grpc.aio.server(interceptors=interceptors, options=[
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        # Calls gRPC core holds while the event loop is behind, before Axon sees them. Its
-        # defaults (1,000 to 3,000) let admitted calls wait over a second at twice the
-        # capacity (README, Reliability).
-        ("grpc.server.max_pending_requests", settings.max_pending_calls),
-        ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_calls),
-        # gRPC shares ports by default; then a second server started on a busy port would
-        # silently take half its traffic instead of failing.
-        ("grpc.so_reuseport", 0),
-    ])
+    credentials, interceptors, authenticator = _security(settings, metrics)
+    server = _grpc_server(settings, interceptors)
     drain = Drain(settings.max_concurrent_rpcs)
     register_tolerantly(open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                         guard(inference, INFERENCE_SERVICE, metrics, drain), server)
@@ -152,12 +144,15 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         await server.start()
+        http = await _serve_http(settings, plane, decoder=decoder, drain=drain,
+                                 metrics=metrics, authenticator=authenticator)
     except BaseException:
         if endpoint is not None:
             endpoint.close()
+        await server.stop(0)
         raise
     running = AxonServer(server, port, models, plane, health_servicer, decoder, drain,
-                         metrics, endpoint)
+                         metrics, endpoint, http=http)
     names = list(settings.models) or repository.model_names()
     if not names:
         log.warning("the model repository %s holds no models; load them later with "
@@ -177,6 +172,31 @@ async def build_server(settings: ServerSettings) -> AxonServer:
     return running
 
 
+def _reporter(health_servicer: health.aio.HealthServicer,
+              ) -> Callable[[str, bool], Awaitable[None]]:
+    """Tells the health service when a model starts or stops serving."""
+    async def report(name: str, serving: bool) -> None:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if serving
+                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+    return report
+
+
+def _grpc_server(settings: ServerSettings,
+                 interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
+    # No maximum_concurrent_rpcs: the drain enforces it for less (server/drain.py).
+    return grpc.aio.server(interceptors=interceptors, options=[
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Calls gRPC core holds while the event loop is behind, before Axon sees them. Its
+        # defaults (1,000 to 3,000) let admitted calls wait over a second at twice the
+        # capacity (README, Reliability).
+        ("grpc.server.max_pending_requests", settings.max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_calls),
+        # gRPC shares ports by default; then a second server started on a busy port would
+        # silently take half its traffic instead of failing.
+        ("grpc.so_reuseport", 0),
+    ])
+
 
 def _model_manager(settings: ServerSettings, repository: ModelRepository,
                    on_change: Callable[[str, bool], Awaitable[None]],
@@ -194,7 +214,8 @@ def _model_manager(settings: ServerSettings, repository: ModelRepository,
 
 
 def _security(settings: ServerSettings, metrics: Metrics | None,
-              ) -> tuple[grpc.ServerCredentials | None, list[grpc.aio.ServerInterceptor]]:
+              ) -> tuple[grpc.ServerCredentials | None, list[grpc.aio.ServerInterceptor],
+                         TokenAuthenticator | None]:
     """TLS credentials for the port and the token interceptor, as the settings ask."""
     credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     tokens = load_tokens(
@@ -203,9 +224,32 @@ def _security(settings: ServerSettings, metrics: Metrics | None,
     log.info("%s; %s", "plain text (no TLS)" if credentials is None else
              "TLS, client certificates required" if settings.tls_client_ca else "TLS",
              _describe(tokens))
-    interceptors: list[grpc.aio.ServerInterceptor] = [TokenAuthenticator(
-        tokens, on_refusal=None if metrics is None else metrics.auth_refused)] if tokens else []
-    return credentials, interceptors
+    authenticator = TokenAuthenticator(
+        tokens, on_refusal=None if metrics is None else metrics.auth_refused) if tokens else None
+    interceptors: list[grpc.aio.ServerInterceptor] = [authenticator] if authenticator else []
+    return credentials, interceptors, authenticator
+
+
+async def _serve_http(settings: ServerSettings, plane: DataPlane, *,
+                      decoder: ThreadPoolExecutor, drain: Drain, metrics: Metrics | None,
+                      authenticator: TokenAuthenticator | None) -> HttpServer | None:
+    """The HTTP/REST port, on the same data plane, drain, metrics and tokens as gRPC (None
+    when the settings turn it off)."""
+    if not settings.serves_http:
+        return None
+    routes = Routes(plane, decoder, max_image_pixels=settings.max_image_pixels,
+                    max_image_bytes=settings.max_image_bytes)
+    edge = HttpEdge(Router(routes.table()), drain,
+                    Limits(settings.max_message_bytes, settings.max_image_bytes),
+                    metrics=metrics, authenticator=authenticator)
+    context = server_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    try:
+        return await start_http(edge, drain, settings.http_address,
+                                body_timeout=settings.http_body_timeout_seconds,
+                                ssl_context=context)
+    except OSError as exc:
+        raise AxonError(f"cannot listen on {settings.http_address} (HTTP): "
+                        f"{exc.strerror or exc}") from exc
 
 
 def _describe(tokens: list[Token]) -> str:

@@ -1,4 +1,5 @@
-"""Bearer-token authentication and roles, checked in one server interceptor.
+"""Bearer-token authentication and roles, checked in one server interceptor (and, for HTTP,
+by the same checks on the ``Authorization`` header: server/http/edge.py).
 
 Each token carries a role. ``infer`` may call everything that reads or infers; ``admin`` may
 also change what is served (RepositoryModelLoad/Unload). The health service stays open, so
@@ -135,20 +136,30 @@ class TokenAuthenticator(grpc.aio.ServerInterceptor):
         method = details.method
         if method.startswith(OPEN_SERVICES):
             return await continuation(details)
-        role = self.role_of(details.invocation_metadata)
+        refused = self.refusal(method, details.invocation_metadata)
+        if refused is None:
+            return await continuation(details)
+        handler = await continuation(details)
+        return _refusing(handler, *refused)
+
+    def refusal(self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None,
+                ) -> tuple[grpc.StatusCode, str] | None:
+        """None when ``metadata`` (gRPC metadata, or HTTP headers: the same ``authorization``
+        entry) may call ``method`` (its full gRPC name); else the status code and message it is
+        refused with. A refusal is counted and logged."""
+        role = self.role_of(metadata)
         if role is None:
             code, message = grpc.StatusCode.UNAUTHENTICATED, \
-                "missing or unknown bearer token (metadata 'authorization: Bearer <token>')"
+                "missing or unknown bearer token (send 'authorization: Bearer <token>')"
         elif not role.allows(method):
             code, message = grpc.StatusCode.PERMISSION_DENIED, \
                 f"the {role.value} role may not call {method.rsplit('/', 1)[-1]}"
         else:
-            return await continuation(details)
+            return None
         if self._on_refusal is not None:
             self._on_refusal(code.name)
         log.info("refused %s: %s", method, code.name)
-        handler = await continuation(details)
-        return _refusing(handler, code, message)
+        return code, message
 
 
 def _refusing(handler: grpc.RpcMethodHandler[Any, Any] | None, code: grpc.StatusCode,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -85,6 +85,15 @@ class ServerSettings(BaseSettings):
                                    "server while it is behind; past this it sheds new ones at "
                                    "random (CANCELLED), all past twice this: under overload "
                                    "this bounds how long an admitted call waits")
+    http: bool = Field(True, description="serve the Open Inference Protocol's HTTP/REST "
+                       "binding (with Triton's extensions) on http_address too, on the same "
+                       "models")
+    http_address: str = Field("0.0.0.0:8000", description="host:port of the HTTP/REST port; "
+                              "port 0 picks a free port (printed at start); empty: no HTTP")
+    http_body_timeout_seconds: float = Field(30.0, gt=0, description="longest an HTTP client "
+                                             "may take to send a request's body; past it the "
+                                             "request is answered 408 and its connection "
+                                             "closed")
     metrics: bool = Field(True, description="serve Prometheus metrics at "
                           "http://METRICS_ADDRESS/metrics and record them")
     metrics_address: str = Field("0.0.0.0:8002", description="host:port of the Prometheus "
@@ -99,7 +108,7 @@ class ServerSettings(BaseSettings):
     grace_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long in-flight "
                                  "requests may take to finish")
     tls_cert: Path | None = Field(None, description="server certificate chain (PEM); with "
-                                  "tls_key the gRPC port speaks TLS only")
+                                  "tls_key the gRPC and HTTP ports speak TLS only")
     tls_key: Path | None = Field(None, description="the server certificate's private key "
                                  "(PEM)")
     tls_client_ca: Path | None = Field(None, description="CA certificate(s) (PEM) that client "
@@ -147,9 +156,15 @@ class ServerSettings(BaseSettings):
             provider_name(alias)
         return value
 
-    @field_validator("address", "metrics_address")
+    @property
+    def serves_http(self) -> bool:
+        return self.http and bool(self.http_address)
+
+    @field_validator("address", "metrics_address", "http_address")
     @classmethod
-    def _valid_address(cls, value: str) -> str:
+    def _valid_address(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "http_address" and not value:
+            return value
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"address must be host:port, got {value!r}")

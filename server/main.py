@@ -35,8 +35,11 @@ async def serve_until_stopped(settings: ServerSettings) -> None:
     endpoint = running.metrics_endpoint
     metrics = "" if endpoint is None else \
         f"; metrics on http://{_url_host(endpoint.host)}:{endpoint.port}/metrics"
+    http = running.http
+    rest = "" if http is None else \
+        f"; http on {'https' if http.tls else 'http'}://{_url_host(http.host)}:{http.port}"
     print(f"axon: serving {len(running.models.loaded())} model version(s) on "
-          f"{host}:{running.port}{metrics}", flush=True)
+          f"{host}:{running.port}{rest}{metrics}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,10 +1,12 @@
 """Every Prometheus collector of the server, in one registry that is passed in.
 
 Naming follows Prometheus practice: the ``axon_`` prefix, base units (seconds), ``_total`` on
-counters, and a small fixed label set (``model``, ``version``, ``method``, ``code``, plus
-``reason``/``state``/``provider`` where one metric needs it). Label values come from loaded
-models and the protocol's method names only, never from what a caller typed, so a caller cannot
-grow the number of series.
+counters, and a small fixed label set (``model``, ``version``, ``method``, ``code``,
+``protocol``, plus ``reason``/``state``/``provider`` where one metric needs it). Label values
+come from loaded models and the protocol's method names only, never from what a caller typed, so
+a caller cannot grow the number of series. A request over HTTP is counted under the gRPC
+method's name and status code it corresponds to (``ModelInfer``, ``INVALID_ARGUMENT``), with
+``protocol="http"``, so queries and alerts see both protocols alike.
 
 Series recorded per request or per batch use the lock-free collectors of ``loop_collectors``
 (recorded from the event loop's thread only), through children looked up once; gauges that
@@ -58,6 +60,7 @@ class Call:
 
     method: str
     started: float
+    protocol: str = "grpc"
     model: str = ""
     version: str = ""
     token: Token[Call | None] | None = None
@@ -154,13 +157,13 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         model_version = ["model", "version"]
         self.requests = LoopCounter(
-            "axon_requests_total", "Requests answered, by model version, API method and gRPC "
-            "status code (each message of a stream counts as one request)",
-            [*model_version, "method", "code"])
+            "axon_requests_total", "Requests answered, by model version, API method, gRPC "
+            "status code and protocol (grpc, http; each message of a stream counts as one "
+            "request)", [*model_version, "method", "code", "protocol"])
         self.request_duration = LoopHistogram(
             "axon_request_duration_seconds", "Time from a request's arrival at the servicer to "
             "its answer: decoding, checks, queue wait, execution and encoding",
-            [*model_version, "method"], LATENCY_BUCKETS)
+            [*model_version, "method", "protocol"], LATENCY_BUCKETS)
         self.in_flight = LoopGauge("axon_in_flight_requests", "Requests being answered now",
                                    ["method"])
         self.queue_wait = LoopHistogram(
@@ -202,15 +205,17 @@ class Metrics:
         if process:
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 registry.register(collector)
-        self._calls: dict[tuple[str, str, str, str], tuple[CounterChild, HistogramChild]] = {}
+        self._calls: dict[tuple[str, str, str, str, str],
+                          tuple[CounterChild, HistogramChild]] = {}
         self._in_flight: dict[str, GaugeChild] = {}
 
     def for_model(self, model: str, version: int) -> ModelMetrics:
         return ModelMetrics(self, model, version)
 
-    def begin(self, method: str) -> Call:
-        """Start timing a request of ``method``; it becomes this task's current call."""
-        call = Call(method, time.perf_counter())
+    def begin(self, method: str, protocol: str = "grpc") -> Call:
+        """Start timing a request of ``method`` (the gRPC method's name, whichever protocol
+        carried it); it becomes this task's current call."""
+        call = Call(method, time.perf_counter(), protocol)
         call.token = _current_call.set(call)
         gauge = self._in_flight.get(method)
         if gauge is None:
@@ -222,11 +227,13 @@ class Metrics:
         """Count ``call`` as finished with status ``code`` (a ``grpc.StatusCode`` name)."""
         elapsed = time.perf_counter() - call.started
         self._in_flight[call.method].dec()
-        key = (call.model, call.version, call.method, code)
+        key = (call.model, call.version, call.method, code, call.protocol)
         children = self._calls.get(key)
         if children is None:
             children = self._calls[key] = (
-                self.requests.child(*key), self.request_duration.child(*key[:3]))
+                self.requests.child(*key),
+                self.request_duration.child(call.model, call.version, call.method,
+                                            call.protocol))
         children[0].inc()
         children[1].observe(elapsed)
         if call.token is not None:

@@ -83,7 +83,8 @@ def check_input(model: ServedModel, datatype: str, shape: Sequence[int]) -> tupl
     return dims
 
 
-def batch_from_bytes(model: ServedModel, shape: tuple[int, ...], raw: bytes) -> Array:
+def batch_from_bytes(model: ServedModel, shape: tuple[int, ...],
+                     raw: bytes | memoryview) -> Array:
     """The input from its raw little-endian FP32 bytes (``shape`` already checked)."""
     count = math.prod(shape)
     if len(raw) != count * FP32_BYTES:
