@@ -273,7 +273,7 @@ def png(pixels: npt.NDArray[np.uint8]) -> bytes:
 
 def test_image_route_equals_grpc_classify(address: str, client: AxonClient,
                                           mnist: ImageDataset) -> None:
-    for image, label in zip(mnist.test.images[:8], mnist.test.labels[:8], strict=True):
+    for image in mnist.test.images[:8]:
         encoded = png(image)
         answer = call(address, "POST", f"/v2/models/{DIGITS}/classify?top_k=3", encoded,
                       {"Content-Type": "image/png"})
@@ -286,7 +286,6 @@ def test_image_route_equals_grpc_classify(address: str, client: AxonClient,
             {"index": c.index, "label": c.label, "probability": c.probability}
             for c in response.results[0].classes]
         assert len(document["classes"]) == 3
-    assert document["classes"][0]["index"] == int(label)
     empty = call(address, "POST", f"/v2/models/{DIGITS}/classify", b"",
                  {"Content-Type": "image/png"})
     assert empty.status == 400 and "the body is empty" in empty.error
