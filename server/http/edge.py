@@ -26,8 +26,9 @@ from axon.server.drain import Drain
 from axon.server.errors import ServingError
 from axon.server.http.router import Body, HttpRequest, HttpResponse, Route, Router
 from axon.server.http.status import (
+    BodyTimeoutError,
     BodyTooLargeError,
-    HttpError,
+    ClientGoneError,
     MethodNotAllowedError,
     UnsupportedMediaTypeError,
     http_status,
@@ -131,7 +132,9 @@ class HttpEdge:
         except Exception as error:  # the edge: every error becomes a status here
             code, message = status_of(error, route.rpc)
             status = http_status(error) if isinstance(error, ServingError) else 500
-            return error_json(status, message, close=body.present and not read)
+            response = error_json(status, message, close=body.present and not read)
+            response.abort = isinstance(error, BodyTimeoutError | ClientGoneError)
+            return response
         finally:
             if admitted:
                 self._drain.exit()
@@ -169,5 +172,3 @@ def error_response(error: ServingError, *, close: bool = False) -> HttpResponse:
         response.headers["Allow"] = ", ".join(error.allowed)
     return response
 
-
-__all__ = ["BodyReader", "HttpEdge", "HttpError", "Limits", "error_json", "error_response"]

@@ -38,7 +38,11 @@ class HttpResponse:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False
-    """Close the connection after this answer (a body was left unread)."""
+    """Close the connection after this answer (a body was left unread: the client may read
+    the answer while the server discards the rest, for a while)."""
+    abort: bool = False
+    """Close the connection as soon as this answer is written, reading nothing more (a client
+    too slow to send its body)."""
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]

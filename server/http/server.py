@@ -81,9 +81,21 @@ class AiohttpBody:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+class _Aborting(web.Response):
+    """An answer after which the connection closes at once, without aiohttp's lingering read of
+    the rest of the body (up to 10 s): for a client too slow to send it."""
+
+
 class _ProtocolHandler(RequestHandler):
     """aiohttp's connection handler, answering what its HTTP parser refuses as Axon answers
     everything: a JSON error with the right status, one log line, no traceback."""
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        finished = await super().finish_response(request, resp, start_time)
+        if isinstance(resp, _Aborting):
+            self.force_close()  # the answer is written; the transport flushes it, then closes
+        return finished
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -145,9 +157,10 @@ async def start_http(edge: HttpEdge, drain: Drain, address: str, *, body_timeout
         answer = await edge.answer(request.method, request.raw_path.partition("?")[0],
                                    request.query, request.headers,
                                    AiohttpBody(request, body_timeout))
-        response = web.Response(body=answer.body, status=answer.status,
-                                content_type=answer.content_type, headers=answer.headers)
-        if answer.close or drain.closing.is_set():
+        kind = _Aborting if answer.abort else web.Response
+        response = kind(body=answer.body, status=answer.status,
+                        content_type=answer.content_type, headers=answer.headers)
+        if answer.close or answer.abort or drain.closing.is_set():
             response.force_close()  # stopping: the client reconnects elsewhere
         return response
 

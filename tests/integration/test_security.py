@@ -184,7 +184,7 @@ def test_bad_security_settings_stop_the_server_with_one_line(
     result = subprocess.run(
         [sys.executable, "-m", "axon.cli", "serve", "--model-repository",
          str(serving_repository), "--address", "127.0.0.1:0", "--metrics-address",
-         "127.0.0.1:0", *(f.format(**paths) for f in flags)],
+         "127.0.0.1:0", "--http-address", "127.0.0.1:0", *(f.format(**paths) for f in flags)],
         capture_output=True, text=True, timeout=60, check=False,
         env={**os.environ, **env})
     assert result.returncode == 1

@@ -163,7 +163,9 @@ def test_settings_provider_fallback_and_graceful_shutdown(serving_repository: Pa
 
 
 def _serve_command(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "axon.cli", "serve", *args],
+    # The HTTP port on a free port unless a test names one: 8000 may be taken on this machine.
+    http = () if "--http-address" in args else ("--http-address", "127.0.0.1:0")
+    return subprocess.run([sys.executable, "-m", "axon.cli", "serve", *http, *args],
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -197,6 +199,12 @@ def test_a_busy_port_and_a_missing_repository_are_reported(server: ServerProcess
     assert busy.returncode == 1 and f"cannot listen on {server.address}" in busy.stderr
     missing = _serve_command("--model-repository", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "is not a folder" in missing.stderr
+    http_busy = _serve_command("--model-repository", str(serving_repository), "--address",
+                               "127.0.0.1:0", "--http-address", server.http_address,
+                               "--models", PETS)
+    assert http_busy.returncode == 1
+    assert f"cannot listen on {server.http_address} (HTTP)" in http_busy.stderr
+    assert "Traceback" not in http_busy.stderr
 
 
 def test_an_empty_repository_still_serves(tmp_path: Path) -> None:

@@ -122,9 +122,10 @@ def length_prefixed(raw: bytes) -> list[str]:
 
 
 def raw_exchange(address: str, data: bytes, *, wait: float = 5.0,
-                 context: ssl.SSLContext | None = None) -> bytes:
+                 context: ssl.SSLContext | None = None, first: bool = False) -> bytes:
     """Send ``data`` as it is on a fresh connection, then read until the server closes it or
-    ``wait`` seconds pass; everything the server sent."""
+    ``wait`` seconds pass (with ``first``: until one whole response has come); everything the
+    server sent."""
     host, _, port = address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=wait) as sock:
         stream: socket.socket | ssl.SSLSocket = sock if context is None \
@@ -140,7 +141,20 @@ def raw_exchange(address: str, data: bytes, *, wait: float = 5.0,
             if not chunk:
                 break
             received += chunk
+            if first and _whole_response(received):
+                break
         return received
+
+
+def _whole_response(received: bytes) -> bool:
+    head, separator, body = received.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
 
 
 def status_of(raw: bytes) -> int:
