@@ -26,9 +26,8 @@ from axon.server.drain import Drain
 from axon.server.errors import ServingError
 from axon.server.http.router import Body, HttpRequest, HttpResponse, Route, Router
 from axon.server.http.status import (
-    BodyTimeoutError,
     BodyTooLargeError,
-    ClientGoneError,
+    HttpError,
     MethodNotAllowedError,
     UnsupportedMediaTypeError,
     http_status,
@@ -133,7 +132,7 @@ class HttpEdge:
             code, message = status_of(error, route.rpc)
             status = http_status(error) if isinstance(error, ServingError) else 500
             response = error_json(status, message, close=body.present and not read)
-            response.abort = isinstance(error, BodyTimeoutError | ClientGoneError)
+            response.abort = isinstance(error, HttpError) and error.abort
             return response
         finally:
             if admitted:

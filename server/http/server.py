@@ -19,9 +19,13 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from axon.server.drain import Drain
-from axon.server.errors import InvalidInputError
 from axon.server.http.edge import HttpEdge, error_json
-from axon.server.http.status import BodyTimeoutError, BodyTooLargeError, ClientGoneError
+from axon.server.http.status import (
+    BodyMalformedError,
+    BodyTimeoutError,
+    BodyTooLargeError,
+    ClientGoneError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +70,21 @@ class AiohttpBody:
                     size += len(chunk)
                     if size > limit:
                         raise BodyTooLargeError(f"the body is more than {limit:,} bytes, the "
-                                                "limit here")
+                                                "limit here", while_reading=True)
                     chunks.append(chunk)
         except TimeoutError:
             raise BodyTimeoutError(f"the body did not arrive within {self._timeout:g} s "
                                    f"({size:,} bytes came)") from None
-        except http_exceptions.ContentEncodingError:
-            raise InvalidInputError("the body is not valid data of its Content-Encoding") \
-                from None
         except RequestPayloadError as error:
-            raise InvalidInputError(f"the body is malformed: {error}") from None
-        except (ConnectionError, http_exceptions.PayloadEncodingError) as error:
+            cause = error.__cause__
+            if isinstance(cause, http_exceptions.ContentEncodingError):
+                raise BodyMalformedError("the body is not valid data of its "
+                                         "Content-Encoding") from None
+            if isinstance(cause, http_exceptions.ContentLengthError):
+                raise ClientGoneError("the body ended before its Content-Length") from None
+            raise BodyMalformedError(f"the body is malformed: {_first_line(cause or error)}") \
+                from None
+        except ConnectionError as error:
             raise ClientGoneError(f"the body did not arrive whole: {error}") from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -97,6 +105,13 @@ class _ProtocolHandler(RequestHandler):
             self.force_close()  # the answer is written; the transport flushes it, then closes
         return finished
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's own failures on a connection (a body that breaks while it discards what
+        an early answer left unread, say): one line, no traceback."""
+        error = kw.get("exc_info")
+        reason = _first_line(error) if isinstance(error, BaseException) else "unknown"
+        log.info("HTTP connection: %s: %s", args[0] % args[1:] if args else "", reason)
+
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         status, text = _parser_refusal(status, exc)
@@ -108,17 +123,25 @@ class _ProtocolHandler(RequestHandler):
         return response
 
 
+def _first_line(error: BaseException) -> str:
+    text = error.message if isinstance(error, http_exceptions.HttpProcessingError) \
+        else str(error)
+    return (str(text).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def _parser_refusal(status: int, exc: BaseException | None) -> tuple[int, str]:
     if isinstance(exc, http_exceptions.LineTooLong):
         line = exc.args[0] if exc.args else b""
-        if isinstance(line, bytes | str) and line[:1] in (b"/", "/"):
+        if isinstance(line, bytes | bytearray) and line[:1] == b"/":
             return 414, f"the request line is longer than {MAX_HEADER_BYTES} bytes"
         return 431, f"a header is longer than {MAX_HEADER_BYTES} bytes"
     if isinstance(exc, http_exceptions.BadHttpMessage) and "Too many headers" in str(exc):
         return 431, f"more than {MAX_HEADERS} headers"
+    if isinstance(exc, http_exceptions.ContentEncodingError):
+        return 415, "the body's Content-Encoding cannot be decoded; use gzip, deflate or none"
     if isinstance(exc, http_exceptions.HttpProcessingError):
         return status if 400 <= status < 500 else 400, \
-            f"malformed HTTP request: {exc.message or type(exc).__name__}"[:300]
+            f"malformed HTTP request: {_first_line(exc)}"
     return status, "the request could not be handled"
 
 

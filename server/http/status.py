@@ -44,6 +44,9 @@ class HttpError(ServingError):
     """An error of the HTTP transport itself; ``http_status`` refines the table's status."""
 
     http_status: ClassVar[int] = 400
+    abort: bool = False
+    """Close the connection as soon as the answer is written: what is left of the body is not
+    worth reading (too slow, broken, or past the limit while it was being read)."""
 
 
 class RouteNotFoundError(HttpError):
@@ -69,12 +72,25 @@ class BodyTooLargeError(HttpError):
     code = CODE.RESOURCE_EXHAUSTED
     http_status = 413
 
+    def __init__(self, message: str, *, while_reading: bool = False) -> None:
+        super().__init__(message)
+        self.abort = while_reading
+
 
 class BodyTimeoutError(HttpError):
     """The client did not send its whole body in time."""
 
     code = CODE.DEADLINE_EXCEEDED
     http_status = 408
+    abort = True
+
+
+class BodyMalformedError(HttpError):
+    """The body's framing or encoding is broken (a bad chunk, gzip that is not gzip)."""
+
+    code = CODE.INVALID_ARGUMENT
+    http_status = 400
+    abort = True
 
 
 class ClientGoneError(HttpError):
@@ -82,6 +98,7 @@ class ClientGoneError(HttpError):
 
     code = CODE.CANCELLED
     http_status = 499
+    abort = True
 
 
 class UnsupportedMediaTypeError(HttpError):
