@@ -20,7 +20,6 @@ from tests.support.http import (
     INFERENCE_HEADER,
     Answer,
     call,
-    get,
     json_infer,
     post_json,
     raw_exchange,
@@ -259,4 +258,3 @@ def test_bad_http_input_gets_its_status_and_the_server_carries_on(
 def test_every_case_is_distinct_and_there_are_enough() -> None:
     assert len(CASES) >= 25
     assert len({case.message for case in CASES.values()}) >= 25
-    assert get  # the module's helpers stay in use
