@@ -43,7 +43,8 @@ JSON_BODY_BYTES = 64 * 1024
 _FORM = "application/x-www-form-urlencoded"  # curl -d's default: a JSON body, mislabelled
 ACCEPTED_TYPES: dict[Body, frozenset[str]] = {
     "none": frozenset(),
-    "json": frozenset({"", "application/json", _FORM}),
+    # (aiohttp's client labels any bytes it sends octet-stream: tritonclient's asyncio client)
+    "json": frozenset({"", "application/json", "application/octet-stream", _FORM}),
     "tensor": frozenset({"", "application/json", "application/octet-stream", _FORM}),
     "image": frozenset({"", "image/png", "image/jpeg", "application/octet-stream"}),
 }

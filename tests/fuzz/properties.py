@@ -13,6 +13,7 @@ random inputs each run (a failure prints the ``@reproduce_failure`` line that re
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -102,5 +103,39 @@ def assert_still_serving(server: ServerProcess, client: AxonClient) -> None:
     assert server.process.poll() is None, f"the server died:\n{server.log()}"
     response = client.inference.ModelInfer(infer_request(DIGITS, GOOD_DIGITS), timeout=10)
     assert list(response.outputs[1].shape) == [1, 10]
+    log = server.log()
+    assert "Traceback" not in log, log
+
+
+HTTP_DELIBERATE = frozenset({200, 400, 404, 405, 408, 413, 414, 415, 429, 431, 503, 504})
+"""Every HTTP status the server answers on purpose: the error table's (server/http/status.py)
+for the codes above, and HTTP's own refusals (no route, method, body too large or too slow,
+header or request line too long, content type). Never 500 or 501; no tokens here, so no 401."""
+
+
+def check_http_status(status: int, body: bytes) -> int:
+    """Assert that an HTTP answer is deliberate: a known status, and for an error a JSON body
+    ``{"error": message}`` with a short message free of internals."""
+    event(f"HTTP {status}")
+    assert status in HTTP_DELIBERATE, f"HTTP {status}: {body[:MAX_MESSAGE_CHARS]!r}"
+    if status != 200:
+        document = json.loads(body)
+        assert isinstance(document, dict) and list(document) == ["error"], body[:500]
+        message = document["error"]
+        assert isinstance(message, str)
+        leaked = [marker for marker in LEAK_MARKERS if marker in message]
+        assert not leaked, f"the message shows {leaked}: {message[:MAX_MESSAGE_CHARS]}"
+        assert len(message) <= MAX_MESSAGE_CHARS, f"a {len(message):,}-character message"
+    return status
+
+
+def assert_http_still_serving(server: ServerProcess) -> None:
+    """The process is up, its log holds no traceback, and a good HTTP request succeeds."""
+    from tests.support.http import json_infer, post_json
+
+    assert server.process.poll() is None, f"the server died:\n{server.log()}"
+    answer = post_json(server.http_address, f"/v2/models/{DIGITS}/infer",
+                       json_infer(GOOD_DIGITS))
+    assert answer.status == 200, answer.body[:500]
     log = server.log()
     assert "Traceback" not in log, log

@@ -21,7 +21,7 @@ from axon.protocol.v1 import classification_pb2 as cls
 from tests.support.http import Answer, binary_infer, json_infer, outputs_of
 from tests.support.repositories import DIGITS
 
-BATCH = (np.arange(3 * 784, dtype=np.float32).reshape(3, 784) % 255) / 255
+BATCH = ((np.arange(3 * 784).reshape(3, 784) % 255) / 255).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
