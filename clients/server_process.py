@@ -100,9 +100,11 @@ def start_server(repository: Path, log_path: Path, *flags: str,
 
 @contextmanager
 def running_server(repository: Path, log_path: Path, *flags: str,
-                   env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+                   env: dict[str, str] | None = None,
+                   launcher: Sequence[str] = (sys.executable, "-m", "axon.cli"),
+                   ) -> Iterator[ServerProcess]:
     """A server for the block; afterwards it must stop cleanly on SIGTERM, or this raises."""
-    server = start_server(repository, log_path, *flags, env=env)
+    server = start_server(repository, log_path, *flags, env=env, launcher=launcher)
     try:
         yield server
     finally:

@@ -250,10 +250,10 @@ def encode_infer(model: ServedModel, request: InferRequest,
         else:
             entry["data"] = [s.decode() for s in tensor.strings]
         outputs.append(entry)
-    document: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
-    if request.id:
-        document["id"] = request.id
-    document["outputs"] = outputs
+    # "id" always, empty when the request had none, as gRPC's field: the protocol calls it
+    # optional, but KServe's data model requires it.
+    document: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version),
+                                "id": request.id, "outputs": outputs}
     header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
