@@ -30,7 +30,15 @@ OPEN_LOOP_DEADLINE_S = 10.0
 errors instead of keeping the run alive indefinitely."""
 
 Unary = Callable[..., Awaitable[bytes]]
-"""``unary(body, timeout=None) -> response bytes``."""
+"""``unary(body, timeout=None) -> response bytes``; raises CallFailedError."""
+
+
+class CallFailedError(Exception):
+    """A call that did not succeed, with its status: a gRPC code's name, or ``HTTP 503``."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 async def closed_loop(unary: Unary, body: bytes, callers: int, seconds: float) -> dict[str, Any]:
@@ -46,8 +54,8 @@ async def closed_loop(unary: Unary, body: bytes, callers: int, seconds: float) -
             sent += 1
             try:
                 await unary(body)
-            except grpc.aio.AioRpcError as error:
-                codes[error.code().name] += 1
+            except CallFailedError as failure:
+                codes[failure.code] += 1
                 continue
             latencies.append((time.perf_counter() - start) * 1000)
 
@@ -77,8 +85,8 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
     async def send(due: float) -> None:
         try:
             await unary(body, timeout=OPEN_LOOP_DEADLINE_S)
-        except grpc.aio.AioRpcError as error:
-            codes[error.code().name] += 1
+        except CallFailedError as failure:
+            codes[failure.code] += 1
             return
         latencies.append((time.perf_counter() - due) * 1000)
 
@@ -109,18 +117,31 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                                     channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
         # No serializers: the request goes out as the bytes given, the answer comes back raw.
         method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(args.method)
-        unary: Unary = functools.partial(method, metadata=security.metadata)
+        call = functools.partial(method, metadata=security.metadata)
+
+        async def unary(request: bytes, timeout: float | None = None) -> bytes:
+            try:
+                return await call(request, timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                raise CallFailedError(error.code().name) from None
+
         await channel.channel_ready()  # connect before the clock starts
-        if args.rate is None:
-            return await closed_loop(unary, body, args.callers, args.seconds)
-        return await open_loop(unary, body, OpenLoopSchedule(args.rate, args.seconds),
-                               args.max_outstanding)
+        return await run_load(unary, body, args)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="grpc.aio load of one request (used by bench)")
+async def run_load(unary: Unary, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    """The closed or open loop the arguments ask for."""
+    if args.rate is None:
+        return await closed_loop(unary, body, args.callers, args.seconds)
+    return await open_loop(unary, body, OpenLoopSchedule(args.rate, args.seconds),
+                           args.max_outstanding)
+
+
+def arguments(description: str, method: str) -> argparse.ArgumentParser:
+    """The load generators' command line (this one's and aio_http_load's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("address")
-    parser.add_argument("method", help="gRPC method path, e.g. /axon.v1.Classifier/Classify")
+    parser.add_argument("method", help=method)
     parser.add_argument("body", type=Path, help="the serialized request")
     parser.add_argument("seconds", type=float)
     parser.add_argument("out", type=Path, help="where to write the result (JSON)")
@@ -130,7 +151,12 @@ def main() -> None:
     parser.add_argument("--max-outstanding", type=int, default=DEFAULT_MAX_OUTSTANDING,
                         help="open loop: most requests in flight; more due are not sent")
     add_security_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments("grpc.aio load of one request (used by bench)",
+                     "gRPC method path, e.g. /axon.v1.Classifier/Classify").parse_args()
     args.out.write_text(json.dumps(asyncio.run(_run(args))))
 
 

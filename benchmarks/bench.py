@@ -83,6 +83,8 @@ class Measurement:
     """Share of the machine's CPU time its host took (steal) during the timed run."""
     attempts: int = 1
     """Timed runs made: one more each time the host stole more than STEAL_LIMIT."""
+    protocol: str = "grpc"
+    """grpc, http-json or http-binary (target.PROTOCOLS)."""
 
     @property
     def share_of_ceiling(self) -> float:
@@ -149,12 +151,12 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def measure(target: Target, scenario: Scenario, generator: str, *, api: Api = "infer",
-            seconds: float, ceiling: float,
-            max_outstanding: int = DEFAULT_MAX_OUTSTANDING) -> Measurement:
+            seconds: float, ceiling: float, max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
+            protocol: str = "grpc") -> Measurement:
     """Warm up, then run ``scenario`` for ``seconds`` and read the server's counters."""
     client, model, version, server_pid = (target.client, target.model, target.version,
                                           target.server_pid)
-    call = target.call(api, scenario.images)  # a valid request: real answers
+    call = target.call(api, scenario.images, protocol)  # a valid request: real answers
     run = GENERATORS[generator]
     run(call, scenario, min(1.0, seconds), max_outstanding=max_outstanding)  # not measured
     attempts = 0
@@ -193,7 +195,8 @@ def measure(target: Target, scenario: Scenario, generator: str, *, api: Api = "i
         ceiling_images_per_second=ceiling, requests_sent=result.sent,
         server_successes=succeeded, server_failures=failed, errors=result.errors,
         errors_by_code=result.errors_by_code, not_sent=result.not_sent,
-        send_lag_p99_ms=result.send_lag_p99_ms, steal=steal, attempts=attempts)
+        send_lag_p99_ms=result.send_lag_p99_ms, steal=steal, attempts=attempts,
+        protocol=protocol)
 
 
 def check_counters(result: LoadResult, scenario: Scenario, generator: str, *, succeeded: int,
@@ -234,14 +237,17 @@ def _errors(m: Measurement) -> str:
 
 
 def table(rows: Sequence[Measurement]) -> str:
-    lines = ["| load generator | callers | images/request | api | mode | offered requests/s | "
+    lines = ["| load generator | protocol | callers | images/request | api | mode | "
+             "offered requests/s | "
              "requests/s | images/s | p50 ms | p90 ms | p99 ms | max ms | errors | not sent | "
              "images/execution | server CPU µs/request | generator CPU µs/request | "
              "single-core ceiling images/s | share of ceiling |",
-             "| --- | ---: | ---: | --- | --- |" + " ---: |" * 7 + " --- |" + " ---: |" * 6]
+             "| --- | --- | ---: | ---: | --- | --- |" + " ---: |" * 7 + " --- |"
+             + " ---: |" * 6]
     for m in rows:
         lines.append(
-            f"| {m.generator} | {_optional(m.callers, 'd')} | {m.images_per_request} | "
+            f"| {m.generator} | {m.protocol} | {_optional(m.callers, 'd')} | "
+            f"{m.images_per_request} | "
             f"{m.api} | {m.mode} | {_optional(m.offered_requests_per_second, ',.0f')} | "
             f"{m.requests_per_second:,.0f} | {m.images_per_second:,.0f} | {m.p50_ms:.2f} | "
             f"{m.p90_ms:.2f} | {m.p99_ms:.2f} | {m.max_ms:.2f} | {_errors(m)} | "
@@ -288,7 +294,7 @@ def verdicts(rows: Sequence[Measurement]) -> list[str]:
     tensor API (the targets were set for it; classify adds PNG decoding on the server)."""
     lines = []
     for m in rows:
-        if m.api != "infer":
+        if m.api != "infer" or m.protocol != "grpc":
             continue
         if (m.callers, m.images_per_request) == (64, 1):
             lines.append(f"{m.generator}: 64 single-image callers: {m.images_per_second:,.0f} "
@@ -325,7 +331,7 @@ def save_pairs(pairs: Sequence[Pair], path: Path) -> None:
          "baseline": [asdict(m) for m in p.baseline]} for p in pairs], indent=2) + "\n")
 
 
-def _median(values: Sequence[float]) -> float:
+def median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
@@ -343,12 +349,12 @@ def comparison_table(pairs: Sequence[Pair], variant: str, baseline: str) -> str:
              "| --- | --- |" + " ---: |" * 15 + " --- |"]
     for pair in pairs:
         sides = (pair.baseline, pair.variant)
-        rate = [_median([m.images_per_second for m in side]) for side in sides]
-        p50 = [_median([m.p50_ms for m in side]) for side in sides]
-        p99 = [_median([m.p99_ms for m in side]) for side in sides]
-        cpu = [_median([m.server_cpu_us_per_request or 0.0 for m in side]) for side in sides]
-        errors = [_median([m.errors for m in side]) for side in sides]
-        batch = _median([m.images_per_execution for m in pair.variant])
+        rate = [median([m.images_per_second for m in side]) for side in sides]
+        p50 = [median([m.p50_ms for m in side]) for side in sides]
+        p99 = [median([m.p99_ms for m in side]) for side in sides]
+        cpu = [median([m.server_cpu_us_per_request or 0.0 for m in side]) for side in sides]
+        errors = [median([m.errors for m in side]) for side in sides]
+        batch = median([m.images_per_execution for m in pair.variant])
         steal = max(m.steal for side in sides for m in side)
         lines.append(
             f"| {pair.generator} | {pair.scenario.label} | "
@@ -422,6 +428,6 @@ def target_verdicts(pairs: Sequence[Pair], preset: str) -> list[str]:
 
 
 def _medians(side: Sequence[Measurement]) -> dict[str, float]:
-    return {"images": _median([m.images_per_second for m in side]),
-            "cpu": _median([m.server_cpu_us_per_request or 0.0 for m in side]),
-            "p50": _median([m.p50_ms for m in side])}
+    return {"images": median([m.images_per_second for m in side]),
+            "cpu": median([m.server_cpu_us_per_request or 0.0 for m in side]),
+            "p50": median([m.p50_ms for m in side])}

@@ -45,6 +45,13 @@ def configure(command: str, bench: argparse.ArgumentParser) -> None:
         "AXON_MODEL_REPOSITORY", "model_repository")))
     bench.add_argument("--address", help="bench this running server instead of starting one "
                        "(server CPU is then not reported)")
+    bench.add_argument("--http-address", help="with --address: the running server's "
+                       "HTTP/REST port (host:port), for --protocol http-...")
+    bench.add_argument("--protocol", default="grpc", type=_protocol_list,
+                       help="comma-separated: grpc, http-json (REST, JSON tensors), "
+                       "http-binary (REST, Triton's binary tensor data both ways). Several: "
+                       "measured in alternating rounds (--rounds) on the same server, with "
+                       "medians and ratios to the first")
     bench.add_argument("--serve-args", default="", help="extra `axon serve` flags for the "
                        "server bench starts, e.g. '--max-queue-delay-ms 1'")
     bench.add_argument("--api", choices=("infer", "classify"), default="infer",
@@ -89,9 +96,10 @@ def configure(command: str, bench: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _server_for(args: argparse.Namespace,
-                extra_flags: str = "") -> Iterator[tuple[str, int | None]]:
+                extra_flags: str = "") -> Iterator[tuple[str, int | None, str | None]]:
+    """The server's gRPC address, its pid (None: not started here) and HTTP address."""
     if args.address:
-        yield args.address, None
+        yield args.address, None, args.http_address
         return
     if args.model not in ModelRepository(args.model_repository).model_names():
         raise UsageError(f"model {args.model!r} is not in {args.model_repository}; train "
@@ -99,7 +107,8 @@ def _server_for(args: argparse.Namespace,
     with tempfile.TemporaryDirectory() as tmp, running_server(
             args.model_repository, Path(tmp) / "server.log", "--models", args.model,
             *shlex.split(args.serve_args), *shlex.split(extra_flags)) as server:
-        yield server.address, server.process.pid
+        yield server.address, server.process.pid, \
+            server.http_address if server.http_port is not None else None
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -112,22 +121,10 @@ def _bench(args: argparse.Namespace) -> int:
         table,
         verdicts,
     )
-    from axon.benchmarks.loadgen import h2load_available
     from axon.benchmarks.target import png_image
 
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
-    unknown = [g for g in generators if g not in GENERATORS]
-    if unknown:
-        raise UsageError(f"unknown load generators {unknown}; use {list(GENERATORS)}")
-    if "h2load" in generators and not h2load_available():
-        raise UsageError("h2load is not installed (apt-get install nghttp2-client), or "
-                               "pass --generators python")
-    if (args.baseline_args is not None or args.baseline) and args.address:
-        raise UsageError("an A/B run needs bench to start both servers: drop --address")
-    if args.baseline_args is not None and args.baseline:
-        raise UsageError("--baseline and --baseline-args each name the baseline: give one")
-    if args.baseline and args.api != "infer":
-        raise UsageError("the naive baseline serves ModelInfer only: use --api infer")
+    _check_usage(args, generators, list(GENERATORS))
     scenarios: list[Scenario] = args.scenarios
     with ExitStack() as stack:
         target, path = _target(stack, args, "")
@@ -142,11 +139,15 @@ def _bench(args: argparse.Namespace) -> int:
                 else _target(stack, args, args.baseline_args)[0]
             return _compare(args, target, baseline, generators=generators,
                             scenarios=scenarios, ceilings=ceilings)
+        if len(args.protocol) > 1:
+            return _compare_protocols(args, target, generators=generators,
+                                      scenarios=scenarios, ceilings=ceilings)
         rows = []
         for generator in generators:
             for scenario in scenarios:
                 rows.append(_measure_and_tell(args, target, scenario, generator,
-                                              ceilings[scenario.images]))
+                                              ceilings[scenario.images],
+                                              protocol=args.protocol[0]))
     print(table(rows))
     print("\n".join(verdicts(rows)))
     if args.json_out:
@@ -156,11 +157,31 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_usage(args: argparse.Namespace, generators: list[str], known: list[str]) -> None:
+    from axon.benchmarks.loadgen import h2load_available
+
+    unknown = [g for g in generators if g not in known]
+    if unknown:
+        raise UsageError(f"unknown load generators {unknown}; use {known}")
+    if "h2load" in generators and not h2load_available():
+        raise UsageError("h2load is not installed (apt-get install nghttp2-client), or "
+                         "pass --generators python")
+    a_b = args.baseline_args is not None or args.baseline
+    if a_b and args.address:
+        raise UsageError("an A/B run needs bench to start both servers: drop --address")
+    if args.baseline_args is not None and args.baseline:
+        raise UsageError("--baseline and --baseline-args each name the baseline: give one")
+    if args.baseline and args.api != "infer":
+        raise UsageError("the naive baseline serves ModelInfer only: use --api infer")
+    if a_b and args.protocol != ["grpc"]:
+        raise UsageError("A/B runs against a baseline server use gRPC: drop --protocol")
+
+
 def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tuple[Target, Path]:
     """A ready server (started unless --address), its model, and the model's file."""
     from axon.benchmarks.target import Target
 
-    address, pid = stack.enter_context(_server_for(args, extra_flags))
+    address, pid, http_address = stack.enter_context(_server_for(args, extra_flags))
     client = stack.enter_context(AxonClient(address, security=security_from(args)))
     client.wait_ready()
     description = max((m for m in client.models() if m.name == args.model),
@@ -173,7 +194,7 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
           + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
     image = (description.image_height, description.image_width, description.image_channels)
     return Target(client, args.model, description.version, shape, image, pid,
-                  security_flags(args)), path
+                  security_flags(args), http_address), path
 
 
 def _naive_target(stack: ExitStack, args: argparse.Namespace, axon: Target,
@@ -190,13 +211,14 @@ def _naive_target(stack: ExitStack, args: argparse.Namespace, axon: Target,
 
 
 def _measure_and_tell(args: argparse.Namespace, target: Target, scenario: Scenario,
-                      generator: str, ceiling: float) -> Measurement:
+                      generator: str, ceiling: float, *, protocol: str = "grpc") -> Measurement:
     from axon.benchmarks.bench import measure
 
     row = measure(target, scenario, generator, api=args.api, seconds=args.seconds,
-                  ceiling=ceiling, max_outstanding=args.max_outstanding)
-    line = f"  {generator} {args.api} {scenario.label}: {row.images_per_second:,.0f} images/s, " \
-           f"p99 {row.p99_ms:.1f} ms"
+                  ceiling=ceiling, max_outstanding=args.max_outstanding, protocol=protocol)
+    over = "" if protocol == "grpc" else f" over {protocol}"
+    line = f"  {generator} {args.api}{over} {scenario.label}: " \
+           f"{row.images_per_second:,.0f} images/s, p99 {row.p99_ms:.1f} ms"
     if scenario.rate is not None:
         line += f", {row.requests_per_second:,.0f} of {scenario.rate:,.0f} requests/s " \
                 f"answered, {row.errors:,} errors, {row.not_sent:,} not sent, send lag p99 " \
@@ -236,6 +258,43 @@ def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
     lines = target_verdicts(pairs, preset)
     print("\n".join(lines))
     return 0
+
+
+def _compare_protocols(args: argparse.Namespace, target: Target, *, generators: list[str],
+                       scenarios: list[Scenario], ceilings: dict[int, float]) -> int:
+    from axon.benchmarks.protocols import (
+        ProtocolRuns,
+        protocol_table,
+        round_order,
+        save_protocol_runs,
+    )
+
+    results = []
+    for generator in generators:
+        for scenario in scenarios:
+            runs: dict[str, list[Measurement]] = {p: [] for p in args.protocol}
+            for round_index in range(args.rounds):
+                for protocol in round_order(args.protocol, round_index):
+                    print(f"round {round_index + 1}:", file=sys.stderr, end="")
+                    runs[protocol].append(_measure_and_tell(
+                        args, target, scenario, generator, ceilings[scenario.images],
+                        protocol=protocol))
+            results.append(ProtocolRuns(generator, scenario, runs))
+    print(protocol_table(results))
+    if args.json_out:
+        save_protocol_runs(results, args.json_out)
+    return 0
+
+
+def _protocol_list(text: str) -> list[str]:
+    from axon.benchmarks.target import PROTOCOLS
+
+    protocols = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols or len(set(protocols)) != len(protocols):
+        raise argparse.ArgumentTypeError(f"protocols are some of {', '.join(PROTOCOLS)}, each "
+                                         f"once; got {text!r}")
+    return protocols
 
 
 def _scenario_list(text: str) -> list[Scenario]:

@@ -5,7 +5,10 @@ LoadResult``, each for closed loops (callers) and open loops (a fixed rate):
   clients/aio_load.py). It sees every call's gRPC status;
 - ``h2load``: nghttp2's C HTTP/2 load generator (Debian ``nghttp2-client``), which drives unary
   gRPC for a fraction of the CPU, leaving the cores to the server. It sees HTTP status only,
-  not ``grpc-status``: ``axon bench`` checks the server's own counters instead.
+  not ``grpc-status``: ``axon bench`` checks the server's own counters instead. With ``--h1`` it
+  drives the HTTP/REST port (HTTP/1.1, a connection per caller).
+
+The python generator drives the REST port with aiohttp's client (clients/aio_http_load.py).
 
 Both send one serialized request, unchanged, to one method path, so they serve any unary API.
 """
@@ -47,7 +50,7 @@ class LoadError(AxonError):
 @dataclass(frozen=True)
 class Call:
     """One unary call to repeat: where, which method (``/package.Service/Method``), and its
-    serialized request."""
+    serialized request -- or, over HTTP, a POST of ``body`` to the path ``method``."""
 
     address: str
     method: str
@@ -55,6 +58,10 @@ class Call:
     security_flags: tuple[str, ...] = ()
     """``axon bench``'s TLS and token flags as given, for the python generator to connect
     the same way (a token in AXON_TOKEN reaches it through the environment)."""
+    http: bool = False
+    """An HTTP/1.1 request (the REST binding) instead of a gRPC call."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """HTTP: the request's headers."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,8 @@ def run_h2load(call: Call, scenario: Scenario, seconds: float, *,
     if scenario.rate is not None:
         return _h2load_open(call, OpenLoopSchedule(scenario.rate, seconds), max_outstanding)
     callers = scenario.callers or 1
-    connections = scenario.connections or min(callers, 8)
+    # HTTP/1.1 answers one request at a time per connection: a caller each.
+    connections = callers if call.http else scenario.connections or min(callers, 8)
     while callers % connections:
         connections -= 1
     rows, cpu = _h2load(call, ["-D", f"{max(1, round(seconds * 1000))}ms", "-c",
@@ -152,11 +160,16 @@ def _h2load(call: Call, flags: list[str]) -> tuple[_H2loadLog, float]:
     """Run h2load with ``flags`` on ``call``; its log and its CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         body_path, log_path = Path(tmp) / "body", Path(tmp) / "log"
-        body_path.write_bytes(b"\x00" + struct.pack(">I", len(call.body)) + call.body)
+        if call.http:
+            body_path.write_bytes(call.body)
+            protocol = ["--h1", *(f for name, value in call.headers
+                                  for f in ("-H", f"{name}: {value}"))]
+        else:
+            body_path.write_bytes(b"\x00" + struct.pack(">I", len(call.body)) + call.body)
+            protocol = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
         before = _children_cpu()
         completed = subprocess.run(
-            ["h2load", *flags, "-d", str(body_path),
-             "-H", "content-type: application/grpc", "-H", "te: trailers",
+            ["h2load", *flags, "-d", str(body_path), *protocol,
              "--log-file", str(log_path), f"http://{call.address}{call.method}"],
             capture_output=True, text=True, check=False)
         cpu = _children_cpu() - before
@@ -173,14 +186,16 @@ def run_python(call: Call, scenario: Scenario, seconds: float, *,
     """The grpc.aio load generator, in a child process so its CPU is its own."""
     load = ["--callers", str(scenario.callers)] if scenario.rate is None else \
         ["--rate", f"{scenario.rate!r}", "--max-outstanding", str(max_outstanding)]
+    module = "aio_http_load" if call.http else "aio_load"
+    headers = [f"--header={name}: {value}" for name, value in call.headers]
     with tempfile.TemporaryDirectory() as tmp:
         body_path, out_path = Path(tmp) / "body", Path(tmp) / "out.json"
         body_path.write_bytes(call.body)
         before = _children_cpu()
         completed = subprocess.run(
-            [sys.executable, "-m", "axon.benchmarks.aio_load", call.address, call.method,
-             str(body_path), f"{seconds!r}", str(out_path), *load, *call.security_flags],
-            capture_output=True, text=True, check=False)
+            [sys.executable, "-m", f"axon.benchmarks.{module}", call.address, call.method,
+             str(body_path), f"{seconds!r}", str(out_path), *load, *headers,
+             *call.security_flags], capture_output=True, text=True, check=False)
         cpu = _children_cpu() - before
         if completed.returncode != 0:
             raise LoadError("the python load generator failed: "

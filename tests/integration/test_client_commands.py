@@ -173,7 +173,7 @@ def test_bench_measures_both_generators_and_checks_the_server_counters(
         assert row["server_cpu_us_per_request"] > 0
         assert row["ceiling_images_per_second"] > row["images_per_second"]
     assert max(r["images_per_execution"] for r in rows if r["callers"] == 8) > 1
-    assert "| h2load | 8 | 1 |" in result.stdout
+    assert "| h2load | grpc | 8 | 1 |" in result.stdout
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -253,7 +253,7 @@ def test_bench_open_loop_offers_its_rate_whatever_the_generator(
         assert 0.7 * 200 <= row["requests_per_second"] <= 1.1 * 200
         assert row["max_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
         assert row["send_lag_p99_ms"] >= 0
-    assert "| h2load | — | 1 | infer | open | 200 |" in result.stdout
+    assert "| h2load | grpc | — | 1 | infer | open | 200 |" in result.stdout
 
 
 OVERLOADABLE = "--max-batch-size 1 --max-queue-size 1 --instances 1 --max-inline-ms 0"
@@ -316,7 +316,7 @@ def test_bench_loads_the_classify_api_with_both_generators(
             assert row["server_successes"] >= row["requests_sent"]
         else:
             assert row["server_successes"] == row["requests_sent"]
-    assert "| python | 2 | 1 | classify | closed |" in result.stdout
+    assert "| python | grpc | 2 | 1 | classify | closed |" in result.stdout
 
 
 def test_classify_requests_count_in_the_statistics_as_infer_requests_do(
