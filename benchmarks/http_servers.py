@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ from axon.benchmarks.bench import median, process_cpu_seconds
 from axon.benchmarks.loadgen import Call, run_h2load
 from axon.benchmarks.scenarios import Scenario
 from axon.server.app import AxonServer, build_server
-from axon.server.config import ServerSettings
+from axon.server.config import ServerSettings, load_settings
 from axon.server.http.edge import HttpEdge, Limits
 from axon.server.http.router import HttpResponse, Router
 from axon.server.http.routes import Routes
@@ -93,7 +93,7 @@ def _asgi_app(edge: HttpEdge, routed: bool) -> Any:
     if routed:
         return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])
 
-    async def app(scope: Mapping[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         response = await handle(Request(scope, receive))
         await response(scope, receive, send)
 
@@ -212,9 +212,9 @@ def _table(results: dict[tuple[str, str], list[tuple[float, float]]],
 def main() -> None:
     if sys.argv[1:2] == ["serve"]:
         framework, repository, model = sys.argv[2:5]
-        settings = ServerSettings(model_repository=Path(repository), models=(model,),
-                                  address="127.0.0.1:0", http=False, metrics=True,
-                                  metrics_address="127.0.0.1:0")
+        settings = load_settings(model_repository=Path(repository), models=(model,),
+                                 address="127.0.0.1:0", http=False,
+                                 metrics_address="127.0.0.1:0")
         asyncio.run(_serve(framework, settings))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
