@@ -84,7 +84,7 @@ def test_requests_are_counted_by_model_version_method_and_code(
     def requests(code: str, method: str = "ModelInfer", model: str = DIGITS,
                  version: str = "2") -> float:
         return delta(before, after, "axon_requests_total", model=model, version=version,
-                     method=method, code=code)
+                     method=method, code=code, protocol="grpc")
 
     assert requests("OK") == 5
     assert requests("OK", version="1") == 1
@@ -95,10 +95,10 @@ def test_requests_are_counted_by_model_version_method_and_code(
     assert requests("OK", "ClassifyStream") == 3
     assert requests("INVALID_ARGUMENT", "ClassifyStream") == 1
     timed = delta(before, after, "axon_request_duration_seconds_count", model=DIGITS,
-                  version="2", method="ModelInfer")
+                  version="2", method="ModelInfer", protocol="grpc")
     assert timed == 6
     assert delta(before, after, "axon_request_duration_seconds_sum", model=DIGITS,
-                 version="2", method="ModelInfer") > 0
+                 version="2", method="ModelInfer", protocol="grpc") > 0
     assert after.value("axon_in_flight_requests", method="ModelInfer") == 0
 
 
@@ -150,7 +150,7 @@ def test_queue_depth_in_flight_and_a_full_queue_are_visible(
     assert delta(before, after, "axon_rejected_requests_total", reason="queue_full",
                  **labels) == 1
     assert delta(before, after, "axon_requests_total", method="ModelInfer",
-                 code="RESOURCE_EXHAUSTED", **labels) == 1
+                 code="RESOURCE_EXHAUSTED", protocol="grpc", **labels) == 1
     assert after.value("axon_queue_items", **labels) == 0
 
 
@@ -170,7 +170,7 @@ def test_an_expired_deadline_is_counted_as_a_rejection(
     assert delta(before, after, "axon_rejected_requests_total", reason="deadline_expired",
                  **labels) == 1
     assert delta(before, after, "axon_requests_total", method="ModelInfer",
-                 code="DEADLINE_EXCEEDED", **labels) == 1
+                 code="DEADLINE_EXCEEDED", protocol="grpc", **labels) == 1
     assert delta(before, after, "axon_model_executions_total", **labels) == 1  # the stall
 
 
@@ -206,7 +206,8 @@ def test_model_state_provider_and_load_failures(metered: ServerProcess,
             client.inference.ModelInfer(infer_request(DIGITS, ONE))
         # Its outage shows under its own name, not as an anonymous error.
         assert metrics(metered).value("axon_requests_total", model=DIGITS, version="",
-                                      method="ModelInfer", code="UNAVAILABLE") >= 1
+                                      method="ModelInfer", code="UNAVAILABLE",
+                                      protocol="grpc") >= 1
     finally:
         client.inference.RepositoryModelLoad(oip.RepositoryModelLoadRequest(model_name=DIGITS))
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -239,8 +240,8 @@ def test_every_axon_metric_follows_the_naming_rules(metered: ServerProcess) -> N
             assert name.endswith(("_seconds", "_items")), name
     labels = {label for key in page.samples for label, _ in key[1]
               if key[0].startswith("axon_")}
-    assert labels <= {"model", "version", "method", "code", "reason", "state", "provider", "le",
-                      "gpu", "name"}
+    assert labels <= {"model", "version", "method", "code", "protocol", "reason", "state",
+                      "provider", "le", "gpu", "name"}
 
 
 def test_metrics_can_be_turned_off(serving_repository: Path, tmp_path: Path) -> None:

@@ -110,9 +110,9 @@ def test_the_callers_deadline_reaches_the_replica_through_nginx(
         assert server.metrics_port is not None
         page = scrape(server.metrics_port)
         assert page.value("axon_requests_total", model=HOLD_QUEUE, version="1",
-                          method="ModelInfer", code="DEADLINE_EXCEEDED") == 1
+                          method="ModelInfer", code="DEADLINE_EXCEEDED", protocol="grpc") == 1
         assert page.value("axon_requests_total", model=HOLD_QUEUE, version="1",
-                          method="ModelInfer", code="OK") == 0
+                          method="ModelInfer", code="OK", protocol="grpc") == 0
     finally:
         nginx.stop()
         server.stop()

@@ -57,14 +57,27 @@ def test_concurrent_calls_are_attributed_to_their_own_models() -> None:
 
     asyncio.run(main())
     assert sample(registry, "axon_requests_total", model="a", version="1", method="ModelInfer",
-                  code="OK") == 2
+                  code="OK", protocol="grpc") == 2
     assert sample(registry, "axon_requests_total", model="b", version="3", method="ModelInfer",
-                  code="INVALID_ARGUMENT") == 1
+                  code="INVALID_ARGUMENT", protocol="grpc") == 1
     assert sample(registry, "axon_request_duration_seconds_count", model="a", version="1",
-                  method="ModelInfer") == 2
+                  method="ModelInfer", protocol="grpc") == 2
     assert sample(registry, "axon_in_flight_requests", method="ModelInfer") == 0
     assert (sample(registry, "axon_request_duration_seconds_sum", model="b", version="3",
-                   method="ModelInfer") or 0) >= 0.02
+                   method="ModelInfer", protocol="grpc") or 0) >= 0.02
+
+
+def test_http_requests_are_counted_under_their_protocol() -> None:
+    metrics, registry = fresh()
+    call = metrics.begin("ModelInfer", "http")
+    attribute_call("a", 1)
+    metrics.end(call, "NOT_FOUND")
+    assert sample(registry, "axon_requests_total", model="a", version="1", method="ModelInfer",
+                  code="NOT_FOUND", protocol="http") == 1
+    assert sample(registry, "axon_requests_total", model="a", version="1", method="ModelInfer",
+                  code="NOT_FOUND", protocol="grpc") is None
+    assert sample(registry, "axon_request_duration_seconds_count", model="a", version="1",
+                  method="ModelInfer", protocol="http") == 1
 
 
 def test_attribute_call_outside_a_call_changes_nothing() -> None:
@@ -96,7 +109,7 @@ def test_stream_messages_are_counted_one_by_one_with_their_codes() -> None:
     asyncio.run(main())
     for code in ("OK", "INVALID_ARGUMENT"):
         assert sample(registry, "axon_requests_total", model="m", version="2",
-                      method="ClassifyStream", code=code) == 1
+                      method="ClassifyStream", code=code, protocol="grpc") == 1
 
 
 def test_a_cancelled_message_counts_as_cancelled_or_deadline_exceeded() -> None:
@@ -117,7 +130,7 @@ def test_a_cancelled_message_counts_as_cancelled_or_deadline_exceeded() -> None:
     asyncio.run(main(-0.5))
     for code in ("CANCELLED", "DEADLINE_EXCEEDED"):
         assert sample(registry, "axon_requests_total", model="", version="",
-                      method="ModelStreamInfer", code=code) == 1
+                      method="ModelStreamInfer", code=code, protocol="grpc") == 1
 
 
 def test_model_metrics_turn_batcher_events_into_series() -> None:
