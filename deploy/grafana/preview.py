@@ -1,10 +1,10 @@
 """Plot the dashboard's panels from a real Prometheus into one PNG (a preview for the docs).
 
-Not Grafana's rendering: each panel's own PromQL (``$model`` = all, ``$__rate_interval`` =
-``--rate-interval``) is sent to Prometheus' range-query API and drawn with matplotlib on the
-dashboard's grid, so the picture shows the dashboard's queries on real data where no Grafana
-runs. Time series are drawn as lines, the batch-size heatmap as an image, stat and table panels
-as their current values.
+Not Grafana's rendering: each panel's own PromQL (``$model`` and ``$protocol`` = all,
+``$__rate_interval`` = ``--rate-interval``) is sent to Prometheus' range-query API and drawn
+with matplotlib on the dashboard's grid, so the picture shows the dashboard's queries on real
+data where no Grafana runs. Time series are drawn as lines, the batch-size heatmap as an image,
+stat and table panels as their current values.
 
     python deploy/grafana/preview.py --prometheus http://127.0.0.1:9090 --minutes 5 \\
         --out docs/dashboard-preview.png
@@ -81,7 +81,8 @@ def draw(panel: dict[str, Any], axis: Any, prometheus: str, window: tuple[float,
     axis.tick_params(labelsize=7)
     series: list[tuple[str, list[float], list[float]]] = []
     for target in panel.get("targets", []):
-        expr = target["expr"].replace("$__rate_interval", rate_interval).replace("$model", ".*")
+        expr = target["expr"].replace("$__rate_interval", rate_interval) \
+            .replace("$model", ".*").replace("$protocol", ".*")
         for result in query_range(prometheus, expr, start, end, step):
             points = [(float(t) - end, float(v) * factor) for t, v in result["values"]]
             series.append((legend(target.get("legendFormat", ""), result["metric"]),

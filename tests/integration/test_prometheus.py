@@ -42,6 +42,7 @@ from tests.support.deploy_files import (
     is_gpu_expression,
     substitute_variables,
 )
+from tests.support.http import json_infer, post_json
 from tests.support.repositories import BROKEN, DIGITS, PETS
 
 pytestmark = pytest.mark.external
@@ -122,10 +123,12 @@ def prometheus(axon: ServerProcess,
 
 
 class Traffic:
-    """Requests of every kind the dashboard shows, until stopped: good, bad, classify."""
+    """Requests of every kind the dashboard shows, until stopped: good, bad, classify, over
+    gRPC and over HTTP."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, http_address: str) -> None:
         self._client = AxonClient(address)
+        self._http = http_address
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.sent = 0
@@ -144,12 +147,15 @@ class Traffic:
         while not self._stop.is_set():
             batch = rng.random((int(rng.integers(1, 9)), 784), dtype=np.float32)
             self._client.infer(DIGITS, batch)
+            assert post_json(self._http, f"/v2/models/{DIGITS}/infer",
+                             json_infer(batch)).status == 200
             if self.sent % 10 == 0:
                 for bad in (infer_request("no-such-model", batch),
                             infer_request(DIGITS, batch[:, :10])):
                     # Refused (NOT_FOUND, INVALID_ARGUMENT): the error panels need them.
                     with contextlib.suppress(grpc.RpcError):
                         self._client.inference.ModelInfer(bad)
+                post_json(self._http, "/v2/models/no-such-model/infer", json_infer(batch))
             self.sent += 1
             time.sleep(0.005)
 
@@ -172,7 +178,7 @@ def finite_values(result: list[dict[str, Any]]) -> list[float]:
 
 def test_prometheus_scrapes_the_server_and_every_query_answers(
         axon: ServerProcess, prometheus: Prometheus) -> None:
-    with Traffic(axon.address) as traffic:
+    with Traffic(axon.address, axon.http_address) as traffic:
         # Enough scrapes for every rate window to hold several samples with traffic in them.
         wait_for_samples(prometheus, 'count_over_time(up{job="axon"}[1m])', 6)
         wait_for_samples(prometheus, f'sum(increase(axon_requests_total[{RATE_WINDOW}]))', 10)
@@ -188,6 +194,11 @@ def test_prometheus_scrapes_the_server_and_every_query_answers(
         queries += [(f"{title} [model={DIGITS}]",
                      substitute_variables(raw, rate_interval=RATE_WINDOW, model=DIGITS))
                     for title, raw in dashboard_expressions() if "$model" in raw]
+        # And on each protocol: both carry traffic.
+        queries += [(f"{title} [protocol={protocol}]",
+                     substitute_variables(raw, rate_interval=RATE_WINDOW, protocol=protocol))
+                    for title, raw in dashboard_expressions() if "$protocol" in raw
+                    for protocol in ("grpc", "http")]
         assert len(queries) > len(dashboard_expressions()) + 10
         for title, expr in queries:
             answer = prometheus.query(expr)

@@ -66,12 +66,16 @@ def is_gpu_expression(expr: str) -> bool:
     return GPU_METRIC_PREFIX in expr
 
 
-def substitute_variables(expr: str, *, rate_interval: str = "1m", model: str = ".*") -> str:
-    """``expr`` as Grafana would send it: ``$__rate_interval`` and ``$model`` filled in.
+def substitute_variables(expr: str, *, rate_interval: str = "1m", model: str = ".*",
+                         protocol: str = ".*") -> str:
+    """``expr`` as Grafana would send it: ``$__rate_interval``, ``$model`` and ``$protocol``
+    filled in.
 
-    ``model`` is a regex, as the variable's All value (``.*``) or a multi-selection is.
+    ``model`` and ``protocol`` are regexes, as a variable's All value (``.*``) or a
+    multi-selection is.
     """
-    return expr.replace("$__rate_interval", rate_interval).replace("$model", model)
+    return expr.replace("$__rate_interval", rate_interval).replace("$model", model) \
+        .replace("$protocol", protocol)
 
 
 def alert_rules() -> list[tuple[str, str]]:
