@@ -37,8 +37,9 @@ RUN pip install --no-cache-dir . && useradd --system --uid 10001 --no-create-hom
 USER 10001:10001
 ENV AXON_MODEL_REPOSITORY=/models
 VOLUME ["/models"]
-# gRPC, and Prometheus metrics at /metrics (ServerSettings.address / .metrics_address).
-EXPOSE 8001 8002
+# HTTP/REST, gRPC, and Prometheus metrics at /metrics (ServerSettings.http_address / .address /
+# .metrics_address).
+EXPOSE 8000 8001 8002
 # grpc.health.v1 over the real port: the same check a Kubernetes gRPC probe makes.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \

@@ -61,6 +61,7 @@ def default_port(field: str) -> int:
 
 
 GRPC_PORT, METRICS_PORT = default_port("address"), default_port("metrics_address")
+HTTP_PORT = default_port("http_address")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -162,7 +163,7 @@ def test_replicas_expose_the_default_ports_and_nginx_publishes_grpc() -> None:
     axon = service("axon")
     # No host ports on the replicated service, or `--scale axon=3` would collide.
     assert port_mappings(axon) == []
-    assert {int(port) for port in axon["expose"]} == {GRPC_PORT, METRICS_PORT}
+    assert {int(port) for port in axon["expose"]} == {GRPC_PORT, HTTP_PORT, METRICS_PORT}
     nginx = service("nginx")
     config = NGINX_CONFIG.read_text()
     listen = int(re.search(r"^\s*listen (\d+) http2;", config, re.MULTILINE)[1])  # type: ignore[index]
@@ -309,7 +310,7 @@ def test_serving_image_exposes_the_default_ports_and_checks_health() -> None:
     final = dockerfile_stages()[-1]
     exposed = {int(port.split("/")[0]) for args in final.arguments("EXPOSE")
                for port in args.split()}
-    assert {GRPC_PORT, METRICS_PORT} <= exposed
+    assert {GRPC_PORT, HTTP_PORT, METRICS_PORT} <= exposed
     healthcheck = final.last("HEALTHCHECK")
     assert healthcheck is not None and f"127.0.0.1:{GRPC_PORT}" in healthcheck
 

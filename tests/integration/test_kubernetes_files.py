@@ -81,6 +81,7 @@ def default_port(field: str) -> int:
 
 
 GRPC_PORT, METRICS_PORT = default_port("address"), default_port("metrics_address")
+HTTP_PORT = default_port("http_address")
 
 
 @pytest.fixture(scope="module")
@@ -247,16 +248,18 @@ def test_containers_run_the_images_axon_serve(
 def test_ports_are_the_servers_defaults(rendered: dict[str, tuple[Manifest, ...]]) -> None:
     exposed = {int(port.split("/")[0]) for args in dockerfile_stages()[-1].arguments("EXPOSE")
                for port in args.split()}
-    assert {GRPC_PORT, METRICS_PORT} <= exposed
+    assert {GRPC_PORT, HTTP_PORT, METRICS_PORT} <= exposed
     compose_ports = {int(port) for port in compose_axon().get("expose", [])} | {
         container for _, container in port_mappings(compose_axon())}
-    assert {GRPC_PORT, METRICS_PORT} <= compose_ports
+    assert {GRPC_PORT, HTTP_PORT, METRICS_PORT} <= compose_ports
     for variant, objects in rendered.items():
         container = deployment_pod(objects).container(SERVER)
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}, variant
+        assert ports == {"grpc": GRPC_PORT, "http": HTTP_PORT, "metrics": METRICS_PORT}, \
+            variant
         env = axon_env(objects)
         assert port_of(env["AXON_ADDRESS"]) == GRPC_PORT
+        assert port_of(env["AXON_HTTP_ADDRESS"]) == HTTP_PORT
         assert port_of(env["AXON_METRICS_ADDRESS"]) == METRICS_PORT
         for service in of_kind(objects, "Service"):
             for port in service["spec"]["ports"]:
