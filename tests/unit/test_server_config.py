@@ -160,3 +160,17 @@ def test_an_invalid_value_in_the_settings_file_names_its_field(tmp_path: Path) -
 def test_a_missing_settings_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"missing\.toml does not exist"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_the_http_port_is_on_by_default_and_turned_off_two_ways() -> None:
+    settings = load_settings()
+    assert (settings.http, settings.http_address, settings.serves_http) == \
+        (True, "0.0.0.0:8000", True)
+    assert settings.http_body_timeout_seconds == 30.0
+    assert not load_settings(http=False).serves_http
+    assert not load_settings(http_address="").serves_http
+    with pytest.raises(ValidationError) as error:
+        load_settings(http_address="8000")
+    assert field_errors(error) == [("http_address",)]
+    with pytest.raises(ValidationError):
+        load_settings(http_body_timeout_seconds=0)
