@@ -27,8 +27,9 @@ import onnxruntime as ort
 from axon.benchmarks.loadgen import Call, LoadError, LoadResult, run_h2load, run_python
 from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING, Mode, Scenario
 from axon.benchmarks.target import Api, Target
+from axon.image_formats import SERVED_FORMATS
 from axon.model_card import ModelCard
-from axon.preprocessing import SERVED_FORMATS, load_image
+from axon.preprocessing import load_image
 
 LATENCY_PERCENTILES = (50, 75, 90, 95, 99, 99.9, 100)
 

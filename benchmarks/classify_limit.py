@@ -37,9 +37,10 @@ import onnxruntime as ort
 from axon.benchmarks.bench import STEAL_ATTEMPTS, STEAL_LIMIT, cpu_times, process_cpu_seconds
 from axon.client.file_stream import image_paths
 from axon.client.server_process import running_server
+from axon.image_formats import SERVED_FORMATS
 from axon.model_card import ModelCard
 from axon.model_repository import MODEL_FILENAME, ModelRepository
-from axon.preprocessing import SERVED_FORMATS, load_image
+from axon.preprocessing import load_image
 
 LIMIT_BATCH = 64
 THROUGHPUT_TARGET = 0.8

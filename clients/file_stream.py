@@ -36,11 +36,11 @@ from axon.client.common import (
     should_retry,
 )
 from axon.client.sync_client import AxonClient
+from axon.image_formats import IMAGE_SUFFIXES
 from axon.protocol.v1 import classification_pb2 as cls
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 _GLOB_CHARACTERS = frozenset("*?[")
 _TRANSIENT_NAMES = frozenset(code.name for code in RETRYABLE)
 
