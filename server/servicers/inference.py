@@ -56,8 +56,8 @@ def resolve(models: ModelManager, name: str, version: str) -> ServedModel:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, models: ModelManager, *, model_control: bool = True,
-                 max_stream_in_flight: int = 256, metrics: Metrics | None = None) -> None:
+    def __init__(self, models: ModelManager, *, model_control: bool, max_stream_in_flight: int,
+                 metrics: Metrics | None = None) -> None:
         self._models = models
         self._metrics = metrics
         self._model_control = model_control
