@@ -9,14 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from axon.benchmarks.common import Records, Sample, ms
+from axon.benchmarks.common import MIB, Records, Sample, ms
 from axon.benchmarks.h2load_bulk import BulkRun
 
 WINDOW_S = 0.1
 RECOVERY_FACTOR = 1.5
 RECOVERY_WINDOWS = 10
 """Recovered: this many 100 ms windows in a row (1 s) are normal."""
-MIB = 1024 * 1024
 INFER = "ModelInfer"
 
 

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from axon.benchmarks.common import Records, Sample, ms
+from axon.benchmarks.common import MIB, Records, Sample, ms
 
-MIB = 1024 * 1024
 EVENT_WINDOW_S = 10.0
 """Latency is compared over this long before and after a reload."""
 
