@@ -38,6 +38,7 @@ from axon.benchmarks.bench import STEAL_ATTEMPTS, STEAL_LIMIT, cpu_times, proces
 from axon.client.file_stream import image_paths
 from axon.client.server_process import running_server
 from axon.image_formats import SERVED_FORMATS
+from axon.markdown import LEFT, RIGHT, markdown_table
 from axon.model_card import ModelCard
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from axon.preprocessing import load_image
@@ -162,12 +163,11 @@ def report(limits: list[Limit], runs: list[ClassifyRun]) -> list[str]:
     throughput_ratio, cpu_ratio = rate / limit_rate, server / limit_cpu
     return [
         f"medians of {len(runs)} rounds, {runs[0].images:,} images, {os.cpu_count()} CPUs",
-        "| | images/s | CPU µs/image |",
-        "| --- | ---: | ---: |",
-        f"| single-core limit (Pillow decode {decode:.1f} µs + onnxruntime batch "
-        f"{LIMIT_BATCH} {model:.1f} µs) | {limit_rate:,.0f} | {limit_cpu:.1f} |",
-        f"| axon classify (server) | {rate:,.0f} | {server:.1f} |",
-        f"| axon classify (client) | | {client:.1f} |",
+        markdown_table(["", "images/s", "CPU µs/image"], [LEFT, RIGHT, RIGHT], [
+            [f"single-core limit (Pillow decode {decode:.1f} µs + onnxruntime batch "
+             f"{LIMIT_BATCH} {model:.1f} µs)", f"{limit_rate:,.0f}", f"{limit_cpu:.1f}"],
+            ["axon classify (server)", f"{rate:,.0f}", f"{server:.1f}"],
+            ["axon classify (client)", "", f"{client:.1f}"]]),
         f"throughput {throughput_ratio:.2f}x the single-core limit (target >= "
         f"{THROUGHPUT_TARGET}): {'met' if throughput_ratio >= THROUGHPUT_TARGET else 'MISSED'}",
         f"server CPU per image {cpu_ratio:.2f}x the limit's (target <= {SERVER_CPU_TARGET}): "
