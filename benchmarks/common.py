@@ -101,7 +101,8 @@ def pick_generator(name: str) -> str:
 
 
 def measure_capacity(call: Call, generator: str, seconds: float) -> float:
-    """Requests/s answered in a closed loop of 64 single-image callers (after a 1 s warm-up)."""
+    """Requests/s answered in a closed loop of ``CAPACITY_CALLERS`` single-image callers (after
+    a 1 s warm-up)."""
     run = run_h2load if generator == "h2load" else run_python
     scenario = Scenario(1, callers=CAPACITY_CALLERS)
     run(call, scenario, 1.0)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from axon.benchmarks.common import MIB, Records, Sample, ms
+from axon.benchmarks.common import CAPACITY_CALLERS, MIB, Records, Sample, ms
 from axon.benchmarks.h2load_bulk import BulkRun
 from axon.markdown import LEFT, RIGHT, markdown_table
 
@@ -159,7 +159,7 @@ def report(run: OverloadRun) -> str:
     lines = [
         f"== server flags: {run.flags or '(defaults)'}",
         f"capacity: {run.capacity:,.0f} requests/s of {run.images} image(s) ({run.generator}, "
-        "closed loop, 64 callers)",
+        f"closed loop, {CAPACITY_CALLERS} callers)",
         "load: " + ", ".join(f"{p.name} {p.multiple:g}x = {p.rate:,.0f} req/s for "
                               f"{p.seconds:g} s" for p in (a, b, c)) + f"; {probe}",
         phase_table(run),

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from axon.benchmarks.common import (
+    CAPACITY_CALLERS,
     MIB,
     START_DELAY_S,
     Records,
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> SoakRun:
                                   f"{rates['Classify']!r}:{seconds!r}", start),
                 _stream_child(classify, args, rate=rates["ClassifyStream"], seconds=seconds,
                               start=start, tmp=tmp)]
-            print("capacity (closed loop, 64 callers): " + ", ".join(
+            print(f"capacity (closed loop, {CAPACITY_CALLERS} callers): " + ", ".join(
                 f"{api} {rate:,.0f} requests/s" for api, rate in capacities.items())
                 + f"; of this mix {capacity:,.0f} requests/s; soaking {args.minutes:g} min at "
                 f"{args.load_share:.0%} of it: " + ", ".join(
