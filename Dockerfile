@@ -1,5 +1,5 @@
 # Two images from one file:
-#   docker build .                -> the serving image: onnxruntime, no PyTorch (the last stage)
+#   docker build .                -> the serving image: onnxruntime (CPU), no PyTorch (the last stage)
 #   docker build --target train . -> the training image: PyTorch (CPU) to make models
 # Models pass between them through a mounted model repository (see docker-compose.yml).
 
@@ -21,7 +21,7 @@ FROM python:3.11-slim AS train
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /app
 COPY --from=source /app ./
-RUN pip install --no-cache-dir '.[train]'
+RUN pip install --no-cache-dir '.[cpu,train]'
 ENV AXON_MODEL_REPOSITORY=/models
 ENTRYPOINT ["axon"]
 CMD ["quickstart", "--no-serve"]
@@ -31,8 +31,9 @@ CMD ["quickstart", "--no-serve"]
 FROM python:3.11-slim AS serve
 WORKDIR /app
 COPY --from=source /app ./
-# Base install only: the training extra (torch) is deliberately left out.
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 --no-create-home axon
+# The base install and the `cpu` extra (onnxruntime); the training extra (torch) is deliberately
+# left out. A GPU image would install '.[gpu]' on a CUDA base image instead.
+RUN pip install --no-cache-dir '.[cpu]' && useradd --system --uid 10001 --no-create-home axon
 # Numeric, so Kubernetes can enforce runAsNonRoot (deploy/kubernetes sets runAsUser 10001).
 USER 10001:10001
 ENV AXON_MODEL_REPOSITORY=/models

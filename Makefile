@@ -14,17 +14,26 @@ BENCH_ARGS ?=
 OVERLOAD_ARGS ?=
 SOAK_MINUTES ?= 10
 SOAK_ARGS ?=
+# Empty: torch comes with the project's own install, as pip is configured (on this project's
+# machines, a local CPU wheel; elsewhere pip's default torch for Linux is a multi-GB CUDA build).
+# An index URL installs torch from it first, e.g. the CPU-only build for a fresh virtualenv:
+#   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# The `train` extra's pin (pyproject.toml); tests/integration/test_deploy_files.py checks they agree.
+TORCH_VERSION := 2.13.0
 
 .PHONY: run test lint typecheck proto proto-check bench bench-train venv node-client clean \
 	bench-overload bench-soak bench-scale-out
 
 venv: $(VENV)/.installed
 
-# Reinstalled whenever pyproject.toml changes. torch is pinned to the CPU wheel (see pyproject).
+# Reinstalled whenever pyproject.toml changes. The `cpu` extra is onnxruntime (a GPU machine
+# installs '.[gpu]' by hand instead; README "Installing without the Makefile").
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install --quiet -e '.[cpu,dev]'
 	touch $@
 
 run: venv

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from axon import __version__
 from axon.errors import AxonError
+from axon.extras import require_onnxruntime
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("axon.training.cli", "obtain and verify a data set"),
@@ -31,12 +32,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("axon.benchmarks.cli", "load-test a model over gRPC next to in-process limits"),
 }
 """Command -> (the module that defines it, its one-line help)."""
+NEEDS_ONNXRUNTIME = frozenset({"train", "export", "quickstart", "serve", "bench"})
+"""Commands that run models (training checks its export through onnxruntime): on an install
+without the ``cpu`` or ``gpu`` extra they stop with one line saying which to add."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(arguments).parse_args(arguments)
+    try:
+        parser = build_parser(arguments)
+    except AxonError as exc:  # a missing extra, found before the command's module loads
+        print(f"axon: error: {exc}", file=sys.stderr)
+        return 1
+    args = parser.parse_args(arguments)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -58,6 +67,8 @@ def build_parser(arguments: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = chosen_command(arguments)
+    if chosen in NEEDS_ONNXRUNTIME:
+        require_onnxruntime()
     for name, (module, summary) in COMMANDS.items():
         command = commands.add_parser(name, help=summary, description=summary)
         if name == chosen:

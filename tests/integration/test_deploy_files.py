@@ -328,6 +328,35 @@ def test_serving_image_has_no_torch() -> None:
             assert "--from=train" not in copy, copy
 
 
+PROJECT_INSTALL = re.compile(r"pip install [^&]*?'\.\[([a-z,]+)\]'")
+
+
+def project_extras(text: str) -> set[str]:
+    """The extras named by ``pip install ... '.[a,b]'`` in ``text``."""
+    return {extra for match in PROJECT_INSTALL.finditer(text) for extra in match[1].split(",")}
+
+
+def test_every_install_brings_one_onnxruntime_build_and_the_pinned_torch() -> None:
+    """onnxruntime is no base dependency (axon/extras.py): the images and the Makefile install
+    the ``cpu`` extra, and the three places that install torch agree on its version."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert not [d for d in project["dependencies"] if d.startswith("onnxruntime")]
+    assert {extras["cpu"][0].partition(">=")[2]} == {extras["gpu"][0].partition(">=")[2]}
+    assert (extras["cpu"][0].partition(">=")[0], extras["gpu"][0].partition(">=")[0]) \
+        == ("onnxruntime", "onnxruntime-gpu")
+    stages = dockerfile_stages()
+    train = next(stage for stage in stages if stage.name == "train")
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert project_extras(" ".join(stages[-1].arguments("RUN"))) == {"cpu"}
+    assert project_extras(" ".join(train.arguments("RUN"))) == {"cpu", "train"}
+    assert project_extras(makefile) == {"cpu", "dev"}
+    (pin,) = [d for d in extras["train"] if d.startswith("torch")]
+    version = pin.removeprefix("torch==")
+    assert re.search(rf"^TORCH_VERSION := {re.escape(version)}$", makefile, re.MULTILINE)
+    assert f"torch=={version} " in " ".join(train.arguments("RUN"))
+
+
 def test_serving_image_reads_the_mounted_repository() -> None:
     repository = env_values(dockerfile_stages()[-1])["AXON_MODEL_REPOSITORY"]
     assert repository in {target for _, target in volume_entries(service("axon"))}
