@@ -35,10 +35,12 @@ from tests.support.deploy_files import (
     REPO_ROOT,
     alert_rules,
     bind_mounts,
+    copied_from_context,
     dashboard,
     dashboard_expressions,
     dashboard_panels,
     dockerfile_stages,
+    dockerignored,
     env_values,
     exec_form,
     host_path,
@@ -331,3 +333,36 @@ def test_serving_image_has_no_torch() -> None:
 def test_serving_image_reads_the_mounted_repository() -> None:
     repository = env_values(dockerfile_stages()[-1])["AXON_MODEL_REPOSITORY"]
     assert repository in {target for _, target in volume_entries(service("axon"))}
+
+
+NODE_MODULES = "clients/node/node_modules"
+
+
+def test_the_images_leave_out_the_node_clients_packages() -> None:
+    """``make node-client`` fills clients/node/node_modules (tens of MB) in the checkout, and
+    the images copy clients/: .dockerignore must keep it out, and keep what they copy in."""
+    sources = [source.rstrip("/") for stage in dockerfile_stages()
+               for source in copied_from_context(stage)]
+    assert any(s == NODE_MODULES or NODE_MODULES.startswith(s + "/") for s in sources), \
+        "no COPY takes clients/ any more: this test no longer guards anything"
+    for path in (NODE_MODULES, f"{NODE_MODULES}/@grpc/grpc-js/package.json",
+                 f"{NODE_MODULES}/.installed"):
+        assert dockerignored(path), path
+    for source in sources:
+        assert not dockerignored(source), f"COPY {source}, but .dockerignore leaves it out"
+    for kept in ("clients/node/classify.mjs", "clients/node/package.json",
+                 "clients/samples/digit-0-test0003.png", "server/app.py"):
+        assert not dockerignored(kept), kept
+
+
+def test_the_dockerignore_reader_follows_dockers_rules(tmp_path: Path) -> None:
+    rules = tmp_path / ".dockerignore"
+    rules.write_text("# comment\n**/__pycache__\n*.egg-info\ndocs/*.tmp\n"
+                     "logs\n!logs/keep.txt\n")
+    assert dockerignored("server/sub/__pycache__/x.pyc", rules)
+    assert dockerignored("__pycache__", rules)
+    assert dockerignored("axon_serving.egg-info/PKG-INFO", rules)
+    assert not dockerignored("sub/axon_serving.egg-info", rules)  # * stays at the root
+    assert dockerignored("docs/a.tmp", rules) and not dockerignored("docs/sub/a.tmp", rules)
+    assert dockerignored("logs/today.txt", rules) and not dockerignored("logs/keep.txt", rules)
+    assert not dockerignored("comment", rules)
