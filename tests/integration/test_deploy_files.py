@@ -28,6 +28,7 @@ from axon.benchmarks.nginx_process import (
 from axon.cli import build_parser
 from axon.client.server_process import start_server
 from axon.server.config import ServerSettings
+from axon.server.health_check import HealthCheckSettings
 from tests.support.deploy_files import (
     ALERTS_FILE,
     ALERTS_TEST_FILE,
@@ -49,6 +50,7 @@ from tests.support.deploy_files import (
     dockerignored,
     env_values,
     exec_form,
+    healthcheck,
     host_path,
     is_gpu_expression,
     load_yaml,
@@ -353,8 +355,14 @@ def test_serving_image_exposes_the_default_ports_and_checks_health() -> None:
     exposed = {int(port.split("/")[0]) for args in final.arguments("EXPOSE")
                for port in args.split()}
     assert {GRPC_PORT, METRICS_PORT} <= exposed
-    healthcheck = final.last("HEALTHCHECK")
-    assert healthcheck is not None and f"127.0.0.1:{GRPC_PORT}" in healthcheck
+    # `axon health` with no address follows the server's settings (port, TLS): it is run
+    # against real servers in tests/integration/test_health_check.py.
+    check = healthcheck(final)
+    assert check.command[:2] == ["axon", "health"] and "--address" not in check.command
+    build_parser(check.command[1:]).parse_args(check.command[1:])
+    # Docker's timeout covers the check's own and a Python start.
+    check_timeout = HealthCheckSettings.model_fields["timeout"].default
+    assert float(check.options["timeout"].removesuffix("s")) >= check_timeout + 1
 
 
 def test_serving_image_has_no_torch() -> None:

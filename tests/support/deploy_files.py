@@ -194,6 +194,27 @@ def _ignore_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(translated)
 
 
+@dataclass(frozen=True)
+class HealthCheck:
+    """A ``HEALTHCHECK`` instruction: its options (``interval``: ``10s``, ...) and command."""
+
+    options: dict[str, str]
+    command: list[str]
+
+
+def healthcheck(stage: DockerStage) -> HealthCheck:
+    """The stage's ``HEALTHCHECK ... CMD [...]`` in force (exec form only, as this repository
+    writes it: no shell between Docker and the command)."""
+    args = stage.last("HEALTHCHECK")
+    if args is None:
+        raise ValueError("the stage has no HEALTHCHECK")
+    flags, separator, command = args.partition("CMD ")
+    if not separator:
+        raise ValueError(f"HEALTHCHECK without CMD: {args}")
+    options = dict(flag.removeprefix("--").partition("=")[::2] for flag in flags.split())
+    return HealthCheck(options, exec_form(command))
+
+
 def env_values(stage: DockerStage) -> dict[str, str]:
     """The stage's ``ENV KEY=VALUE ...`` settings (unquoted values only, as this repo uses)."""
     values: dict[str, str] = {}
