@@ -40,9 +40,10 @@ ENV AXON_MODEL_REPOSITORY=/models
 VOLUME ["/models"]
 # gRPC, and Prometheus metrics at /metrics (ServerSettings.address / .metrics_address).
 EXPOSE 8001 8002
-# grpc.health.v1 over the real port: the same check a Kubernetes gRPC probe makes.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
-  CMD python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
-sys.exit(g.HealthStub(grpc.insecure_channel('127.0.0.1:8001')).Check(h.HealthCheckRequest(), timeout=2).status != h.HealthCheckResponse.SERVING)"
+# grpc.health.v1 over the real port (`axon health`, server/health_check.py), reached as the
+# server's AXON_* settings say: plain text, TLS (trusting the server's own certificate), mutual
+# TLS (presenting AXON_HEALTH_TLS_CERT/_KEY, else the server's own certificate). It sees the
+# container's environment, not `serve`'s flags: give TLS settings as AXON_* variables.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["axon", "health"]
 ENTRYPOINT ["axon"]
 CMD ["serve"]

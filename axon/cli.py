@@ -1,7 +1,7 @@
 """The ``axon`` command line: the root parser, and nothing of any command.
 
 Each command lives in the package of its side -- training (``data``, ``export-samples``,
-``train``, ``export``, ``quickstart``), the server (``serve``), the client library
+``train``, ``export``, ``quickstart``), the server (``serve``, ``health``), the client library
 (``classify``), the benchmarks (``bench``) -- as a ``configure(command, parser)`` function
 that adds its arguments and its handler. Only the module of the command being run is imported:
 ``axon classify`` loads neither onnxruntime nor the server, ``axon serve`` never torch, and
@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("axon.training.cli", "the main job: data, train if missing, serve, "
                    "classify sample digits"),
     "serve": ("axon.server.cli", "serve a model repository over gRPC"),
+    "health": ("axon.server.health_check", "exit 0 if a server reports SERVING (grpc.health.v1); "
+               "by default this container's server, as its settings say"),
     "classify": ("axon.client.cli", "classify image files with a running server"),
     "bench": ("axon.benchmarks.cli", "load-test a model over gRPC next to in-process limits"),
 }

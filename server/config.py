@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from axon.batching_settings import BATCHING_FIELDS, DEFAULT_BATCHING, BatchingSettings
 from axon.cpus import usable_cpus
-from axon.server.runtime import provider_name
+from axon.server.providers import provider_name
 from axon.server.version_policy import VersionPolicy
 
 ENV_PREFIX = "AXON_"

@@ -32,7 +32,8 @@ from axon.server.errors import (
     ModelNotReadyError,
     shown,
 )
-from axon.server.runtime import TENSORRT_PROVIDER, ModelRuntime, SessionSettings
+from axon.server.providers import TENSORRT_PROVIDER
+from axon.server.runtime import ModelRuntime, SessionSettings
 from axon.server.served_model import ServedModel
 from axon.server.version_policy import VersionPolicy
 

@@ -209,3 +209,11 @@ def test_each_command_loads_only_its_own_side() -> None:
     root = modules_loaded_by("--help")
     assert not {m for m in root if m.startswith(("axon.server", "axon.training", "axon.client",
                                                    "axon.benchmarks"))}
+
+
+def test_the_health_check_reads_the_settings_without_the_runtime() -> None:
+    """``axon health`` runs on every probe (every 10 s in the image), so a check that reads the
+    server's settings and calls loads neither onnxruntime nor numpy (nor torch)."""
+    health = modules_loaded_by("health", "--timeout", "0.5")
+    assert {"axon.server.config", "axon.server.health_check", "grpc"} <= health
+    assert not {"onnxruntime", "numpy", "torch"} & health
