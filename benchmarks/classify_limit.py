@@ -5,7 +5,7 @@ The single-core limit: Pillow decodes every file as training does (``load_image`
 onnxruntime (one thread) runs the model on batches of 64, in one process pinned to one CPU,
 with no gRPC. Then a real server and a real ``axon classify`` run over the same files on this
 machine (both on every core), and the script prints images/s and CPU per image of each, their
-ratios, and the targets (README, "Serving performance"): ``axon classify`` at least 0.8x the
+ratios, and the targets (docs/performance.md): ``axon classify`` at least 0.8x the
 single-core limit's images/s, the server's CPU per image at most 2x the limit's.
 
     python -m benchmarks.classify_limit FOLDER [--model mnist] [--model-repository DIR]

@@ -124,7 +124,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Calls gRPC core holds while the event loop is behind, before Axon sees them. Its
         # defaults (1,000 to 3,000) let admitted calls wait over a second at twice the
-        # capacity (README, Reliability).
+        # capacity (docs/reliability-security.md, "Overload").
         ("grpc.server.max_pending_requests", settings.max_pending_calls),
         ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_calls),
         # gRPC shares ports by default; then a second server started on a busy port would

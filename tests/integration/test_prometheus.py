@@ -206,7 +206,8 @@ def test_prometheus_scrapes_the_server_and_every_query_answers(
 
 def test_the_dashboard_preview_renders_from_the_live_prometheus(
         axon: ServerProcess, prometheus: Prometheus, tmp_path: Path) -> None:
-    """deploy/grafana/preview.py (the README's picture) runs every panel's range query."""
+    """deploy/grafana/preview.py (the picture in docs/deployment.md) runs every panel's range
+    query."""
     wait_for_samples(prometheus, 'count_over_time(up{job="axon"}[1m])', 3)
     out = tmp_path / "preview.png"
     result = subprocess.run(
