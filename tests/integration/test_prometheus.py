@@ -85,7 +85,11 @@ def prometheus_config(metrics_port: int) -> dict[str, Any]:
 def axon(serving_repository: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("axon-for-prometheus") / "server.log"
-    with running_server(serving_repository, log, "--models", f"{DIGITS},{PETS}") as process:
+    # Two worker processes: what Prometheus scrapes is the supervisor's merged page, with
+    # per-worker series (the worker panels need them); one process's page is the same less
+    # those, and tests/integration/test_metrics.py reads it.
+    with running_server(serving_repository, log, "--models", f"{DIGITS},{PETS}",
+                        "--workers", "2") as process:
         yield process
 
 
