@@ -1,5 +1,5 @@
 # Two images from one file:
-#   docker build .                -> the serving image: onnxruntime, no PyTorch (the last stage)
+#   docker build .                -> the serving image: onnxruntime (CPU), no PyTorch (the last stage)
 #   docker build --target train . -> the training image: PyTorch (CPU) to make models
 # Models pass between them through a mounted model repository (see docker-compose.yml).
 
@@ -21,7 +21,7 @@ FROM python:3.11-slim AS train
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /app
 COPY --from=source /app ./
-RUN pip install --no-cache-dir '.[train]'
+RUN pip install --no-cache-dir '.[cpu,train]'
 ENV AXON_MODEL_REPOSITORY=/models
 ENTRYPOINT ["axon"]
 CMD ["quickstart", "--no-serve"]
@@ -31,8 +31,9 @@ CMD ["quickstart", "--no-serve"]
 FROM python:3.11-slim AS serve
 WORKDIR /app
 COPY --from=source /app ./
-# Base install only: the training extra (torch) is deliberately left out.
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 --no-create-home axon
+# The base install and the `cpu` extra (onnxruntime); the training extra (torch) is deliberately
+# left out. A GPU image would install '.[gpu]' on a CUDA base image instead.
+RUN pip install --no-cache-dir '.[cpu]' && useradd --system --uid 10001 --no-create-home axon
 # Numeric, so Kubernetes can enforce runAsNonRoot (deploy/kubernetes sets runAsUser 10001).
 USER 10001:10001
 ENV AXON_MODEL_REPOSITORY=/models
@@ -40,9 +41,10 @@ VOLUME ["/models"]
 # HTTP/REST, gRPC, and Prometheus metrics at /metrics (ServerSettings.http_address / .address /
 # .metrics_address).
 EXPOSE 8000 8001 8002
-# grpc.health.v1 over the real port: the same check a Kubernetes gRPC probe makes.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
-  CMD python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
-sys.exit(g.HealthStub(grpc.insecure_channel('127.0.0.1:8001')).Check(h.HealthCheckRequest(), timeout=2).status != h.HealthCheckResponse.SERVING)"
+# grpc.health.v1 over the real port (`axon health`, server/health_check.py), reached as the
+# server's AXON_* settings say: plain text, TLS (trusting the server's own certificate), mutual
+# TLS (presenting AXON_HEALTH_TLS_CERT/_KEY, else the server's own certificate). It sees the
+# container's environment, not `serve`'s flags: give TLS settings as AXON_* variables.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["axon", "health"]
 ENTRYPOINT ["axon"]
 CMD ["serve"]

@@ -16,17 +16,26 @@ BENCH_ARGS ?=
 OVERLOAD_ARGS ?=
 SOAK_MINUTES ?= 10
 SOAK_ARGS ?=
+# Empty: torch comes with the project's own install, as pip is configured (on this project's
+# machines, a local CPU wheel; elsewhere pip's default torch for Linux is a multi-GB CUDA build).
+# An index URL installs torch from it first, e.g. the CPU-only build for a fresh virtualenv:
+#   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# The `train` extra's pin (pyproject.toml); tests/integration/test_deploy_files.py checks they agree.
+TORCH_VERSION := 2.13.0
 
 .PHONY: run test lint typecheck proto proto-check bench bench-train venv node-client clean \
 	bench-overload bench-soak bench-scale-out kserve-venv
 
 venv: $(VENV)/.installed
 
-# Reinstalled whenever pyproject.toml changes. torch is pinned to the CPU wheel (see pyproject).
+# Reinstalled whenever pyproject.toml changes. The `cpu` extra is onnxruntime (a GPU machine
+# installs '.[gpu]' by hand instead; docs/deployment.md "Installing without the Makefile").
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install --quiet -e '.[cpu,dev]'
 	touch $@
 
 run: venv
@@ -89,11 +98,11 @@ bench: venv
 	$(BIN)/python -m axon.benchmarks.classify_limit $(BENCH_DIGITS) --model mnist \
 		--model-repository $(REPOSITORY)
 
-# Reliability benchmarks (README "Reliability"), on the same model as `make bench`. Overload: an
-# open loop at twice the measured capacity for 20 s, default server settings and a tighter queue
-# (OVERLOAD_ARGS="--serve-args '--max-queue-size 256'" measures another). Soak: SOAK_MINUTES of
-# mixed load with a reload in the middle; exits non-zero when a request fails or memory grows
-# 5 % or more after warm-up (make bench-soak SOAK_MINUTES=1 for a smoke check).
+# Reliability benchmarks (docs/reliability-security.md), on the same model as `make bench`.
+# Overload: an open loop at twice the measured capacity for 20 s, default server settings and a
+# tighter queue (OVERLOAD_ARGS="--serve-args '--max-queue-size 256'" measures another). Soak:
+# SOAK_MINUTES of mixed load with a reload in the middle; exits non-zero when a request fails or
+# memory grows 5 % or more after warm-up (make bench-soak SOAK_MINUTES=1 for a smoke check).
 bench-overload: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
@@ -107,13 +116,13 @@ bench-soak: venv
 		--minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # Throughput and p99 through nginx (deploy/nginx) to 1, 2 and 3 replicas and to one replica
-# directly (README "Scaling out"). Needs nginx and h2load.
+# directly (docs/performance.md "Scaling out"). Needs nginx and h2load.
 bench-scale-out: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
 	$(BIN)/python -m axon.benchmarks.scale_out --model $(BENCH_MODEL) --model-repository $(REPOSITORY)
 
-# The accuracy/time targets of the README, measured on the full test sets (several minutes).
+# The accuracy/time targets of docs/training.md, measured on the full test sets (several minutes).
 bench-train: venv
 	MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m axon.training.accuracy_targets
 

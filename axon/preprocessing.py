@@ -19,6 +19,7 @@ import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from axon.errors import AxonError
+from axon.image_formats import SERVED_FORMATS
 
 InputLayout = Literal["flat", "nchw"]
 """``flat``: one row of H*W*C values per image (MNIST's 784); ``nchw``: [C, H, W] per image."""
@@ -103,11 +104,6 @@ def fit_normalisation(images: npt.NDArray[np.uint8]) -> tuple[tuple[float, ...],
     std = tuple(max(float(images[..., c].std(dtype=np.float64)) * PIXEL_SCALE, 1e-6)
                 for c in channels)
     return mean, std
-
-
-SERVED_FORMATS = ("PNG", "JPEG")
-"""What the classification API decodes: the formats callers send, and no more of Pillow's
-decoders than that (some, like EPS, would run other programs)."""
 
 
 def load_image(source: Path | bytes, height: int, width: int,

@@ -54,7 +54,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             return answer
 
         await unary(body)  # connect before the clock starts
-        return await run_load(unary, body, args)
+        return await run_load([unary], body, args)
 
 
 def main() -> None:

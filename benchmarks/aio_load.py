@@ -14,7 +14,7 @@ import functools
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING, OpenLoopSchedule
 from axon.client.cli import add_security_arguments, security_from
-from axon.client.common import DEFAULT_MESSAGE_BYTES, channel_options
+from axon.client.common import DEFAULT_CONNECTIONS, DEFAULT_MESSAGE_BYTES, channel_options
 
 OPEN_LOOP_DEADLINE_S = 10.0
 """Each open-loop call's deadline: an overloaded server's backlog ends as DEADLINE_EXCEEDED
@@ -41,14 +41,16 @@ class CallFailedError(Exception):
         self.code = code
 
 
-async def closed_loop(unary: Unary, body: bytes, callers: int, seconds: float) -> dict[str, Any]:
-    """``callers`` callers, each sending its next request when the last is answered."""
+async def closed_loop(unaries: list[Unary], body: bytes, callers: int,
+                      seconds: float) -> dict[str, Any]:
+    """``callers`` callers, each sending its next request when the last is answered; caller
+    ``i`` calls through ``unaries[i % len(unaries)]`` (one per connection)."""
     latencies: list[float] = []
     codes: Counter[str] = Counter()
     sent = 0
     stop = time.perf_counter() + seconds
 
-    async def caller() -> None:
+    async def caller(unary: Unary) -> None:
         nonlocal sent
         while (start := time.perf_counter()) < stop:
             sent += 1
@@ -60,15 +62,16 @@ async def closed_loop(unary: Unary, body: bytes, callers: int, seconds: float) -
             latencies.append((time.perf_counter() - start) * 1000)
 
     began = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(callers)))
+    await asyncio.gather(*(caller(unaries[i % len(unaries)]) for i in range(callers)))
     return {"sent": sent, "succeeded": len(latencies), "seconds": time.perf_counter() - began,
             "latencies_ms": latencies, "errors_by_code": dict(codes), "not_sent": 0,
             "send_lag_p99_ms": None}
 
 
-async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
+async def open_loop(unaries: list[Unary], body: bytes, schedule: OpenLoopSchedule,
                     max_outstanding: int) -> dict[str, Any]:
-    """Each request its own task, started when it is due whatever became of earlier ones.
+    """Each request its own task, started when it is due whatever became of earlier ones,
+    the connections (``unaries``) taking turns.
 
     Latency runs from the time a request was due, not from when it went out. A generator that
     falls behind (a slow server holding it up, or its own CPU) sends late; timing from the send
@@ -82,7 +85,7 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
     in_flight: set[asyncio.Task[None]] = set()
     not_sent = 0
 
-    async def send(due: float) -> None:
+    async def send(unary: Unary, due: float) -> None:
         try:
             await unary(body, timeout=OPEN_LOOP_DEADLINE_S)
         except CallFailedError as failure:
@@ -99,7 +102,7 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
             not_sent += 1
             continue
         lags.append(max(0.0, time.perf_counter() - due))
-        task = asyncio.create_task(send(due))
+        task = asyncio.create_task(send(unaries[index % len(unaries)], due))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     if in_flight:
@@ -113,27 +116,41 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     body = args.body.read_bytes()
     security = security_from(args)
-    async with security.aio_channel(args.address,
-                                    channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
+    options = channel_options(DEFAULT_MESSAGE_BYTES)
+    # Distinct options, or gRPC would share one connection among the channels.
+    channels = [security.aio_channel(args.address, [*options, ("axon.connection", number)])
+                for number in range(args.connections)]
+    try:
         # No serializers: the request goes out as the bytes given, the answer comes back raw.
-        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(args.method)
-        call = functools.partial(method, metadata=security.metadata)
-
-        async def unary(request: bytes, timeout: float | None = None) -> bytes:
-            try:
-                return await call(request, timeout=timeout)
-            except grpc.aio.AioRpcError as error:
-                raise CallFailedError(error.code().name) from None
-
-        await channel.channel_ready()  # connect before the clock starts
-        return await run_load(unary, body, args)
+        unaries = [_unary(channel, args.method, security.metadata) for channel in channels]
+        # Connect before the clock starts.
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        return await run_load(unaries, body, args)
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
 
 
-async def run_load(unary: Unary, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
-    """The closed or open loop the arguments ask for."""
+def _unary(channel: grpc.aio.Channel, path: str,
+           metadata: Sequence[tuple[str, str]] | None) -> Unary:
+    """Raw bytes both ways through ``channel``'s method ``path``; errors as CallFailedError."""
+    method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
+    call = functools.partial(method, metadata=metadata)
+
+    async def unary(request: bytes, timeout: float | None = None) -> bytes:
+        try:
+            return await call(request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise CallFailedError(error.code().name) from None
+
+    return unary
+
+
+async def run_load(unaries: list[Unary], body: bytes,
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """The closed or open loop the arguments ask for, over ``unaries`` (one per connection)."""
     if args.rate is None:
-        return await closed_loop(unary, body, args.callers, args.seconds)
-    return await open_loop(unary, body, OpenLoopSchedule(args.rate, args.seconds),
+        return await closed_loop(unaries, body, args.callers, args.seconds)
+    return await open_loop(unaries, body, OpenLoopSchedule(args.rate, args.seconds),
                            args.max_outstanding)
 
 
@@ -150,6 +167,9 @@ def arguments(description: str, method: str) -> argparse.ArgumentParser:
     load.add_argument("--rate", type=float, help="open loop: requests per second")
     parser.add_argument("--max-outstanding", type=int, default=DEFAULT_MAX_OUTSTANDING,
                         help="open loop: most requests in flight; more due are not sent")
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS,
+                        help="gRPC: HTTP/2 connections the calls take turns over (over "
+                        "HTTP/REST, a connection per caller)")
     add_security_arguments(parser)
     return parser
 

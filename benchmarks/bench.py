@@ -27,8 +27,10 @@ import onnxruntime as ort
 from axon.benchmarks.loadgen import Call, LoadError, LoadResult, run_h2load, run_python
 from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING, Mode, Scenario
 from axon.benchmarks.target import Api, Target
+from axon.image_formats import SERVED_FORMATS
+from axon.markdown import LEFT, RIGHT, markdown_table
 from axon.model_card import ModelCard
-from axon.preprocessing import SERVED_FORMATS, load_image
+from axon.preprocessing import load_image
 
 LATENCY_PERCENTILES = (50, 75, 90, 95, 99, 99.9, 100)
 
@@ -145,9 +147,28 @@ def cpu_times() -> tuple[int, int]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux)."""
+    """CPU time (user + system) of a process and every process under it, live or ended: a
+    server of several workers is its supervisor and their processes (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # utime, stime, and cutime + cstime: the children it has waited for.
+    ticks = sum(int(value) for value in fields[11:15])
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        try:
+            total += process_cpu_seconds(child)
+        except OSError:  # it ended meanwhile: its parent's cutime has it once waited for
+            continue
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return children
 
 
 def measure(target: Target, scenario: Scenario, generator: str, *, api: Api = "infer",
@@ -237,25 +258,18 @@ def _errors(m: Measurement) -> str:
 
 
 def table(rows: Sequence[Measurement]) -> str:
-    lines = ["| load generator | protocol | callers | images/request | api | mode | "
-             "offered requests/s | "
-             "requests/s | images/s | p50 ms | p90 ms | p99 ms | max ms | errors | not sent | "
-             "images/execution | server CPU µs/request | generator CPU µs/request | "
-             "single-core ceiling images/s | share of ceiling |",
-             "| --- | --- | ---: | ---: | --- | --- |" + " ---: |" * 7 + " --- |"
-             + " ---: |" * 6]
-    for m in rows:
-        lines.append(
-            f"| {m.generator} | {m.protocol} | {_optional(m.callers, 'd')} | "
-            f"{m.images_per_request} | "
-            f"{m.api} | {m.mode} | {_optional(m.offered_requests_per_second, ',.0f')} | "
-            f"{m.requests_per_second:,.0f} | {m.images_per_second:,.0f} | {m.p50_ms:.2f} | "
-            f"{m.p90_ms:.2f} | {m.p99_ms:.2f} | {m.max_ms:.2f} | {_errors(m)} | "
-            f"{m.not_sent:,} | {m.images_per_execution:.1f} | "
-            f"{_optional(m.server_cpu_us_per_request, '.0f')} | "
-            f"{m.generator_cpu_us_per_request:.0f} | {m.ceiling_images_per_second:,.0f} | "
-            f"{m.share_of_ceiling:.1%} |")
-    return "\n".join(lines)
+    header = ["load generator", "protocol", "callers", "images/request", "api", "mode",
+              "offered requests/s", "requests/s", "images/s", "p50 ms", "p90 ms", "p99 ms",
+              "max ms", "errors", "not sent", "images/execution", "server CPU µs/request",
+              "generator CPU µs/request", "single-core ceiling images/s", "share of ceiling"]
+    alignment = [LEFT, LEFT, RIGHT, RIGHT, LEFT, LEFT, *[RIGHT] * 7, LEFT, *[RIGHT] * 6]
+    return markdown_table(header, alignment, ([
+        m.generator, m.protocol, _optional(m.callers, "d"), m.images_per_request, m.api, m.mode,
+        _optional(m.offered_requests_per_second, ",.0f"), f"{m.requests_per_second:,.0f}",
+        f"{m.images_per_second:,.0f}", f"{m.p50_ms:.2f}", f"{m.p90_ms:.2f}", f"{m.p99_ms:.2f}",
+        f"{m.max_ms:.2f}", _errors(m), f"{m.not_sent:,}", f"{m.images_per_execution:.1f}",
+        _optional(m.server_cpu_us_per_request, ".0f"), f"{m.generator_cpu_us_per_request:.0f}",
+        f"{m.ceiling_images_per_second:,.0f}", f"{m.share_of_ceiling:.1%}"] for m in rows))
 
 
 def plot(rows: Sequence[Measurement], path: Path) -> None:
@@ -339,14 +353,14 @@ def median(values: Sequence[float]) -> float:
 
 def comparison_table(pairs: Sequence[Pair], variant: str, baseline: str) -> str:
     """Medians over the rounds, and variant/baseline ratios (1.00: no difference)."""
-    lines = [f"variant: {variant}; baseline: {baseline}; medians of {len(pairs[0].variant)} "
-             "alternating rounds" if pairs else "no measurements",
-             "| load generator | scenario | images/s baseline | images/s variant | "
-             "throughput ratio | p50 ms baseline | p50 ms variant | p50 ratio | p99 ms "
-             "baseline | p99 ms variant | server CPU µs/request baseline | variant | CPU ratio "
-             "| images/execution variant | errors baseline | errors variant | most steal | "
-             "api |",
-             "| --- | --- |" + " ---: |" * 15 + " --- |"]
+    title = (f"variant: {variant}; baseline: {baseline}; medians of {len(pairs[0].variant)} "
+             "alternating rounds" if pairs else "no measurements")
+    header = ["load generator", "scenario", "images/s baseline", "images/s variant",
+              "throughput ratio", "p50 ms baseline", "p50 ms variant", "p50 ratio",
+              "p99 ms baseline", "p99 ms variant", "server CPU µs/request baseline", "variant",
+              "CPU ratio", "images/execution variant", "errors baseline", "errors variant",
+              "most steal", "api"]
+    rows = []
     for pair in pairs:
         sides = (pair.baseline, pair.variant)
         rate = [median([m.images_per_second for m in side]) for side in sides]
@@ -356,14 +370,14 @@ def comparison_table(pairs: Sequence[Pair], variant: str, baseline: str) -> str:
         errors = [median([m.errors for m in side]) for side in sides]
         batch = median([m.images_per_execution for m in pair.variant])
         steal = max(m.steal for side in sides for m in side)
-        lines.append(
-            f"| {pair.generator} | {pair.scenario.label} | "
-            f"{rate[0]:,.0f} | {rate[1]:,.0f} | {rate[1] / rate[0]:.3f} | {p50[0]:.2f} | "
-            f"{p50[1]:.2f} | {p50[1] / p50[0] if p50[0] else float('nan'):.3f} | "
-            f"{p99[0]:.2f} | {p99[1]:.2f} | {cpu[0]:.1f} | {cpu[1]:.1f} | "
-            f"{cpu[1] / cpu[0] if cpu[0] else float('nan'):.3f} | {batch:.1f} | "
-            f"{errors[0]:,.0f} | {errors[1]:,.0f} | {steal:.1%} | {pair.api} |")
-    return "\n".join(lines)
+        rows.append([
+            pair.generator, pair.scenario.label, f"{rate[0]:,.0f}", f"{rate[1]:,.0f}",
+            f"{rate[1] / rate[0]:.3f}", f"{p50[0]:.2f}", f"{p50[1]:.2f}",
+            f"{p50[1] / p50[0] if p50[0] else float('nan'):.3f}", f"{p99[0]:.2f}",
+            f"{p99[1]:.2f}", f"{cpu[0]:.1f}", f"{cpu[1]:.1f}",
+            f"{cpu[1] / cpu[0] if cpu[0] else float('nan'):.3f}", f"{batch:.1f}",
+            f"{errors[0]:,.0f}", f"{errors[1]:,.0f}", f"{steal:.1%}", pair.api])
+    return title + "\n" + markdown_table(header, [LEFT, LEFT, *[RIGHT] * 15, LEFT], rows)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The single-core limit: Pillow decodes every file as training does (``load_image`
 onnxruntime (one thread) runs the model on batches of 64, in one process pinned to one CPU,
 with no gRPC. Then a real server and a real ``axon classify`` run over the same files on this
 machine (both on every core), and the script prints images/s and CPU per image of each, their
-ratios, and the targets (README, "Serving performance"): ``axon classify`` at least 0.8x the
+ratios, and the targets (docs/performance.md): ``axon classify`` at least 0.8x the
 single-core limit's images/s, the server's CPU per image at most 2x the limit's.
 
     python -m benchmarks.classify_limit FOLDER [--model mnist] [--model-repository DIR]
@@ -36,10 +36,12 @@ import onnxruntime as ort
 
 from axon.benchmarks.bench import STEAL_ATTEMPTS, STEAL_LIMIT, cpu_times, process_cpu_seconds
 from axon.client.file_stream import image_paths
-from axon.client.server_process import running_server
+from axon.client.server_process import ServerProcess, running_server
+from axon.image_formats import SERVED_FORMATS
+from axon.markdown import LEFT, RIGHT, markdown_table
 from axon.model_card import ModelCard
 from axon.model_repository import MODEL_FILENAME, ModelRepository
-from axon.preprocessing import SERVED_FORMATS, load_image
+from axon.preprocessing import load_image
 
 LIMIT_BATCH = 64
 THROUGHPUT_TARGET = 0.8
@@ -110,22 +112,28 @@ def _measure_limit(cpu: int, model_path: Path, folder: Path) -> Limit:
 
 def classify_run(folder: Path, files: int, repository: Path, model: str,
                  classify_args: list[str]) -> ClassifyRun:
-    """A server for the run, then ``axon classify`` over ``folder`` (timed from its start to
-    its exit), with the server's and the client's CPU."""
+    """A server for the run, then ``axon classify`` over ``folder`` against it."""
     with tempfile.TemporaryDirectory() as tmp, running_server(
             repository, Path(tmp) / "server.log", "--models", model) as server:
-        server_before = process_cpu_seconds(server.process.pid)
-        client_before = _reaped_children_cpu()
-        steal_before, total_before = cpu_times()
-        started = time.perf_counter()
-        completed = subprocess.run(
-            [sys.executable, "-m", "axon.cli", "classify", str(folder), "--address",
-             server.address, "--model", model, "--format", "csv", *classify_args],
-            capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - started
-        steal_after, total_after = cpu_times()
-        client_cpu = _reaped_children_cpu() - client_before
-        server_cpu = process_cpu_seconds(server.process.pid) - server_before
+        return classify_against(server, folder, files, model, classify_args)
+
+
+def classify_against(server: ServerProcess, folder: Path, files: int, model: str,
+                     classify_args: list[str]) -> ClassifyRun:
+    """``axon classify`` over ``folder`` against ``server`` (timed from its start to its
+    exit), with the server's and the client's CPU."""
+    server_before = process_cpu_seconds(server.process.pid)
+    client_before = _reaped_children_cpu()
+    steal_before, total_before = cpu_times()
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", "axon.cli", "classify", str(folder), "--address",
+         server.address, "--model", model, "--format", "csv", *classify_args],
+        capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    steal_after, total_after = cpu_times()
+    client_cpu = _reaped_children_cpu() - client_before
+    server_cpu = process_cpu_seconds(server.process.pid) - server_before
     if completed.returncode != 0:
         raise RuntimeError(f"axon classify failed ({completed.returncode}): "
                            f"{completed.stderr.strip()}")
@@ -143,7 +151,7 @@ def _reaped_children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _least_stolen(measure: Callable[[], ClassifyRun]) -> ClassifyRun:
+def least_stolen(measure: Callable[[], ClassifyRun]) -> ClassifyRun:
     runs = [measure()]
     while runs[-1].steal > STEAL_LIMIT and len(runs) < STEAL_ATTEMPTS:
         runs.append(measure())
@@ -161,12 +169,11 @@ def report(limits: list[Limit], runs: list[ClassifyRun]) -> list[str]:
     throughput_ratio, cpu_ratio = rate / limit_rate, server / limit_cpu
     return [
         f"medians of {len(runs)} rounds, {runs[0].images:,} images, {os.cpu_count()} CPUs",
-        "| | images/s | CPU µs/image |",
-        "| --- | ---: | ---: |",
-        f"| single-core limit (Pillow decode {decode:.1f} µs + onnxruntime batch "
-        f"{LIMIT_BATCH} {model:.1f} µs) | {limit_rate:,.0f} | {limit_cpu:.1f} |",
-        f"| axon classify (server) | {rate:,.0f} | {server:.1f} |",
-        f"| axon classify (client) | | {client:.1f} |",
+        markdown_table(["", "images/s", "CPU µs/image"], [LEFT, RIGHT, RIGHT], [
+            [f"single-core limit (Pillow decode {decode:.1f} µs + onnxruntime batch "
+             f"{LIMIT_BATCH} {model:.1f} µs)", f"{limit_rate:,.0f}", f"{limit_cpu:.1f}"],
+            ["axon classify (server)", f"{rate:,.0f}", f"{server:.1f}"],
+            ["axon classify (client)", "", f"{client:.1f}"]]),
         f"throughput {throughput_ratio:.2f}x the single-core limit (target >= "
         f"{THROUGHPUT_TARGET}): {'met' if throughput_ratio >= THROUGHPUT_TARGET else 'MISSED'}",
         f"server CPU per image {cpu_ratio:.2f}x the limit's (target <= {SERVER_CPU_TARGET}): "
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     limits, runs = [], []
     for round_number in range(1, args.rounds + 1):
         limits.append(single_core_limit(args.folder, path))
-        runs.append(_least_stolen(lambda: classify_run(
+        runs.append(least_stolen(lambda: classify_run(
             args.folder, len(files), args.model_repository, args.model,
             shlex.split(args.classify_args))))
         print(f"round {round_number}: limit {limits[-1].images_per_second:,.0f} images/s, "

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +29,15 @@ from axon.benchmarks.bench import process_cpu_seconds
 from axon.benchmarks.loadgen import Call, h2load_available, run_h2load, run_python
 from axon.benchmarks.scenarios import Scenario
 from axon.benchmarks.target import Target
+from axon.client.server_process import ServerProcess, running_server
 from axon.client.sync_client import AxonClient
 
 NOT_SENT = -1
 """The code recorded for a request that was due while the outstanding cap was reached."""
 CAPACITY_CALLERS = 64
+START_DELAY_S = 2.0
+"""From launching the load processes to the first request: time for them to connect."""
+MIB = 1024 * 1024
 _SAMPLE = re.compile(r'^axon_requests_total\{([^}]*)\} (\S+)$', re.MULTILINE)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -72,6 +78,17 @@ def describe_target(client: AxonClient, model: str, server_pid: int,
                    description.image_channels), server_pid)
 
 
+@contextmanager
+def served_target(repository: Path, log_path: Path, model: str,
+                  *flags: str) -> Iterator[tuple[ServerProcess, Target]]:
+    """A real server on ``repository`` serving ``model`` (and given ``flags``), ready for load,
+    with the model as ``describe_target`` sees it; ``target.client`` talks to that server."""
+    with running_server(repository, log_path, "--models", model, *flags) as server, \
+            AxonClient(server.address) as client:
+        client.wait_ready()
+        yield server, describe_target(client, model, server.process.pid)
+
+
 def pick_generator(name: str) -> str:
     """``auto``: h2load where installed (a C client, so the cores go to the server), else the
     python generator."""
@@ -84,7 +101,8 @@ def pick_generator(name: str) -> str:
 
 
 def measure_capacity(call: Call, generator: str, seconds: float) -> float:
-    """Requests/s answered in a closed loop of 64 single-image callers (after a 1 s warm-up)."""
+    """Requests/s answered in a closed loop of ``CAPACITY_CALLERS`` single-image callers (after
+    a 1 s warm-up)."""
     run = run_h2load if generator == "h2load" else run_python
     scenario = Scenario(1, callers=CAPACITY_CALLERS)
     run(call, scenario, 1.0)
@@ -203,3 +221,22 @@ def ms(values: npt.NDArray[np.float64], q: float) -> float:
 def child_command(module: str, *args: str) -> list[str]:
     """``python -m axon.benchmarks.MODULE ARGS``, on this interpreter."""
     return [sys.executable, "-m", f"axon.benchmarks.{module}", *args]
+
+
+def phased_load_child(call: Call, tmp: Path, name: str, phases: str, start: float,
+                      *options: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """A ``phased_load`` child process sending ``call`` on the schedule ``phases``
+    (``RATE:SECONDS,...``) from the instant ``start``; it and the file it records to.
+    ``name`` names its files in ``tmp``."""
+    body, out = tmp / f"{name}.body", tmp / f"{name}.npz"
+    body.write_bytes(call.body)
+    return subprocess.Popen(child_command(
+        "phased_load", call.address, call.method, str(body), str(out), "--phases", phases,
+        "--start", repr(start), *options)), out
+
+
+def wait_for_children(children: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Wait for every load child process; stop the benchmark if one failed."""
+    for child in children:
+        if child.wait() != 0:
+            raise SystemExit(f"a load process failed with status {child.returncode}")

@@ -1,4 +1,4 @@
-"""Which HTTP server carries Axon's REST binding: the measurement behind docs/http.md.
+"""Which HTTP server carries Axon's REST binding: the measurement behind docs/performance.md.
 
 Both candidates run on the event loop gRPC uses (the batchers serve one loop), in a server
 process built exactly as ``axon serve`` builds it, with the same routes, edge, codec and models;
@@ -35,6 +35,7 @@ from typing import Any
 from axon.benchmarks.bench import median, process_cpu_seconds
 from axon.benchmarks.loadgen import Call, run_h2load
 from axon.benchmarks.scenarios import Scenario
+from axon.markdown import LEFT, RIGHT, markdown_table
 from axon.server.app import AxonServer, build_server
 from axon.server.config import ServerSettings, load_settings
 from axon.server.http.edge import HttpEdge, Limits
@@ -194,19 +195,20 @@ def compare(args: argparse.Namespace) -> str:
 
 def _table(results: dict[tuple[str, str], list[tuple[float, float]]],
            scenarios: list[Scenario], rounds: int) -> str:
-    lines = [f"JSON inference, h2load --h1, a connection per caller, medians of {rounds} "
-             f"alternating rounds, {os.cpu_count()} CPUs",
-             "| scenario | server | requests/s | server CPU µs/request | requests/s ratio | "
-             "CPU/request ratio |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    title = (f"JSON inference, h2load --h1, a connection per caller, medians of {rounds} "
+             f"alternating rounds, {os.cpu_count()} CPUs")
+    rows = []
     for scenario in scenarios:
         base_rate = median([r for r, _ in results[(scenario.label, "aiohttp")]])
         base_cpu = median([c for _, c in results[(scenario.label, "aiohttp")]])
         for framework in FRAMEWORKS:
             rate = median([r for r, _ in results[(scenario.label, framework)]])
             cpu = median([c for _, c in results[(scenario.label, framework)]])
-            lines.append(f"| {scenario.label} | {framework} | {rate:,.0f} | {cpu:.0f} | "
-                         f"{rate / base_rate:.2f} | {cpu / base_cpu:.2f} |")
-    return "\n".join(lines)
+            rows.append([scenario.label, framework, f"{rate:,.0f}", f"{cpu:.0f}",
+                         f"{rate / base_rate:.2f}", f"{cpu / base_cpu:.2f}"])
+    return title + "\n" + markdown_table(
+        ["scenario", "server", "requests/s", "server CPU µs/request", "requests/s ratio",
+         "CPU/request ratio"], [LEFT, LEFT, *[RIGHT] * 4], rows)
 
 
 def main() -> None:

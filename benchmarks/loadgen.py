@@ -37,6 +37,7 @@ from axon.benchmarks.scenarios import (
     Scenario,
     lateness,
 )
+from axon.client.common import DEFAULT_CONNECTIONS
 from axon.errors import AxonError
 
 H2LOAD_LATE_SHARE = 0.01
@@ -188,6 +189,8 @@ def run_python(call: Call, scenario: Scenario, seconds: float, *,
         ["--rate", f"{scenario.rate!r}", "--max-outstanding", str(max_outstanding)]
     module = "aio_http_load" if call.http else "aio_load"
     headers = [f"--header={name}: {value}" for name, value in call.headers]
+    connections = scenario.connections or min(DEFAULT_CONNECTIONS, scenario.callers or 64)
+    load += ["--connections", str(connections)]
     with tempfile.TemporaryDirectory() as tmp:
         body_path, out_path = Path(tmp) / "body", Path(tmp) / "out.json"
         body_path.write_bytes(call.body)

@@ -8,13 +8,20 @@ import signal
 import socket
 import subprocess
 import time
+from functools import cache
 from pathlib import Path
 
 from axon.errors import AxonError
 
 NGINX_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "nginx.conf"
 _UPSTREAM = re.compile(r"^(\s*)server axon:8001 (.*);$", re.MULTILINE)
-_LISTEN = re.compile(r"^(\s*)listen 8080 http2;$", re.MULTILINE)
+_LISTEN = re.compile(r"^(\s*)listen 8080;$", re.MULTILINE)
+_HTTP2 = re.compile(r"^[ \t]*http2 on;\n", re.MULTILINE)
+_PLAIN_LISTEN = re.compile(r"^([ \t]*listen [^;\s]+);$", re.MULTILINE)
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+"""The nginx release that brought ``http2 on;`` and deprecated ``listen ... http2``. The
+shipped config uses the new form (compose runs nginx 1.27); Debian 12's nginx, which the tests
+run, is 1.22 and knows only the old one."""
 
 
 class ProxyError(AxonError):
@@ -23,17 +30,49 @@ class ProxyError(AxonError):
 
 def loopback_config(upstreams: list[int], listen: int, folder: Path) -> Path:
     """The repository's config with loopback upstreams, port, pid file and error log, written
-    into ``folder``. Only the upstream servers and the listen address change."""
+    into ``folder``, in the form the installed nginx reads (``for_installed_nginx``). Only the
+    upstream servers, the listen address and that form change."""
     text = NGINX_CONFIG.read_text()
-    if len(_UPSTREAM.findall(text)) != 1 or len(_LISTEN.findall(text)) != 1:
-        raise ProxyError(f"{NGINX_CONFIG}: expected one 'server axon:8001' and one "
-                         "'listen 8080 http2' line")
+    if len(_UPSTREAM.findall(text)) != 1 or len(_LISTEN.findall(text)) != 1 \
+            or len(_HTTP2.findall(text)) != 1:
+        raise ProxyError(f"{NGINX_CONFIG}: expected one 'server axon:8001', one "
+                         "'listen 8080;' and one 'http2 on;' line")
     text = _UPSTREAM.sub(lambda m: "\n".join(f"{m[1]}server 127.0.0.1:{port} {m[2]};"
                                              for port in upstreams), text)
-    text = _LISTEN.sub(lambda m: f"{m[1]}listen 127.0.0.1:{listen} http2;", text)
+    text = _LISTEN.sub(lambda m: f"{m[1]}listen 127.0.0.1:{listen};", text)
     path = folder / "nginx.conf"
-    path.write_text(f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log notice;\n{text}")
+    path.write_text(f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log notice;\n"
+                    f"{for_installed_nginx(text)}")
     return path
+
+
+def for_installed_nginx(text: str) -> str:
+    """``text`` as the installed nginx reads it: unchanged from 1.25.1 on, in the old HTTP/2
+    form (``legacy_http2_form``) before."""
+    return text if nginx_version() >= HTTP2_DIRECTIVE_SINCE else legacy_http2_form(text)
+
+
+def legacy_http2_form(text: str) -> str:
+    """nginx < 1.25.1's spelling of a config with one server block: the ``http2 on;`` line
+    dropped and ``http2`` added to its plain ``listen`` lines instead. Everything else is kept
+    as it is."""
+    if not _HTTP2.search(text):
+        return text
+    return _PLAIN_LISTEN.sub(lambda m: f"{m[1]} http2;", _HTTP2.sub("", text))
+
+
+@cache
+def nginx_version(binary: str = "nginx") -> tuple[int, ...]:
+    """The installed nginx's version, from ``nginx -v`` (which writes it on stderr)."""
+    try:
+        shown = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=30,
+                               check=False)
+    except OSError as error:
+        raise ProxyError(f"cannot run {binary} -v: {error.strerror or error}") from error
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", shown.stderr + shown.stdout)
+    if found is None:
+        raise ProxyError(f"no version in the output of {binary} -v: {shown.stderr.strip()}")
+    return tuple(int(part) for part in found.groups())
 
 
 class NginxProcess:

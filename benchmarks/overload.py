@@ -20,29 +20,26 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from axon.benchmarks.common import (
+    START_DELAY_S,
     Records,
     Watcher,
-    child_command,
-    describe_target,
     measure_capacity,
+    phased_load_child,
     pick_generator,
+    served_target,
+    wait_for_children,
 )
 from axon.benchmarks.h2load_bulk import BulkRun, run_bulk
 from axon.benchmarks.loadgen import Call
 from axon.benchmarks.overload_report import OverloadRun, PhasePlan, report, summary
 from axon.benchmarks.phased_load import Phase
-from axon.client.server_process import running_server
-from axon.client.sync_client import AxonClient
 
-START_DELAY_S = 2.0
-"""From launching the load processes to the first request: time for them to connect."""
 BULK_MAX_OUTSTANDING = 64_000
 """h2load's outstanding cap: high, so that it never holds requests back (and sends them late)
 merely because the server is slow to answer."""
@@ -61,26 +58,17 @@ def plan(capacity: float, args: argparse.Namespace) -> list[PhasePlan]:
 def run_probe(call: Call, phases: list[Phase], start: float, parts: int,
               tmp: Path) -> Records:
     """The python probe: ``parts`` child processes sharing the schedule; their records."""
-    body = tmp / "body"
-    body.write_bytes(call.body)
-    outs = [tmp / f"probe-{part}.npz" for part in range(parts)]
-    children = [subprocess.Popen(
-        child_command("phased_load", call.address, call.method, str(body), str(out),
-                      "--phases", ",".join(map(str, phases)), "--start", repr(start),
-                      "--part", str(part), "--parts", str(parts)))
-        for part, out in enumerate(outs)]
-    for child in children:
-        if child.wait() != 0:
-            raise SystemExit(f"the load process failed with status {child.returncode}")
-    return Records.concat([Records.load(out) for out in outs])
+    children = [phased_load_child(call, tmp, f"probe-{part}", ",".join(map(str, phases)),
+                                  start, "--part", str(part), "--parts", str(parts))
+                for part in range(parts)]
+    wait_for_children(child for child, _ in children)
+    return Records.concat([Records.load(out) for _, out in children])
 
 
 def run_config(args: argparse.Namespace, flags: str, generator: str) -> OverloadRun:
-    with tempfile.TemporaryDirectory() as tmp, running_server(
-            args.model_repository, Path(tmp) / "server.log", "--models", args.model,
-            *shlex.split(flags)) as server, AxonClient(server.address) as client:
-        client.wait_ready()
-        target = describe_target(client, args.model, server.process.pid)
+    with tempfile.TemporaryDirectory() as tmp, served_target(
+            args.model_repository, Path(tmp) / "server.log", args.model,
+            *shlex.split(flags)) as (server, target):
         call = target.call("infer", args.images)  # checked once through the real client
         capacity = measure_capacity(call, generator, args.capacity_seconds)
         phases = plan(capacity, args)

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from axon.benchmarks.common import Records, Sample, ms
+from axon.benchmarks.common import CAPACITY_CALLERS, MIB, Records, Sample, ms
 from axon.benchmarks.h2load_bulk import BulkRun
+from axon.markdown import LEFT, RIGHT, markdown_table
 
 WINDOW_S = 0.1
 RECOVERY_FACTOR = 1.5
 RECOVERY_WINDOWS = 10
 """Recovered: this many 100 ms windows in a row (1 s) are normal."""
-MIB = 1024 * 1024
 INFER = "ModelInfer"
 
 
@@ -113,11 +113,11 @@ def _codes(counts: Counter[str], seconds: float | None = None) -> str:
 
 
 def phase_table(run: OverloadRun) -> str:
-    lines = ["| phase | offered req/s | sent req/s | OK req/s (server) | other codes "
-             "(server counted) | not seen by Axon req/s | probe calls | probe errors by code "
-             "| probe OK p50 / p99 / max ms | probe errors p50 / p99 ms | probe sent late p99 ms | "
-             "server CPU | machine busy | RSS MiB (end) |",
-             "| --- |" + " ---: |" * 6 + " --- |" + " ---: |" * 6]
+    header = ["phase", "offered req/s", "sent req/s", "OK req/s (server)",
+              "other codes (server counted)", "not seen by Axon req/s", "probe calls",
+              "probe errors by code", "probe OK p50 / p99 / max ms", "probe errors p50 / p99 ms",
+              "probe sent late p99 ms", "server CPU", "machine busy", "RSS MiB (end)"]
+    rows = []
     for phase in run.phases:
         probe = run.probe.between(phase.start, phase.stop)
         server = run.server_codes(phase)
@@ -127,16 +127,16 @@ def phase_table(run: OverloadRun) -> str:
         failed = probe.latency[(probe.code != 0) & ~np.isnan(probe.latency)]
         first, last = run.sample_at(phase.start), run.sample_at(phase.stop)
         cpu = last.cpu_seconds - first.cpu_seconds
-        lines.append(
-            f"| {phase.name} ({phase.multiple:g}x, {phase.seconds:g} s) | {phase.rate:,.0f} | "
-            f"{run.sent(phase) / phase.seconds:,.0f} | {ok / phase.seconds:,.0f} | "
-            f"{_codes(server, phase.seconds)} | {max(0, unseen) / phase.seconds:,.0f} | "
-            f"{len(probe.due):,} | {_codes(probe.errors())} | {ms(ok_latency, 50):.1f} / "
-            f"{ms(ok_latency, 99):.1f} / {ms(ok_latency, 100):.1f} | {ms(failed, 50):.1f} / "
-            f"{ms(failed, 99):.1f} | {ms(probe.lag[~np.isnan(probe.lag)], 99):.1f} | "
-            f"{cpu / phase.seconds:.0%} | {last.machine_busy(first):.0%} | "
-            f"{run.sample_at(phase.stop).rss / MIB:.1f} |")
-    return "\n".join(lines)
+        rows.append([
+            f"{phase.name} ({phase.multiple:g}x, {phase.seconds:g} s)", f"{phase.rate:,.0f}",
+            f"{run.sent(phase) / phase.seconds:,.0f}", f"{ok / phase.seconds:,.0f}",
+            _codes(server, phase.seconds), f"{max(0, unseen) / phase.seconds:,.0f}",
+            f"{len(probe.due):,}", _codes(probe.errors()),
+            f"{ms(ok_latency, 50):.1f} / {ms(ok_latency, 99):.1f} / {ms(ok_latency, 100):.1f}",
+            f"{ms(failed, 50):.1f} / {ms(failed, 99):.1f}",
+            f"{ms(probe.lag[~np.isnan(probe.lag)], 99):.1f}", f"{cpu / phase.seconds:.0%}",
+            f"{last.machine_busy(first):.0%}", f"{run.sample_at(phase.stop).rss / MIB:.1f}"])
+    return markdown_table(header, [LEFT, *[RIGHT] * 6, LEFT, *[RIGHT] * 6], rows)
 
 
 def memory_line(run: OverloadRun) -> str:
@@ -159,7 +159,7 @@ def report(run: OverloadRun) -> str:
     lines = [
         f"== server flags: {run.flags or '(defaults)'}",
         f"capacity: {run.capacity:,.0f} requests/s of {run.images} image(s) ({run.generator}, "
-        "closed loop, 64 callers)",
+        f"closed loop, {CAPACITY_CALLERS} callers)",
         "load: " + ", ".join(f"{p.name} {p.multiple:g}x = {p.rate:,.0f} req/s for "
                               f"{p.seconds:g} s" for p in (a, b, c)) + f"; {probe}",
         phase_table(run),
@@ -180,11 +180,12 @@ def report(run: OverloadRun) -> str:
 
 
 def summary(runs: Sequence[OverloadRun]) -> str:
-    lines = ["| server flags | capacity req/s | overload offered req/s | OK req/s in overload "
-             "(server) | probe calls refused in overload, by code | refusal p50 / p99 ms | "
-             "admitted (OK) p99 ms A / B / C | RSS MiB start / peak / end of overload | "
-             "recovery: first normal window / 1 s normal |",
-             "| --- |" + " ---: |" * 3 + " --- |" + " ---: |" * 4]
+    header = ["server flags", "capacity req/s", "overload offered req/s",
+              "OK req/s in overload (server)", "probe calls refused in overload, by code",
+              "refusal p50 / p99 ms", "admitted (OK) p99 ms A / B / C",
+              "RSS MiB start / peak / end of overload",
+              "recovery: first normal window / 1 s normal"]
+    rows = []
     for run in runs:
         a, b, c = run.phase("A"), run.phase("B"), run.phase("C")
         overload = run.probe.between(b.start, b.stop)
@@ -193,12 +194,12 @@ def summary(runs: Sequence[OverloadRun]) -> str:
         p99 = [ms(run.probe.between(p.start, p.stop).ok_latency(), 99) for p in (a, b, c)]
         rss = [s.rss for s in run.samples if b.start <= s.at <= b.stop + 0.5]
         back = recovery(run)
-        lines.append(
-            f"| {run.flags or '(defaults)'} | {run.capacity:,.0f} | {b.rate:,.0f} | "
-            f"{ok / b.seconds:,.0f} | {_codes(overload.errors())} of {len(overload.due):,} | "
-            f"{ms(refused, 50):.1f} / {ms(refused, 99):.1f} | "
-            + " / ".join(f"{v:.1f}" for v in p99)
-            + f" | {run.sample_at(b.start).rss / MIB:.1f} / {max(rss) / MIB:.1f} / "
-            f"{run.sample_at(b.stop).rss / MIB:.1f} | "
-            + f"{_seconds(back.first_s)} / {_seconds(back.sustained_s)} |")
-    return "\n".join(lines)
+        rows.append([
+            run.flags or "(defaults)", f"{run.capacity:,.0f}", f"{b.rate:,.0f}",
+            f"{ok / b.seconds:,.0f}", f"{_codes(overload.errors())} of {len(overload.due):,}",
+            f"{ms(refused, 50):.1f} / {ms(refused, 99):.1f}",
+            " / ".join(f"{v:.1f}" for v in p99),
+            f"{run.sample_at(b.start).rss / MIB:.1f} / {max(rss) / MIB:.1f} / "
+            f"{run.sample_at(b.stop).rss / MIB:.1f}",
+            f"{_seconds(back.first_s)} / {_seconds(back.sustained_s)}"])
+    return markdown_table(header, [LEFT, *[RIGHT] * 3, LEFT, *[RIGHT] * 4], rows)

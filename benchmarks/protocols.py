@@ -11,6 +11,7 @@ from pathlib import Path
 
 from axon.benchmarks.bench import Measurement, median
 from axon.benchmarks.scenarios import Scenario
+from axon.markdown import LEFT, RIGHT, markdown_table
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,20 @@ def protocol_table(results: Sequence[ProtocolRuns]) -> str:
         return "no measurements"
     first = next(iter(results[0].runs))
     rounds = len(next(iter(results[0].runs.values())))
-    lines = [f"medians of {rounds} alternating rounds; ratios to {first}",
-             "| load generator | scenario | protocol | requests/s | images/s | p50 ms | p99 ms | "
-             "server CPU µs/request | requests/s ratio | CPU/request ratio | p50 ratio | "
-             "errors |",
-             "| --- | --- | --- |" + " ---: |" * 9]
+    rows = []
     for result in results:
         base = _medians(result.runs[first])
         for protocol, runs in result.runs.items():
             these = _medians(runs)
-            lines.append(
-                f"| {result.generator} | {result.scenario.label} | {protocol} | "
-                f"{these['rate']:,.0f} | {these['images']:,.0f} | {these['p50']:.2f} | "
-                f"{these['p99']:.2f} | {these['cpu']:.0f} | {_ratio(these, base, 'rate')} | "
-                f"{_ratio(these, base, 'cpu')} | {_ratio(these, base, 'p50')} | "
-                f"{these['errors']:,.0f} |")
-    return "\n".join(lines)
+            rows.append([
+                result.generator, result.scenario.label, protocol, f"{these['rate']:,.0f}",
+                f"{these['images']:,.0f}", f"{these['p50']:.2f}", f"{these['p99']:.2f}",
+                f"{these['cpu']:.0f}", _ratio(these, base, "rate"), _ratio(these, base, "cpu"),
+                _ratio(these, base, "p50"), f"{these['errors']:,.0f}"])
+    return f"medians of {rounds} alternating rounds; ratios to {first}\n" + markdown_table(
+        ["load generator", "scenario", "protocol", "requests/s", "images/s", "p50 ms",
+         "p99 ms", "server CPU µs/request", "requests/s ratio", "CPU/request ratio",
+         "p50 ratio", "errors"], [LEFT, LEFT, LEFT, *[RIGHT] * 9], rows)
 
 
 def _medians(runs: Sequence[Measurement]) -> dict[str, float]:

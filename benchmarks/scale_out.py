@@ -5,7 +5,7 @@ replica called directly, and where the CPU goes (replicas, proxy, load generator
 
 Everything runs on this machine: replicas, nginx (deploy/nginx/nginx.conf, upstreams rewritten
 to loopback) and h2load share its cores, so the numbers say what one more replica buys *here*
-and what the proxy costs per request; the capacity model in the README turns them into
+and what the proxy costs per request; the capacity model in docs/performance.md turns them into
 requests/s per core.
 """
 
@@ -29,6 +29,7 @@ from axon.benchmarks.scenarios import Scenario
 from axon.client.common import infer_request
 from axon.client.server_process import ServerProcess, free_port, start_server
 from axon.client.sync_client import AxonClient
+from axon.markdown import LEFT, RIGHT, markdown_table
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 LAYOUTS = (("direct", 1), ("nginx", 1), ("nginx", 2), ("nginx", 3))
@@ -133,16 +134,13 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| layout | replicas | load | requests/s | images/s | p50 ms | p99 ms | replica "
-             "CPU µs/req | nginx CPU µs/req | h2load CPU µs/req | machine busy |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append(f"| {r.layout} | {r.replicas} | {r.scenario} | "
-                     f"{r.requests_per_second:,.0f} | {r.images_per_second:,.0f} | "
-                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.replica_cpu_us:.0f} | "
-                     f"{r.proxy_cpu_us:.0f} | {r.generator_cpu_us:.0f} | "
-                     f"{r.machine_busy:.0%} |")
-    return "\n".join(lines)
+    header = ["layout", "replicas", "load", "requests/s", "images/s", "p50 ms", "p99 ms",
+              "replica CPU µs/req", "nginx CPU µs/req", "h2load CPU µs/req", "machine busy"]
+    return markdown_table(header, [LEFT, RIGHT, LEFT, *[RIGHT] * 8], ([
+        r.layout, r.replicas, r.scenario, f"{r.requests_per_second:,.0f}",
+        f"{r.images_per_second:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
+        f"{r.replica_cpu_us:.0f}", f"{r.proxy_cpu_us:.0f}", f"{r.generator_cpu_us:.0f}",
+        f"{r.machine_busy:.0%}"] for r in rows))
 
 
 def ratios(rows: list[Row]) -> list[str]:

@@ -27,24 +27,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from axon.benchmarks.common import (
+    CAPACITY_CALLERS,
+    MIB,
+    START_DELAY_S,
     Records,
     Sample,
     Watcher,
     child_command,
-    describe_target,
     measure_capacity,
+    phased_load_child,
     pick_generator,
+    served_target,
+    wait_for_children,
 )
 from axon.benchmarks.loadgen import Call
 from axon.benchmarks.soak_report import Event, SoakRun, report, verdicts
 from axon.client.common import AxonClientError
-from axon.client.server_process import running_server
 from axon.client.sync_client import AxonClient
 
-START_DELAY_S = 2.0
 SHARES = {"ModelInfer": 0.5, "Classify": 0.25, "ClassifyStream": 0.25}
 """How the soak's requests/s are split between the APIs (stream: messages/s)."""
-MIB = 1024 * 1024
 
 
 def _print_sample(sample: Sample, previous: list[Sample]) -> None:
@@ -56,15 +58,6 @@ def _print_sample(sample: Sample, previous: list[Sample]) -> None:
           f"machine {sample.machine_busy(last):4.0%} busy  server counted OK {answered:,}, "
           f"other codes {others:,}", flush=True)
     previous.append(sample)
-
-
-def _unary_child(call: Call, name: str, *, rate: float, seconds: float, start: float,
-                 tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    body, out = tmp / f"{name}.body", tmp / f"{name}.npz"
-    body.write_bytes(call.body)
-    return subprocess.Popen(child_command(
-        "phased_load", call.address, call.method, str(body), str(out),
-        "--phases", f"{rate!r}:{seconds!r}", "--start", repr(start))), out
 
 
 def _stream_child(call: Call, args: argparse.Namespace, *, rate: float, seconds: float,
@@ -96,10 +89,9 @@ def run(args: argparse.Namespace) -> SoakRun:
         tmp = Path(tmp_name)
         model_dir = tmp / "repository" / args.model
         shutil.copytree(args.model_repository / args.model, model_dir)
-        with running_server(tmp / "repository", tmp / "server.log", "--models",
-                            args.model) as server, AxonClient(server.address) as client:
-            client.wait_ready()
-            target = describe_target(client, args.model, server.process.pid)
+        with served_target(tmp / "repository", tmp / "server.log",
+                           args.model) as (server, target):
+            client = target.client
             infer, classify = target.call("infer", 1), target.call("classify", 1)
             generator = pick_generator(args.generator)
             capacities = {"ModelInfer": measure_capacity(infer, generator, 3.0),
@@ -110,13 +102,13 @@ def run(args: argparse.Namespace) -> SoakRun:
             rates = {api: share * args.load_share * capacity for api, share in SHARES.items()}
             start = time.monotonic() + START_DELAY_S
             children = [
-                _unary_child(infer, "infer", rate=rates["ModelInfer"], seconds=seconds,
-                             start=start, tmp=tmp),
-                _unary_child(classify, "classify", rate=rates["Classify"], seconds=seconds,
-                             start=start, tmp=tmp),
+                phased_load_child(infer, tmp, "infer", f"{rates['ModelInfer']!r}:{seconds!r}",
+                                  start),
+                phased_load_child(classify, tmp, "classify",
+                                  f"{rates['Classify']!r}:{seconds!r}", start),
                 _stream_child(classify, args, rate=rates["ClassifyStream"], seconds=seconds,
                               start=start, tmp=tmp)]
-            print("capacity (closed loop, 64 callers): " + ", ".join(
+            print(f"capacity (closed loop, {CAPACITY_CALLERS} callers): " + ", ".join(
                 f"{api} {rate:,.0f} requests/s" for api, rate in capacities.items())
                 + f"; of this mix {capacity:,.0f} requests/s; soaking {args.minutes:g} min at "
                 f"{args.load_share:.0%} of it: " + ", ".join(
@@ -129,10 +121,7 @@ def run(args: argparse.Namespace) -> SoakRun:
                         lambda: _reload(client, args.model)),
                     _at(start, seconds * 0.6, "new version published and loaded",
                         lambda: _publish(client, args.model, model_dir))]
-                for child, _ in children:
-                    if child.wait() != 0:
-                        raise SystemExit(f"a load process failed with status "
-                                         f"{child.returncode}")
+                wait_for_children(child for child, _ in children)
                 time.sleep(max(0.0, start + seconds + args.sample_seconds + 0.5
                                - time.monotonic()))
         records = {api: Records.load(out) for api, (_, out) in zip(SHARES, children,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from axon.benchmarks.common import Records, Sample, ms
+from axon.benchmarks.common import MIB, Records, Sample, ms
+from axon.markdown import RIGHT, markdown_table
 
-MIB = 1024 * 1024
 EVENT_WINDOW_S = 10.0
 """Latency is compared over this long before and after a reload."""
 
@@ -65,9 +65,9 @@ class SoakRun:
 
 def minute_table(run: SoakRun) -> str:
     apis = list(run.records)
-    lines = ["| minute | " + " | ".join(f"{api} calls / failed / p50 ms / p99 ms"
-                                        for api in apis) + " | server CPU | machine busy |",
-             "| ---: |" + " ---: |" * (len(apis) + 2)]
+    header = ["minute", *(f"{api} calls / failed / p50 ms / p99 ms" for api in apis),
+              "server CPU", "machine busy"]
+    rows = []
     for minute in range(math.ceil(run.seconds / 60)):
         first = min(run.samples, key=lambda s: abs(s.at - minute * 60))
         last = min(run.samples, key=lambda s: abs(s.at - (minute + 1) * 60))
@@ -78,10 +78,9 @@ def minute_table(run: SoakRun) -> str:
             ok = part.ok_latency()
             cells.append(f"{len(part.due):,} / {sum(part.errors().values()):,} / "
                          f"{ms(ok, 50):.1f} / {ms(ok, 99):.1f}")
-        lines.append(f"| {minute + 1} | " + " | ".join(cells) + f" | "
-                     f"{(last.cpu_seconds - first.cpu_seconds) / span:.0%} | "
-                     f"{last.machine_busy(first):.0%} |")
-    return "\n".join(lines)
+        rows.append([minute + 1, *cells, f"{(last.cpu_seconds - first.cpu_seconds) / span:.0%}",
+                     f"{last.machine_busy(first):.0%}"])
+    return markdown_table(header, [RIGHT] * len(header), rows)
 
 
 def _around(api: str, records: Records, at: float) -> str:

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import grpc
 
-from axon.client.targets import channel_target
+from axon.client.targets import channel_target, is_loopback
 from axon.errors import AxonError
 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "authorization"
-_LOOPBACK_HOSTS = ("127.", "localhost", "[::1]", "::1")
 
 
 class SecurityConfigError(AxonError, ValueError):
@@ -109,9 +108,9 @@ class ConnectionSecurity:
         return target, options + balancing + name
 
     def warn_if_exposed(self, address: str) -> None:
-        """A token in clear text is anyone's on the path: say so when it leaves the host."""
-        if self.token and not self.tls and not all(
-                host.strip().startswith(_LOOPBACK_HOSTS) for host in address.split(",")):
+        """A token in clear text is anyone's on the path: say so when it leaves the host (the
+        message names the address, never the token)."""
+        if self.token and not self.tls and not is_loopback(address):
             log.warning("sending a bearer token to %s without TLS: anyone on the path can "
                         "read it", address)
 

@@ -37,6 +37,50 @@ def channel_target(address: str) -> tuple[str, list[tuple[str, int | str]]]:
     return "ipv4:" + ",".join(f"{host}:{port}" for host, port in resolved), list(ROUND_ROBIN)
 
 
+def is_loopback(address: str) -> bool:
+    """Whether every server ``address`` names is on this host: ``localhost``, 127.0.0.0/8,
+    ``::1`` (with or without a port), or a Unix socket. ``address`` is what ``channel_target``
+    takes, or a gRPC target with a ``dns:``, ``ipv4:``, ``ipv6:``, ``unix:`` or
+    ``unix-abstract:`` scheme. Nothing is looked up: a name is loopback only if it is
+    ``localhost`` itself (``localhost.example.com`` is someone else's host), and a ``dns:``
+    target naming its own DNS server is not, since that server may answer anything."""
+    target = address.strip()
+    scheme = target.partition(":")[0].lower()
+    if scheme in ("unix", "unix-abstract"):
+        return True
+    if scheme == "dns":
+        rest = target[len("dns:"):]
+        if rest.startswith("//"):
+            authority, _, rest = rest[2:].partition("/")
+            if authority:
+                return False
+        parts = [rest]
+    elif scheme in ("ipv4", "ipv6"):
+        parts = target[len("ipv4:"):].split(",")
+    else:
+        parts = target.split(",")
+    hosts = [_host(part.strip()) for part in parts if part.strip()]
+    return bool(hosts) and all(_is_loopback_host(host) for host in hosts)
+
+
+def _host(part: str) -> str:
+    """The host of ``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
+    if part.startswith("["):
+        return part[1:].partition("]")[0]
+    if part.count(":") == 1:
+        return part.partition(":")[0]
+    return part
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _numeric(part: str) -> tuple[str, str]:
     """``host:port`` with the host as an IP address (names looked up once, here: a list of
     addresses is fixed; use ``dns:///`` for names whose addresses change)."""

@@ -8,9 +8,11 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +43,7 @@ from axon.server.servicers.inference import InferenceServicer
 from axon.server.status import guard
 from axon.server.tls import server_credentials, server_ssl_context
 from axon.server.version_policy import VersionPolicy
+from axon.server.worker_group import READY, WorkerGroup
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class AxonServer:
     metrics_endpoint: MetricsEndpoint | None = None
     watcher: asyncio.Task[None] | None = None
     http: HttpServer | None = None
+    group: WorkerGroup | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls with UNAVAILABLE, give the admitted ones up to
@@ -77,9 +81,8 @@ class AxonServer:
             if not await self.drain.close(grace):
                 log.warning("%d call(s) still running after the %.1f s grace period are "
                             "cancelled", self.drain.in_flight, grace)
-            left = max(0.0, grace - (time.monotonic() - started))
             if self.http is not None:
-                await self.http.close(left)
+                await self.http.close(max(0.0, grace - (time.monotonic() - started)))
             await self.server.stop(max(0.0, grace - (time.monotonic() - started)))
             try:
                 # Every call has ended; what is left is draining the batchers, which only a
@@ -90,17 +93,39 @@ class AxonServer:
                           "anyway", _CLOSE_MARGIN_S)
             self.decoder.shutdown(wait=False)
         finally:
+            if self.group is not None:
+                self.group.stop()
             # Last, so Prometheus can watch the drain.
             if self.metrics_endpoint is not None:
                 await asyncio.to_thread(self.metrics_endpoint.close)
 
 
-async def build_server(settings: ServerSettings) -> AxonServer:
+@dataclass(frozen=True)
+class GroupLink:
+    """What a worker of a worker group (server/supervisor.py) starts with."""
+
+    worker: int
+    connection: Connection
+    generation: Any
+    """The group's shared generation counter (server/worker_group.py)."""
+    models: tuple[str, ...]
+    """The models to load: those the group serves now."""
+    bind_first: bool
+    """Bind the ports before loading (the group's first start: liveness answers meanwhile), or
+    after (a restarted worker must not take calls it cannot answer yet)."""
+
+
+async def build_server(settings: ServerSettings, link: GroupLink | None = None) -> AxonServer:
     """Start serving ``settings.model_repository``; return once every model is loaded.
 
-    The port is bound first, so liveness answers while models load; readiness (ServerReady,
-    the health service) turns on after the last model is in. A model that fails to load stops
+    The ports (gRPC, and HTTP/REST unless the settings turn it off) are bound first, so
+    liveness answers while models load; readiness (ServerReady, ``/v2/health/ready``, the
+    health service) turns on after the last model is in. A model that fails to load stops
     the server and raises: a deployment should fail where it is made, not at the first request.
+
+    With ``link``, this is one worker of a group sharing the ports: readiness waits for every
+    worker (the supervisor says when), metrics go to the supervisor, which serves them for all,
+    and statistics, the index and model control speak for the whole group.
     """
     health_servicer = health.aio.HealthServicer()
     if not settings.model_repository.is_dir():
@@ -123,7 +148,7 @@ async def build_server(settings: ServerSettings) -> AxonServer:
                                     metrics=metrics)
 
     credentials, interceptors, authenticator = _security(settings, metrics)
-    server = _grpc_server(settings, interceptors)
+    server = _grpc_server(settings, interceptors, shared=link is not None)
     drain = Drain(settings.max_concurrent_rpcs)
     register_tolerantly(open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                         guard(inference, INFERENCE_SERVICE, metrics, drain), server)
@@ -135,45 +160,82 @@ async def build_server(settings: ServerSettings) -> AxonServer:
             INFERENCE_SERVICE.full_name, CLASSIFIER_SERVICE.full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(settings.address) if credentials is None \
-            else server.add_secure_port(settings.address, credentials)
-    except RuntimeError as exc:
-        raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
-    endpoint = None if metrics is None else _serve_metrics(metrics, settings.metrics_address)
+    endpoint = None if metrics is None or link is not None else \
+        _serve_metrics(metrics, settings.metrics_address)
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
-    try:
-        await server.start()
-        http = await _serve_http(settings, plane, decoder=decoder, drain=drain,
-                                 metrics=metrics, authenticator=authenticator)
-    except BaseException:
-        if endpoint is not None:
-            endpoint.close()
-        await server.stop(0)
-        raise
-    running = AxonServer(server, port, models, plane, health_servicer, decoder, drain,
-                         metrics, endpoint, http=http)
-    names = list(settings.models) or repository.model_names()
-    if not names:
+    http = None if not settings.serves_http else _http_edge(
+        settings, plane, decoder=decoder, drain=drain, metrics=metrics,
+        authenticator=authenticator)
+    running = AxonServer(server, 0, models, plane, health_servicer, decoder, drain, metrics,
+                         endpoint)
+    if link is None or link.bind_first:
+        await _start(running, settings, credentials, http, shared=link is not None)
+    if link is not None:
+        running.group = plane.group = WorkerGroup(link.worker, link.connection,
+                                                  link.generation, models, metrics)
+        running.group.start()
+    names = list(link.models) if link is not None else \
+        list(settings.models) or repository.model_names()
+    if not names and (link is None or link.worker == 0):
         log.warning("the model repository %s holds no models; load them later with "
                     "RepositoryModelLoad", repository.root)
     try:
         for name in names:
             await models.load(name)
+        if link is not None and not link.bind_first:
+            # gRPC listens as soon as a port is added, HTTP as soon as it binds: the kernel would
+            # hand this worker connections it could not answer until its models are in.
+            await _start(running, settings, credentials, http, shared=True)
     except BaseException:
         await running.stop(0)
         raise
-    if settings.repository_poll_seconds > 0:
-        watcher = RepositoryWatcher(models, settings.repository_poll_seconds,
-                                    load_new=not settings.models)
+    if settings.repository_poll_seconds > 0 and (link is None or link.worker == 0):
+        # One watcher per group: its reloads reach every worker through the group.
+        watcher = RepositoryWatcher(
+            models, settings.repository_poll_seconds, load_new=not settings.models,
+            load=models.load if running.group is None else running.group.load)
         running.watcher = asyncio.create_task(watcher.run(), name="repository watcher")
-    plane.ready = True
-    await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+    if running.group is None:
+        await _ready(running)
+    else:
+        group = running.group
+        group.on_group_ready = lambda: group.spawn(_ready(running))
+        group.tell(READY, len(models.loaded()))
     return running
 
 
+async def _start(running: AxonServer, settings: ServerSettings,
+                 credentials: grpc.ServerCredentials | None, http: HttpEdge | None, *,
+                 shared: bool) -> None:
+    """Listen on the gRPC address, and the HTTP one when ``http`` is given, and start taking
+    calls; ``shared``: a worker of a group, on ports its siblings listen on too."""
+    started = False
+    try:
+        try:
+            running.port = running.server.add_insecure_port(settings.address) \
+                if credentials is None \
+                else running.server.add_secure_port(settings.address, credentials)
+        except RuntimeError as exc:
+            raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
+        await running.server.start()
+        started = True
+        if http is not None:
+            running.http = await _serve_http(settings, http, running.drain, shared=shared)
+    except BaseException:
+        if started:
+            await running.server.stop(0)
+        if running.metrics_endpoint is not None:
+            running.metrics_endpoint.close()
+        raise
+
+
+async def _ready(running: AxonServer) -> None:
+    running.plane.ready = True
+    await running.health.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+
+
 def _reporter(health_servicer: health.aio.HealthServicer,
-              ) -> Callable[[str, bool], Awaitable[None]]:
+              ) -> Callable[[str, bool], Coroutine[Any, Any, None]]:
     """Tells the health service when a model starts or stops serving."""
     async def report(name: str, serving: bool) -> None:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if serving
@@ -181,25 +243,26 @@ def _reporter(health_servicer: health.aio.HealthServicer,
     return report
 
 
-def _grpc_server(settings: ServerSettings,
-                 interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
+def _grpc_server(settings: ServerSettings, interceptors: list[grpc.aio.ServerInterceptor], *,
+                 shared: bool) -> grpc.aio.Server:
     # No maximum_concurrent_rpcs: the drain enforces it for less (server/drain.py).
     return grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Calls gRPC core holds while the event loop is behind, before Axon sees them. Its
         # defaults (1,000 to 3,000) let admitted calls wait over a second at twice the
-        # capacity (README, Reliability).
+        # capacity (docs/reliability-security.md, "Overload").
         ("grpc.server.max_pending_requests", settings.max_pending_calls),
         ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_calls),
         # gRPC shares ports by default; then a second server started on a busy port would
-        # silently take half its traffic instead of failing.
-        ("grpc.so_reuseport", 0),
+        # silently take half its traffic instead of failing. A worker group shares on purpose,
+        # once its supervisor has checked that the port was free.
+        ("grpc.so_reuseport", int(shared)),
     ])
 
 
 def _model_manager(settings: ServerSettings, repository: ModelRepository,
-                   on_change: Callable[[str, bool], Awaitable[None]],
+                   on_change: Callable[[str, bool], Coroutine[Any, Any, None]],
                    metrics: Metrics | None) -> ModelManager:
     """The model manager, with the execution providers this machine has."""
     choice = resolve_providers(settings.providers)
@@ -230,23 +293,27 @@ def _security(settings: ServerSettings, metrics: Metrics | None,
     return credentials, interceptors, authenticator
 
 
-async def _serve_http(settings: ServerSettings, plane: DataPlane, *,
-                      decoder: ThreadPoolExecutor, drain: Drain, metrics: Metrics | None,
-                      authenticator: TokenAuthenticator | None) -> HttpServer | None:
-    """The HTTP/REST port, on the same data plane, drain, metrics and tokens as gRPC (None
-    when the settings turn it off)."""
-    if not settings.serves_http:
-        return None
+def _http_edge(settings: ServerSettings, plane: DataPlane, *, decoder: ThreadPoolExecutor,
+               drain: Drain, metrics: Metrics | None,
+               authenticator: TokenAuthenticator | None) -> HttpEdge:
+    """The HTTP/REST binding's routes, on the same data plane, drain, metrics and tokens as
+    gRPC."""
     routes = Routes(plane, decoder, max_image_pixels=settings.max_image_pixels,
                     max_image_bytes=settings.max_image_bytes)
-    edge = HttpEdge(Router(routes.table()), drain,
+    return HttpEdge(Router(routes.table()), drain,
                     Limits(settings.max_message_bytes, settings.max_image_bytes),
                     metrics=metrics, authenticator=authenticator)
+
+
+async def _serve_http(settings: ServerSettings, edge: HttpEdge, drain: Drain, *,
+                      shared: bool) -> HttpServer:
+    """Listen on the HTTP/REST port (with SO_REUSEPORT in a worker group: its supervisor has
+    checked that the port was free)."""
     context = server_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     try:
         return await start_http(edge, drain, settings.http_address,
                                 body_timeout=settings.http_body_timeout_seconds,
-                                ssl_context=context)
+                                ssl_context=context, reuse_port=shared)
     except OSError as exc:
         raise AxonError(f"cannot listen on {settings.http_address} (HTTP): "
                         f"{exc.strerror or exc}") from exc

@@ -49,12 +49,21 @@ def configure(command: str, serve: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     flags = {name: getattr(args, name) for name in ServerSettings.model_fields}
+    return checked_settings(args.config, **flags)
+
+
+def checked_settings(config_file: Path | None = None, **flags: Any) -> ServerSettings:
+    """``load_settings``, with settings that do not validate raised as one ``SettingsError``."""
     try:
-        return load_settings(args.config, **flags)
+        return load_settings(config_file, **flags)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                             for e in exc.errors())
-        raise SettingsError(f"invalid server settings: {problems}") from exc
+        raise SettingsError(f"invalid server settings: {problems(exc)}") from exc
+
+
+def problems(error: ValidationError) -> str:
+    """Every problem of ``error`` on one line: ``field: message; ...``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                     for e in error.errors())
 
 
 def _serve(args: argparse.Namespace) -> int:

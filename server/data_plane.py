@@ -2,6 +2,11 @@
 configuration, statistics and model control, as plain values. The gRPC servicer
 (servicers/inference.py) and the HTTP routes (http/routes.py) only convert these to their wire
 formats, so the two protocols cannot drift apart.
+
+In a worker of a worker group (``axon serve --workers N``), what must describe the whole server
+(statistics, the repository index) and what must change every worker (loads and unloads) goes
+through the group (server/worker_group.py), so either protocol, on any worker, speaks for and
+acts on all of them.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from axon.protocol import model_config_pb2 as mc
 from axon.protocol import open_inference_pb2 as pb
@@ -25,6 +31,9 @@ from axon.server.model_manager import IndexEntry, ModelManager
 from axon.server.served_model import PLATFORM, ServedModel
 from axon.server.tensors import MODEL_DATATYPE
 from axon.server.triton_schema import model_config, statistics_message
+
+if TYPE_CHECKING:
+    from axon.server.worker_group import WorkerGroup
 
 SERVER_NAME = "axon"
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration",
@@ -71,8 +80,11 @@ class DataPlane:
         self.models = models
         self.model_control = model_control
         self.ready = False
-        """Set by the server once the models it was started with are loaded; cleared when it
-        starts stopping."""
+        """Set by the server once the models it was started with are loaded (by every worker
+        of a worker group); cleared when it starts stopping."""
+        self.group: WorkerGroup | None = None
+        """Set in a worker of a worker group: statistics, the index and model control then
+        speak for, and act on, every worker."""
 
     def resolve(self, name: str, version: str = "") -> ServedModel:
         return resolve(self.models, name, version)
@@ -103,33 +115,37 @@ class DataPlane:
         model = self.resolve(name, version)
         return model_config(model, self.models.policy_of(model.name))
 
-    def statistics(self, name: str = "", version: str = "") -> list[pb.ModelStatistics]:
-        """Of one model version, every loaded version of one model, or every loaded model."""
-        if name:
-            models = [self.models.get(name, version)] if version else self.models.loaded(name)
-            if not models:
-                self.models.get(name)  # raises the precise NOT_FOUND / UNAVAILABLE
-        elif version:
-            raise InvalidInputError("a version needs a model name")
-        else:
-            models = self.models.loaded()
-        return [statistics_message(m.name, m.version, m.statistics) for m in models]
+    async def statistics(self, name: str = "", version: str = "") -> list[pb.ModelStatistics]:
+        """Of one model version, every loaded version of one model, or every loaded model (of
+        every worker, summed, in a worker group)."""
+        if self.group is not None:
+            return list(pb.ModelStatisticsResponse.FromString(
+                await self.group.statistics(name, version)).model_stats)
+        return local_statistics(self.models, name, version)
 
-    def repository_index(self, repository_name: str = "",
-                         ready_only: bool = False) -> list[IndexEntry]:
+    async def repository_index(self, repository_name: str = "",
+                               ready_only: bool = False) -> list[IndexEntry]:
         self._check_repository_name(repository_name)
-        return [entry for entry in self.models.index()
-                if entry.state == "READY" or not ready_only]
+        entries = await self.group.index() if self.group is not None else self.models.index()
+        return [entry for entry in entries if entry.state == "READY" or not ready_only]
 
     async def load(self, model_name: str, repository_name: str = "",
                    parameters: Iterable[str] = ()) -> None:
+        """(Re)load ``model_name`` (in every worker of a group before returning)."""
         self._check_model_control(repository_name, parameters)
-        await self.models.load(model_name)
+        if self.group is not None:
+            await self.group.load(model_name)
+        else:
+            await self.models.load(model_name)
 
     async def unload(self, model_name: str, repository_name: str = "",
                      parameters: Iterable[str] = ()) -> None:
+        """Unload ``model_name`` (in every worker of a group before returning)."""
         self._check_model_control(repository_name, parameters, allowed=("unload_dependents",))
-        await self.models.unload(model_name)
+        if self.group is not None:
+            await self.group.unload(model_name)
+        else:
+            await self.models.unload(model_name)
 
     def _check_repository_name(self, name: str) -> None:
         served = self.models.repository.root.resolve().name
@@ -148,6 +164,21 @@ class DataPlane:
             raise InvalidInputError(f"unsupported parameters {shown_all(unsupported)}; "
                                     "Axon loads models as the repository holds them (edit the "
                                     "model's config.json to change how it is served)")
+
+
+def local_statistics(models: ModelManager, name: str = "",
+                     version: str = "") -> list[pb.ModelStatistics]:
+    """This process's statistics of one model version, every loaded version of one model, or
+    every loaded model (``name`` empty)."""
+    if name:
+        served = [models.get(name, version)] if version else models.loaded(name)
+        if not served:
+            models.get(name)  # raises the precise NOT_FOUND / UNAVAILABLE
+    elif version:
+        raise InvalidInputError("a version needs a model name")
+    else:
+        served = models.loaded()
+    return [statistics_message(m.name, m.version, m.statistics) for m in served]
 
 
 def _properties(model: ServedModel) -> dict[str, str]:

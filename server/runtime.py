@@ -1,8 +1,9 @@
 """One onnxruntime session: numpy in, numpy out, on the first usable execution provider.
 
 Knows nothing of gRPC or batching. Provider names on the command line are short aliases
-(``tensorrt``, ``cuda``, ``cpu``, ...); ``resolve_providers`` turns the ordered list into the
-providers this onnxruntime build can use, and says why it skipped the others.
+(``tensorrt``, ``cuda``, ``cpu``, ...; server/providers.py); ``resolve_providers`` turns the
+ordered list into the providers this onnxruntime build can use, and says why it skipped the
+others.
 """
 
 from __future__ import annotations
@@ -19,24 +20,9 @@ import onnxruntime as ort
 
 from axon.model_card import ModelCard, ModelCardError
 from axon.server.errors import ModelLoadError
+from axon.server.providers import CPU_PROVIDER, DEVICE_PROVIDERS, provider_name
 
 log = logging.getLogger(__name__)
-
-PROVIDER_ALIASES = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-    "migraphx": "MIGraphXExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "dnnl": "DnnlExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-CPU_PROVIDER = "CPUExecutionProvider"
-TENSORRT_PROVIDER = "TensorrtExecutionProvider"
-DEVICE_PROVIDERS = frozenset({"CUDAExecutionProvider", TENSORRT_PROVIDER,
-                              "ROCMExecutionProvider"})
-"""Providers that run on the GPU named by ``SessionSettings.device_id``."""
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 _GRAPH_LEVELS = {
@@ -53,15 +39,6 @@ class ProviderChoice:
 
     usable: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...] = ()
-
-
-def provider_name(alias: str) -> str:
-    """``cuda`` -> ``CUDAExecutionProvider``; full onnxruntime names pass through."""
-    name = PROVIDER_ALIASES.get(alias.strip().lower(), alias.strip())
-    if name not in PROVIDER_ALIASES.values() and not name.endswith("ExecutionProvider"):
-        raise ValueError(f"unknown execution provider {alias!r}; use one of "
-                         f"{', '.join(PROVIDER_ALIASES)} or an onnxruntime provider name")
-    return name
 
 
 def resolve_providers(requested: Sequence[str],

@@ -9,7 +9,7 @@ import json
 from axon.model_repository import MODEL_FILENAME
 from axon.protocol import model_config_pb2 as mc
 from axon.protocol import open_inference_pb2 as pb
-from axon.server.runtime import CPU_PROVIDER
+from axon.server.providers import CPU_PROVIDER
 from axon.server.served_model import PLATFORM, ServedModel
 from axon.server.statistics import Duration, ModelStatistics
 from axon.server.version_policy import VersionPolicy

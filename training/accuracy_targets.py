@@ -1,4 +1,4 @@
-"""Measure the README's accuracy targets: full training runs on the full test sets.
+"""Measure the accuracy targets of docs/training.md: full training runs on the full test sets.
 
     python -m training.bench_targets [--only mnist-default,mnist-primer,fashion-default]
 
@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from axon.markdown import LEFT, markdown_table
 from axon.training.datasets import DatasetKind, DatasetSpec
 from axon.training.train import Hyperparameters, TrainConfig, train
 
@@ -49,11 +50,11 @@ def main() -> int:
             target.max_seconds is None or result.training_seconds <= target.max_seconds)
         failed |= not ok
         limit = f" in <= {target.max_seconds:.0f} s" if target.max_seconds else ""
-        rows.append(f"| {key} | {result.test_accuracy:.2%} | {result.training_seconds:.1f} s | "
-                    f">= {target.min_accuracy:.1%}{limit} | {'met' if ok else 'MISSED'} |")
-    print(f"\n{os.cpu_count()} CPUs\n| run | test accuracy | training time | target | verdict |")
-    print("| --- | --- | --- | --- | --- |")
-    print("\n".join(rows))
+        rows.append([key, f"{result.test_accuracy:.2%}", f"{result.training_seconds:.1f} s",
+                     f">= {target.min_accuracy:.1%}{limit}", "met" if ok else "MISSED"])
+    print(f"\n{os.cpu_count()} CPUs")
+    print(markdown_table(["run", "test accuracy", "training time", "target", "verdict"],
+                         [LEFT] * 5, rows))
     return 1 if failed else 0
 
 

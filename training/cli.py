@@ -28,7 +28,8 @@ QUICKSTART_SAMPLES = "samples/mnist"
 TRAINING_MODULES = ("torch", "onnx", "onnxscript", "matplotlib")
 TRAINING_EXTRA_HINT = (
     "in Axon's source folder run `make venv`, or `pip install torch==2.13.0 --index-url "
-    "https://download.pytorch.org/whl/cpu` (the CPU build) and then `pip install '.[train]'`")
+    "https://download.pytorch.org/whl/cpu` (the CPU build) and then "
+    "`pip install '.[cpu,train]'`")
 
 
 def configure(command: str, parser: argparse.ArgumentParser) -> None:

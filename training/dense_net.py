@@ -24,8 +24,9 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 @dataclass(frozen=True)
-class Preset:
-    """A named architecture with the training settings that suit it."""
+class Recipe:
+    """An architecture with the optimiser settings to train it: what a preset names and what a
+    run resolves (``axon.training.train.Hyperparameters``), declared once for both."""
 
     hidden_layers: tuple[int, ...]
     activation: str
@@ -34,6 +35,29 @@ class Preset:
     batch_size: int
     learning_rate: float
     weight_decay: float
+
+    def __post_init__(self) -> None:
+        # All problems in one message: a command line with two bad flags is fixed in one go.
+        problems = []
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"unknown activation {self.activation!r} "
+                            f"(choose one of {', '.join(ACTIVATIONS)})")
+        if any(width < 1 for width in self.hidden_layers):
+            problems.append(f"hidden layer widths must be positive, got {self.hidden_layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch size must be at least 1")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            problems.append("learning rate must be positive and weight decay not negative")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Preset(Recipe):
+    """A named architecture with the training settings that suit it."""
+
     description: str
 
 

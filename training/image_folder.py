@@ -14,12 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from axon.errors import AxonError
+from axon.image_formats import IMAGE_SUFFIXES
 from axon.preprocessing import ImageDecodeError, load_image
 from axon.training.datasets import DatasetSpec, ImageDataset, Split
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
 
 class ImageFolderError(AxonError, ValueError):

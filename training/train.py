@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ from tqdm import tqdm
 from axon.preprocessing import PreprocessingSpec, fit_normalisation
 from axon.training.datasets import DatasetSpec, ImageDataset, Split, load_dataset
 from axon.training.dense_net import (
-    ACTIVATIONS,
     PRESETS,
     DenseNet,
+    Recipe,
     one_hot,
     one_hot_cross_entropy,
     parameter_count,
@@ -36,33 +36,15 @@ EVAL_BATCH = 4096
 
 
 @dataclass(frozen=True)
-class Hyperparameters:
-    """The resolved architecture and optimiser settings of one run."""
+class Hyperparameters(Recipe):
+    """The resolved architecture and optimiser settings of one run: a preset's recipe with the
+    run's overrides, and the preset's name.
+
+    Its fields stay flat (the recipe's seven and ``preset``, no nesting), so checkpoints and
+    ``metrics.json`` store the keys they always have and old checkpoints load as they are.
+    """
 
     preset: str
-    hidden_layers: tuple[int, ...]
-    activation: str
-    dropout: float
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"unknown activation {self.activation!r} "
-                            f"(choose one of {', '.join(ACTIVATIONS)})")
-        if any(width < 1 for width in self.hidden_layers):
-            problems.append(f"hidden layer widths must be positive, got {self.hidden_layers}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.epochs < 1 or self.batch_size < 1:
-            problems.append("epochs and batch size must be at least 1")
-        if self.learning_rate <= 0 or self.weight_decay < 0:
-            problems.append("learning rate must be positive and weight decay not negative")
-        if problems:
-            raise ValueError("; ".join(problems))
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> Hyperparameters:
@@ -70,8 +52,7 @@ class Hyperparameters:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         base = PRESETS[preset]
-        params = cls(preset, base.hidden_layers, base.activation, base.dropout, base.epochs,
-                     base.batch_size, base.learning_rate, base.weight_decay)
+        params = cls(**{f.name: getattr(base, f.name) for f in fields(Recipe)}, preset=preset)
         return replace(params, **{k: v for k, v in overrides.items() if v is not None})
 
 

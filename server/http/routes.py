@@ -103,7 +103,7 @@ class Routes:
         return json_response(message_json(self._plane.model_config(*_model(request))))
 
     async def statistics(self, request: HttpRequest) -> HttpResponse:
-        stats = self._plane.statistics(*_model(request))
+        stats = await self._plane.statistics(*_model(request))
         return json_response({"model_stats": [message_json(s) for s in stats]})
 
     async def repository_index(self, request: HttpRequest) -> HttpResponse:
@@ -111,7 +111,7 @@ class Routes:
         ready = document.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInputError(f"\"ready\" must be true or false, got {shown(repr(ready))}")
-        entries = self._plane.repository_index(_repository(document), ready)
+        entries = await self._plane.repository_index(_repository(document), ready)
         return json_response([{"name": e.name, "version": str(e.version), "state": e.state,
                                "reason": e.reason} for e in entries])
 

@@ -3,7 +3,7 @@ protocols share the model manager and its batchers (a batcher serves one loop). 
 router or middleware: routing and everything per request is the edge's (server/http/edge.py);
 this module reads bodies with their limits and deadline, and turns what the HTTP parser refuses
 (malformed requests, oversized headers) into the same ``{"error": ...}`` answers, logged in one
-line without a traceback. Why aiohttp, measured against uvicorn + Starlette: docs/http.md.
+line without a traceback. aiohttp against uvicorn + Starlette: docs/performance.md, "HTTP/REST".
 """
 
 from __future__ import annotations
@@ -170,8 +170,11 @@ class HttpServer:
 
 
 async def start_http(edge: HttpEdge, drain: Drain, address: str, *, body_timeout: float,
-                     ssl_context: ssl.SSLContext | None = None) -> HttpServer:
-    """Listen on ``address`` (host:port; port 0 picks one) and answer through ``edge``.
+                     ssl_context: ssl.SSLContext | None = None,
+                     reuse_port: bool = False) -> HttpServer:
+    """Listen on ``address`` (host:port; port 0 picks one) and answer through ``edge``;
+    ``reuse_port``: share the port with the other workers of a group (SO_REUSEPORT: the kernel
+    spreads connections over them).
 
     Raises OSError when the address cannot be bound.
     """
@@ -192,7 +195,7 @@ async def start_http(edge: HttpEdge, drain: Drain, address: str, *, body_timeout
     host = host.strip("[]")
     listener = await asyncio.get_running_loop().create_server(
         server, host or None, int(port), ssl=ssl_context, reuse_address=True,
-        backlog=1024)
+        reuse_port=reuse_port or None, backlog=1024)
     bound = listener.sockets[0].getsockname()
     return HttpServer(host, int(bound[1]), ssl_context is not None, listener, server)
 

@@ -27,13 +27,12 @@ from axon.server.servicers.streams import answer_concurrently
 from axon.server.status import outcome_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
-DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 * 1024
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     def __init__(self, models: ModelManager, decoder: Executor, *, max_image_pixels: int,
-                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-                 max_stream_in_flight: int = 256, metrics: Metrics | None = None) -> None:
+                 max_image_bytes: int, max_stream_in_flight: int,
+                 metrics: Metrics | None = None) -> None:
         self._models = models
         self._metrics = metrics
         self._decoder = decoder

@@ -101,14 +101,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
                               context: Context) -> pb.ModelStatisticsResponse:
         return pb.ModelStatisticsResponse(
-            model_stats=self._plane.statistics(request.name, request.version))
+            model_stats=await self._plane.statistics(request.name, request.version))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
                               context: Context) -> pb.RepositoryIndexResponse:
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(name=entry.name, version=str(entry.version),
                                                   state=entry.state, reason=entry.reason)
-            for entry in self._plane.repository_index(request.repository_name, request.ready)])
+            for entry in await self._plane.repository_index(request.repository_name,
+                                                             request.ready)])
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Context) -> pb.RepositoryModelLoadResponse:

@@ -10,9 +10,6 @@ them with INVALID_ARGUMENT (server/parsing.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import grpc
 import pytest
 from google.protobuf.message import DecodeError, Message
@@ -20,17 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from axon.client.common import infer_request
-from axon.client.server_process import ServerProcess, start_server
+from axon.client.server_process import ServerProcess
 from axon.client.sync_client import AxonClient
 from axon.protocol import open_inference_pb2 as oip
 from axon.protocol.v1 import classification_pb2 as cls
 from tests.fuzz.properties import (
     CODE,
     GOOD_DIGITS,
-    MAX_MESSAGE_BYTES,
-    SERVED_MODELS,
     assert_still_serving,
-    check_call,
     check_rpc_error,
     fuzz_settings,
 )
@@ -95,28 +89,19 @@ def test_a_stream_message_that_does_not_parse_ends_the_stream_invalid_argument(
     assert_still_serving(fuzz_server, fuzz_client)
 
 
-@pytest.fixture(scope="module")
-def lenient_server(serving_repository: Path,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server of its own, since the test below makes grpcio log tracebacks; it must survive
-    and stop cleanly all the same."""
-    log = tmp_path_factory.mktemp("undecodable-server") / "server.log"
-    server = start_server(serving_repository, log, "--models", ",".join(SERVED_MODELS),
-                          "--max-message-bytes", str(MAX_MESSAGE_BYTES))
-    try:
-        yield server
-    finally:
-        alive = server.process.poll() is None
-        assert server.stop() == 0 and alive, server.log()
-
-
 @fuzz_settings(share=1 / 15)
 @given(method=st.sampled_from(sorted(UNARY)), data=st.data())
 def test_a_unary_request_that_does_not_parse_is_invalid_argument(
-        lenient_server: ServerProcess, method: str, data: st.DataObject) -> None:
+        fuzz_server: ServerProcess, fuzz_client: AxonClient, method: str,
+        data: st.DataObject) -> None:
     body = data.draw(undecodable(UNARY[method]))
-    with AxonClient(lenient_server.address) as client:
-        call = client.channel.unary_unary(method, request_serializer=bytes,
-                                          response_deserializer=bytes)
-        check_call(lambda: call(body, timeout=30))
-        assert_still_serving(lenient_server, client)
+    call = fuzz_client.channel.unary_unary(method, request_serializer=bytes,
+                                           response_deserializer=bytes)
+    with pytest.raises(grpc.RpcError) as refused:
+        call(body, timeout=30)
+    error = refused.value
+    assert check_rpc_error(error) == CODE.INVALID_ARGUMENT
+    assert isinstance(error, grpc.Call)
+    assert error.details() == "the request is not a valid message for " \
+                              f"{method.rpartition('/')[2]}"
+    assert_still_serving(fuzz_server, fuzz_client)

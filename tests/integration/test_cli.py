@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from axon.cli import NEEDS_ONNXRUNTIME
+from axon.extras import ONNXRUNTIME_MISSING
 from axon.model_repository import ModelRepository
 from tests.conftest import make_image_folder
 
@@ -112,6 +114,36 @@ def test_user_errors_are_one_clear_line(tmp_path: Path, mnist_dir: Path, args: t
     assert "Traceback" not in result.stderr
 
 
+WITHOUT_ONNXRUNTIME = ("import sys\n"
+                       "sys.modules['onnxruntime'] = None  # as if neither extra were installed\n"
+                       "from axon.cli import main\n"
+                       "sys.exit(main(sys.argv[1:]))\n")
+
+
+def axon_without_onnxruntime(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", WITHOUT_ONNXRUNTIME, *args], check=False,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", sorted(NEEDS_ONNXRUNTIME))
+def test_commands_that_run_models_name_both_extras_when_onnxruntime_is_missing(
+        command: str) -> None:
+    """Not installed is simulated, not done: the child process cannot import onnxruntime.
+    (``--help``, so that a command that failed to check would print its help, not serve.)"""
+    result = axon_without_onnxruntime(command, "--help")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == f"axon: error: {ONNXRUNTIME_MISSING}\n"
+    assert "'axon-serving[cpu]'" in result.stderr and "'axon-serving[gpu]'" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["classify", "data", "export-samples"])
+def test_commands_that_run_no_model_need_no_onnxruntime(command: str) -> None:
+    result = axon_without_onnxruntime(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: axon")
+
+
 def test_data_command_reports_corrupt_files(tmp_path: Path, mnist_dir: Path) -> None:
     good = axon("data", "mnist", "--data-dir", mnist_dir, cwd=tmp_path)
     assert good.returncode == 0, good.stderr
@@ -177,3 +209,11 @@ def test_each_command_loads_only_its_own_side() -> None:
     root = modules_loaded_by("--help")
     assert not {m for m in root if m.startswith(("axon.server", "axon.training", "axon.client",
                                                    "axon.benchmarks"))}
+
+
+def test_the_health_check_reads_the_settings_without_the_runtime() -> None:
+    """``axon health`` runs on every probe (every 10 s in the image), so a check that reads the
+    server's settings and calls loads neither onnxruntime nor numpy (nor torch)."""
+    health = modules_loaded_by("health", "--timeout", "0.5")
+    assert {"axon.server.config", "axon.server.health_check", "grpc"} <= health
+    assert not {"onnxruntime", "numpy", "torch"} & health

@@ -9,6 +9,7 @@ and the metadata on the wire are real.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from axon.client.common import AxonClientError, RetryPolicy
 from axon.client.demo import SAMPLES
 from axon.client.security import ConnectionSecurity, SecurityConfigError
 from axon.client.sync_client import AxonClient
+from axon.client.targets import channel_target, is_loopback
 from axon.protocol.v1 import classification_pb2 as cls
 from tests.support.certificates import CertificateAuthority, Pem
 
@@ -209,3 +211,75 @@ def test_axon_classify_takes_the_same_options(tls_peer: Peer, authority: Certifi
     half = run("--tls-cert", str(ca))
     assert half.returncode == 1 and "Traceback" not in half.stderr
     assert "axon: error: a client certificate needs its private key" in half.stderr
+
+
+TOKEN = "l34k-me-n0t"
+EXPOSED = "without TLS"
+LOOPBACK = ["localhost:8001", "LocalHost:8001", "localhost", "127.0.0.1:8001", "127.9.8.7:8001",
+            "127.0.0.1", "[::1]:8001", "[::1]", "::1", "127.0.0.1:8001,[::1]:8002",
+            "dns:///localhost:8001", "dns:localhost:8001", "ipv4:127.0.0.1:8001",
+            "ipv6:[::1]:8001", "unix:/run/axon.sock", "unix:///run/axon.sock",
+            "unix-abstract:axon"]
+"""Addresses on this host, as ``AxonClient`` and ``axon classify --address`` take them."""
+REMOTE = ["10.0.0.1:8001", "axon.example.com:8001", "localhost.example.com:8001",
+          "localhost.example.com", "127.0.0.1.example.com:8001", "[::2]:8001",
+          "127.0.0.1:8001,10.0.0.2:8001", "dns:///axon-headless.axon.svc.cluster.local:8001",
+          "dns:///localhost.example.com:8001", "ipv4:10.0.0.1:8001",
+          "dns://10.0.0.53/localhost:8001"]
+"""Addresses off this host, some of them starting like loopback ones."""
+
+
+def token_warnings(caplog: pytest.LogCaptureFixture, address: str,
+                   security: ConnectionSecurity) -> list[str]:
+    """The warnings logged while a client opens its channel to ``address`` (lazily: nothing is
+    sent); the token must appear in none of the log."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        AxonClient(address, security=security, retry=ONCE).close()
+    assert TOKEN not in caplog.text
+    return [record.getMessage() for record in caplog.records
+            if record.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("address", REMOTE)
+def test_a_token_leaving_the_host_without_tls_is_warned_about(
+        caplog: pytest.LogCaptureFixture, address: str) -> None:
+    warnings = token_warnings(caplog, address, ConnectionSecurity(token=TOKEN))
+    assert len(warnings) == 1 and EXPOSED in warnings[0] and address in warnings[0], warnings
+    # With TLS the token is protected, and without a token there is nothing to protect.
+    assert token_warnings(caplog, address, ConnectionSecurity(tls=True, token=TOKEN)) == []
+    assert token_warnings(caplog, address, ConnectionSecurity()) == []
+
+
+@pytest.mark.parametrize("address", LOOPBACK)
+def test_a_token_staying_on_the_host_is_not_warned_about(
+        caplog: pytest.LogCaptureFixture, address: str) -> None:
+    assert token_warnings(caplog, address, ConnectionSecurity(token=TOKEN)) == []
+
+
+def test_the_loopback_check_reads_the_targets_the_client_makes_of_address_lists() -> None:
+    """A list of addresses becomes one ``ipv4:``/``ipv6:`` target (clients/targets.py); the
+    check reads those the same way."""
+    for addresses, local in (("127.0.0.1:8001,127.0.0.2:8001", True),
+                             ("[::1]:8001,[::1]:8002", True),
+                             ("127.0.0.1:8001,10.0.0.2:8001", False),
+                             ("[::1]:8001,[::2]:8001", False)):
+        target, _ = channel_target(addresses)
+        assert target.startswith(("ipv4:", "ipv6:")), target
+        assert is_loopback(target) is local and is_loopback(addresses) is local, target
+
+
+def test_a_token_sent_in_plain_text_over_loopback_arrives_without_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A real call: the token is on the wire to a loopback server, and nothing is logged."""
+    for peer in _serve(grpc.insecure_server_credentials()):
+        port = peer.address.rpartition(":")[2]
+        for address in (peer.address, f"localhost:{port}", f"dns:///localhost:{port}"):
+            caplog.clear()
+            with caplog.at_level(logging.INFO), AxonClient(
+                    address, security=ConnectionSecurity(token=TOKEN), retry=ONCE) as client:
+                assert client.health() == "SERVING"
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+            assert TOKEN not in caplog.text
+        assert [metadata.get("authorization") for _, metadata in peer.recorder.calls] \
+            == [f"Bearer {TOKEN}"] * 3

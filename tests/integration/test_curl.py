@@ -1,6 +1,6 @@
 """curl (the Debian package), a client we did not write, against the real server's HTTP port:
 health, inference as JSON and as binary tensor data, and an image file through /classify --
-the commands the README shows, with answers equal to gRPC's."""
+the commands docs/api.md shows, with answers equal to gRPC's."""
 
 from __future__ import annotations
 

@@ -19,9 +19,16 @@ from typing import Any
 import pytest
 import yaml
 
+from axon.benchmarks.nginx_process import (
+    HTTP2_DIRECTIVE_SINCE,
+    for_installed_nginx,
+    legacy_http2_form,
+    nginx_version,
+)
 from axon.cli import build_parser
 from axon.client.server_process import start_server
 from axon.server.config import ServerSettings
+from axon.server.health_check import HealthCheckSettings
 from tests.support.deploy_files import (
     ALERTS_FILE,
     ALERTS_TEST_FILE,
@@ -35,12 +42,15 @@ from tests.support.deploy_files import (
     REPO_ROOT,
     alert_rules,
     bind_mounts,
+    copied_from_context,
     dashboard,
     dashboard_expressions,
     dashboard_panels,
     dockerfile_stages,
+    dockerignored,
     env_values,
     exec_form,
+    healthcheck,
     host_path,
     is_gpu_expression,
     load_yaml,
@@ -166,7 +176,7 @@ def test_replicas_expose_the_default_ports_and_nginx_publishes_grpc() -> None:
     assert {int(port) for port in axon["expose"]} == {GRPC_PORT, HTTP_PORT, METRICS_PORT}
     nginx = service("nginx")
     config = NGINX_CONFIG.read_text()
-    listen = int(re.search(r"^\s*listen (\d+) http2;", config, re.MULTILINE)[1])  # type: ignore[index]
+    listen = int(re.search(r"^\s*listen (\d+);", config, re.MULTILINE)[1])  # type: ignore[index]
     assert port_mappings(nginx) == [(GRPC_PORT, listen)]
     assert re.search(rf"^\s*server axon:{GRPC_PORT} ", config, re.MULTILINE)
     assert ("./deploy/nginx/nginx.conf", "/etc/nginx/nginx.conf") in [
@@ -180,15 +190,50 @@ def test_replicas_expose_the_default_ports_and_nginx_publishes_grpc() -> None:
     assert int(body) * 1024 * 1024 == ServerSettings.model_fields["max_message_bytes"].default
 
 
-def test_nginx_config_is_valid(tmp_path: Path) -> None:
+def nginx_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` of ``text``, with "axon" (which resolves only on the compose network)
+    pointed at loopback."""
     assert shutil.which("nginx"), "nginx is not installed (Debian: nginx; .ci/run installs it)"
-    # "axon" resolves only on the compose network: point it at loopback for the check.
     config = tmp_path / "nginx.conf"
     config.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
-                      + NGINX_CONFIG.read_text().replace("server axon:", "server 127.0.0.1:"))
-    checked = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(config)],
-                             capture_output=True, text=True, check=False)
+                      + text.replace("server axon:", "server 127.0.0.1:"))
+    return subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(config)],
+                          capture_output=True, text=True, check=False)
+
+
+def test_nginx_config_is_valid(tmp_path: Path) -> None:
+    checked = nginx_check(tmp_path, for_installed_nginx(NGINX_CONFIG.read_text()))
     assert checked.returncode == 0, checked.stderr
+
+
+def test_nginx_config_uses_the_current_http2_form() -> None:
+    """``http2 on;`` (nginx >= 1.25.1, compose runs 1.27), not the deprecated ``listen ...
+    http2``, which nginx 1.25.1 and later warn about at every start."""
+    config = NGINX_CONFIG.read_text()
+    assert re.findall(r"^\s*http2 on;$", config, re.MULTILINE) == ["        http2 on;"]
+    assert not re.search(r"^\s*listen [^;]*\bhttp2\b", config, re.MULTILINE)
+    image = service("nginx")["image"]
+    version = tuple(int(part) for part in image.partition(":")[2].split("."))
+    assert version >= HTTP2_DIRECTIVE_SINCE[:len(version)], f"{image} predates http2 on;"
+
+
+def test_the_harness_writes_the_old_http2_form_only_for_old_nginx(tmp_path: Path) -> None:
+    config = NGINX_CONFIG.read_text()
+    legacy = legacy_http2_form(config)
+    # The `http2 on;` line is gone, the listen line carries http2, the rest is untouched.
+    assert not re.search(r"^\s*http2 on;", legacy, re.MULTILINE)
+    assert re.findall(r"^\s*listen .*;$", legacy, re.MULTILINE) == ["        listen 8080 http2;"]
+    assert legacy.splitlines() == [
+        line.replace("listen 8080;", "listen 8080 http2;") for line in config.splitlines()
+        if line != "        http2 on;"]
+    assert legacy_http2_form(legacy) == legacy  # nothing left to translate
+    installed = nginx_version()
+    assert for_installed_nginx(config) == (
+        config if installed >= HTTP2_DIRECTIVE_SINCE else legacy)
+    if installed < HTTP2_DIRECTIVE_SINCE:
+        # The translation is needed here, not cosmetic: this nginx refuses the shipped form.
+        refused = nginx_check(tmp_path, config)
+        assert refused.returncode != 0 and 'unknown directive "http2"' in refused.stderr
 
 
 def test_mounted_folders_exist() -> None:
@@ -311,8 +356,14 @@ def test_serving_image_exposes_the_default_ports_and_checks_health() -> None:
     exposed = {int(port.split("/")[0]) for args in final.arguments("EXPOSE")
                for port in args.split()}
     assert {GRPC_PORT, HTTP_PORT, METRICS_PORT} <= exposed
-    healthcheck = final.last("HEALTHCHECK")
-    assert healthcheck is not None and f"127.0.0.1:{GRPC_PORT}" in healthcheck
+    # `axon health` with no address follows the server's settings (port, TLS): it is run
+    # against real servers in tests/integration/test_health_check.py.
+    check = healthcheck(final)
+    assert check.command[:2] == ["axon", "health"] and "--address" not in check.command
+    build_parser(check.command[1:]).parse_args(check.command[1:])
+    # Docker's timeout covers the check's own and a Python start.
+    check_timeout = HealthCheckSettings.model_fields["timeout"].default
+    assert float(check.options["timeout"].removesuffix("s")) >= check_timeout + 1
 
 
 def test_serving_image_has_no_torch() -> None:
@@ -329,6 +380,68 @@ def test_serving_image_has_no_torch() -> None:
             assert "--from=train" not in copy, copy
 
 
+PROJECT_INSTALL = re.compile(r"pip install [^&]*?'\.\[([a-z,]+)\]'")
+
+
+def project_extras(text: str) -> set[str]:
+    """The extras named by ``pip install ... '.[a,b]'`` in ``text``."""
+    return {extra for match in PROJECT_INSTALL.finditer(text) for extra in match[1].split(",")}
+
+
+def test_every_install_brings_one_onnxruntime_build_and_the_pinned_torch() -> None:
+    """onnxruntime is no base dependency (axon/extras.py): the images and the Makefile install
+    the ``cpu`` extra, and the three places that install torch agree on its version."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert not [d for d in project["dependencies"] if d.startswith("onnxruntime")]
+    assert {extras["cpu"][0].partition(">=")[2]} == {extras["gpu"][0].partition(">=")[2]}
+    assert (extras["cpu"][0].partition(">=")[0], extras["gpu"][0].partition(">=")[0]) \
+        == ("onnxruntime", "onnxruntime-gpu")
+    stages = dockerfile_stages()
+    train = next(stage for stage in stages if stage.name == "train")
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert project_extras(" ".join(stages[-1].arguments("RUN"))) == {"cpu"}
+    assert project_extras(" ".join(train.arguments("RUN"))) == {"cpu", "train"}
+    assert project_extras(makefile) == {"cpu", "dev"}
+    (pin,) = [d for d in extras["train"] if d.startswith("torch")]
+    version = pin.removeprefix("torch==")
+    assert re.search(rf"^TORCH_VERSION := {re.escape(version)}$", makefile, re.MULTILINE)
+    assert f"torch=={version} " in " ".join(train.arguments("RUN"))
+
+
 def test_serving_image_reads_the_mounted_repository() -> None:
     repository = env_values(dockerfile_stages()[-1])["AXON_MODEL_REPOSITORY"]
     assert repository in {target for _, target in volume_entries(service("axon"))}
+
+
+NODE_MODULES = "clients/node/node_modules"
+
+
+def test_the_images_leave_out_the_node_clients_packages() -> None:
+    """``make node-client`` fills clients/node/node_modules (tens of MB) in the checkout, and
+    the images copy clients/: .dockerignore must keep it out, and keep what they copy in."""
+    sources = [source.rstrip("/") for stage in dockerfile_stages()
+               for source in copied_from_context(stage)]
+    assert any(s == NODE_MODULES or NODE_MODULES.startswith(s + "/") for s in sources), \
+        "no COPY takes clients/ any more: this test no longer guards anything"
+    for path in (NODE_MODULES, f"{NODE_MODULES}/@grpc/grpc-js/package.json",
+                 f"{NODE_MODULES}/.installed"):
+        assert dockerignored(path), path
+    for source in sources:
+        assert not dockerignored(source), f"COPY {source}, but .dockerignore leaves it out"
+    for kept in ("clients/node/classify.mjs", "clients/node/package.json",
+                 "clients/samples/digit-0-test0003.png", "server/app.py"):
+        assert not dockerignored(kept), kept
+
+
+def test_the_dockerignore_reader_follows_dockers_rules(tmp_path: Path) -> None:
+    rules = tmp_path / ".dockerignore"
+    rules.write_text("# comment\n**/__pycache__\n*.egg-info\ndocs/*.tmp\n"
+                     "logs\n!logs/keep.txt\n")
+    assert dockerignored("server/sub/__pycache__/x.pyc", rules)
+    assert dockerignored("__pycache__", rules)
+    assert dockerignored("axon_serving.egg-info/PKG-INFO", rules)
+    assert not dockerignored("sub/axon_serving.egg-info", rules)  # * stays at the root
+    assert dockerignored("docs/a.tmp", rules) and not dockerignored("docs/sub/a.tmp", rules)
+    assert dockerignored("logs/today.txt", rules) and not dockerignored("logs/keep.txt", rules)
+    assert not dockerignored("comment", rules)

@@ -28,9 +28,10 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from axon.cli import build_parser
-from axon.client.server_process import ServerProcess, start_server
+from axon.client.server_process import ServerProcess, free_port, start_server
 from axon.client.targets import ROUND_ROBIN, channel_target
 from axon.server.config import ServerSettings, load_settings
+from axon.server.health_check import HealthCheckSettings
 from tests.support.certificates import CertificateAuthority
 from tests.support.deploy_files import (
     COMPOSE_FILE,
@@ -46,7 +47,6 @@ from tests.support.kubernetes_files import (
     KSERVE_MODEL_MOUNT,
     KUBERNETES_VERSION,
     NAMESPACE,
-    TLS_PROBE_SCRIPT,
     VARIANTS,
     VENDORED_SCHEMAS,
     CrdSchemaError,
@@ -69,7 +69,7 @@ pytestmark = pytest.mark.external  # kubectl renders the manifests
 SERVER = "axon"
 """The serving container's name, and the Deployment's, the Service's and the HPA's."""
 OUT_OF_BAND_SECRETS = frozenset({"axon-tokens", "axon-tls", "axon-model-store"})
-"""Secrets the operator creates (README): never in the repository, so never rendered."""
+"""Secrets the operator creates (docs/deployment.md): never in the repository, so never rendered."""
 CLOSE_MARGIN_S = 10
 """How long after the grace period the server waits for a hung model execution before it
 exits anyway (server/app.py)."""
@@ -282,7 +282,7 @@ def test_the_headless_service_serves_client_side_round_robin(
     assert [port["port"] for port in headless["spec"]["ports"]] == [GRPC_PORT]
     target = f"dns:///axon-headless.{NAMESPACE}.svc.cluster.local:{GRPC_PORT}"
     assert channel_target(target) == (target, ROUND_ROBIN)
-    assert target in (REPO_ROOT / "README.md").read_text()
+    assert target in (REPO_ROOT / "docs" / "deployment.md").read_text()
 
 
 # --- probes and the drain -----------------------------------------------------------------------
@@ -295,7 +295,10 @@ def test_probes_ask_the_grpc_health_service(rendered: dict[str, tuple[Manifest, 
         container = deployment_pod(rendered[variant]).container(SERVER)
         for probe in PROBES:
             assert container[probe]["grpc"] == {"port": GRPC_PORT, "service": ""}, variant
-    # TLS: the kubelet's gRPC probe has no TLS, so the probe script does it, from mounted files.
+    # TLS: the kubelet's gRPC probe has no TLS, so `axon health` (the image's axon script)
+    # does it, from mounted files; run for real at the end of this file.
+    entrypoint = exec_form(dockerfile_stages()[-1].last("ENTRYPOINT") or "[]")
+    check_timeout = HealthCheckSettings.model_fields["timeout"].default
     for variant in ("tls", "production"):
         objects = rendered[variant]
         view = deployment_pod(objects)
@@ -303,13 +306,11 @@ def test_probes_ask_the_grpc_health_service(rendered: dict[str, tuple[Manifest, 
         for probe in PROBES:
             command = container[probe]["exec"]["command"]
             assert "grpc" not in container[probe], variant
-            assert command[0] == "python"
-            volume, name = mounted_file(view, container, command[1])
-            assert name == TLS_PROBE_SCRIPT.name
-            probe_map = only(objects, "ConfigMap", volume["configMap"]["name"])
-            assert probe_map["data"][name] == TLS_PROBE_SCRIPT.read_text()
+            assert command[:2] == [*entrypoint, "health"], variant
+            build_parser(command[1:]).parse_args(command[1:])
+            assert container[probe]["timeoutSeconds"] >= check_timeout + 1, (variant, probe)
             flags = dict(arg.removeprefix("--").partition("=")[::2] for arg in command[2:])
-            tls_volume, ca = mounted_file(view, container, flags["ca"])
+            tls_volume, ca = mounted_file(view, container, flags["tls-ca"])
             assert ca in {item["path"] for item in tls_volume["secret"]["items"]}
     runtime = kserve_container()
     assert runtime["readinessProbe"]["grpc"] == {"port": GRPC_PORT, "service": ""}
@@ -503,67 +504,90 @@ def test_the_inference_service_uses_the_runtime() -> None:
     assert (model["modelFormat"]["name"], model["modelFormat"].get("version")) in formats
     assert model["modelFormat"]["name"] == "onnx"
     assert model["protocolVersion"] == "grpc-v2"
-    assert runtime["spec"]["protocolVersions"] == ["grpc-v2"], "Axon has no REST endpoint"
+    assert runtime["spec"]["protocolVersions"] == ["grpc-v2"], "one routed port: gRPC's"
     assert model["storageUri"].startswith(("s3://", "gs://", "pvc://", "https://", "oci://"))
 
 
-# --- the TLS probe script, for real -------------------------------------------------------------
+# --- the TLS component's probe, for real ---------------------------------------------------------
+
+POD_FILES = "/etc/axon/"
+"""Where the pod's Secrets are mounted; here, a temporary folder stands in."""
+
+
+def pod_environment(objects: tuple[Manifest, ...], folder: Path, port: int) -> dict[str, str]:
+    """The container's AXON_* variables, the mounted files under ``folder``, the gRPC port
+    ``port`` (the pod's any-address host kept), and nothing of this process's AXON_*."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AXON_")}
+    pod = {k: v.replace(POD_FILES, f"{folder}/") for k, v in axon_env(objects).items()}
+    return {**clean, **pod, "AXON_ADDRESS": f"0.0.0.0:{port}"}
+
+
+def run_probe(objects: tuple[Manifest, ...], folder: Path, port: int, *extra: str) -> int:
+    """The rendered readiness probe (the image's ``axon`` script as the tests launch it) in the
+    pod's environment, its file paths under ``folder``."""
+    command = deployment_pod(objects).container(SERVER)["readinessProbe"]["exec"]["command"]
+    args = [arg.replace(POD_FILES, f"{folder}/") for arg in command[1:]]
+    env = pod_environment(objects, folder, port)
+    return subprocess.run([sys.executable, "-m", "axon.cli", *args, *extra],
+                          capture_output=True, timeout=60, check=False, env=env).returncode
+
+
+def pod_files(folder: Path, authority: CertificateAuthority) -> Path:
+    """The tls Secret's files and a tokens file, as mounted in the pod, under ``folder``."""
+    server = authority.issue_server((f"axon.{NAMESPACE}.svc",))
+    for name, content in (("tls/tls.crt", server.certificate), ("tls/tls.key", server.key),
+                          ("tls/ca.crt", authority.certificate),
+                          ("tokens/tokens", b"infer:probe-test-token-0123456789\n")):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    return folder
+
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory,
-               ) -> Iterator[tuple[ServerProcess, CertificateAuthority, Path]]:
-    """A real server with TLS on an empty repository (it then serves, with no models)."""
-    folder = tmp_path_factory.mktemp("k8s-tls")
-    authority = CertificateAuthority("axon test CA")
-    server = authority.issue_server(("axon.axon.svc",))
-    (folder / "tls.crt").write_bytes(server.certificate)
-    (folder / "tls.key").write_bytes(server.key)
-    (folder / "ca.crt").write_bytes(authority.certificate)
+def tls_pod(rendered: dict[str, tuple[Manifest, ...]], tmp_path_factory: pytest.TempPathFactory,
+            ) -> Iterator[tuple[ServerProcess, Path]]:
+    """A real server started with the tls variant's settings and files, on an empty
+    repository (it then serves, with no models)."""
+    folder = pod_files(tmp_path_factory.mktemp("k8s-tls"), CertificateAuthority("axon test CA"))
     (folder / "models").mkdir()
+    port = free_port()
     process = start_server(folder / "models", folder / "server.log",
-                           "--tls-cert", str(folder / "tls.crt"),
-                           "--tls-key", str(folder / "tls.key"))
+                           "--address", f"127.0.0.1:{port}",
+                           env=pod_environment(rendered["tls"], folder, port))
     try:
-        yield process, authority, folder
+        yield process, folder
     finally:
         process.stop()
 
 
-def run_probe(*args: str) -> int:
-    return subprocess.run([sys.executable, str(TLS_PROBE_SCRIPT), *args], capture_output=True,
-                          timeout=30, check=False).returncode
-
-
-def test_the_tls_probe_script_checks_health_over_tls(
-        tls_server: tuple[ServerProcess, CertificateAuthority, Path]) -> None:
-    process, _, folder = tls_server
-    common = (f"--address={process.address}", "--server-name=axon.axon.svc")
-    assert run_probe(*common, f"--ca={folder / 'ca.crt'}") == 0
+def test_the_tls_probe_checks_health_over_tls(
+        rendered: dict[str, tuple[Manifest, ...]], tls_pod: tuple[ServerProcess, Path]) -> None:
+    process, folder = tls_pod
+    # The pod's settings took: TLS, and the tokens from the mounted file.
+    assert "INFO    TLS; bearer tokens required except for health" in process.log()
+    objects = rendered["tls"]
+    assert run_probe(objects, folder, process.port) == 0
     stranger = folder / "stranger.crt"
     stranger.write_bytes(CertificateAuthority("another CA").certificate)
-    assert run_probe(*common, f"--ca={stranger}") == 1
-    assert run_probe(f"--address={process.address}", "--server-name=wrong.example",
-                     f"--ca={folder / 'ca.crt'}") == 1
-    assert run_probe(*common, f"--ca={folder / 'ca.crt'}", "--service=no-such-model") == 1
+    assert run_probe(objects, folder, process.port, f"--tls-ca={stranger}") == 1
+    assert run_probe(objects, folder, process.port, "--tls-server-name=wrong.example") == 1
+    assert run_probe(objects, folder, process.port, "--service=no-such-model") == 1
 
 
-def test_the_tls_probe_script_fails_while_not_serving(tmp_path: Path) -> None:
+def test_the_tls_probe_fails_while_not_serving(rendered: dict[str, tuple[Manifest, ...]],
+                                               tmp_path: Path) -> None:
     """Startup (models loading) and the drain: the health service answers NOT_SERVING."""
-    authority = CertificateAuthority("probe CA")
-    pem = authority.issue_server(("axon.axon.svc",))
-    ca = tmp_path / "ca.crt"
-    ca.write_bytes(authority.certificate)
+    folder = pod_files(tmp_path, CertificateAuthority("probe CA"))
     servicer = health.HealthServicer()
     server = grpc.server(ThreadPoolExecutor(2))
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_secure_port(
-        "127.0.0.1:0", grpc.ssl_server_credentials([(pem.key, pem.certificate)]))
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+        [((folder / "tls/tls.key").read_bytes(), (folder / "tls/tls.crt").read_bytes())]))
     server.start()
     try:
-        args = (f"--address=127.0.0.1:{port}", "--server-name=axon.axon.svc", f"--ca={ca}")
         servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        assert run_probe(*args) == 1
+        assert run_probe(rendered["tls"], folder, port) == 1
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        assert run_probe(*args) == 0
+        assert run_probe(rendered["tls"], folder, port) == 0
     finally:
         server.stop(None)

@@ -5,7 +5,9 @@ names the limit, and the server goes on serving."""
 from __future__ import annotations
 
 import io
+import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from axon.client.common import NO_RETRIES, AxonClientError, client_error
-from axon.client.server_process import ServerProcess, start_server
+from axon.client.common import NO_RETRIES, AxonClientError, client_error, infer_request
+from axon.client.server_process import ServerProcess, running_server, start_server
 from axon.client.sync_client import AxonClient
+from axon.model_repository import CONFIG_FILENAME
+from axon.protocol import open_inference_pb2_grpc as oip_grpc
 from axon.protocol.v1 import classification_pb2 as cls
 from tests.integration.test_bad_input import png_declaring
 from tests.support.repositories import DIGITS
+from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request
 
 MESSAGE_BYTES = 65_536
 IMAGE_BYTES = 4_096
@@ -157,3 +162,78 @@ def test_concurrent_calls(limited: ServerProcess) -> None:
         client.close()
     with AxonClient(limited.address) as client:
         assert client.infer(DIGITS, np.zeros((1, 784), np.float32))["logits"].shape == (1, 10)
+
+
+LOOP_HOLDER = "loop-holder"
+HELD_CALLS = 24
+SMALL_PENDING = 2
+
+
+@pytest.fixture(scope="module")
+def loop_holding_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stall model (tests/support/stall_model.py) allowed to run on the event loop itself:
+    its ``max_inline_ms`` is far above any stall, so a stalled request holds the loop and the
+    server takes in no call until it ends, as a Python server that has fallen behind does.
+    Its queue takes every held call at once."""
+    root = tmp_path_factory.mktemp("loop-holder")
+    save_stall_model(root / LOOP_HOLDER / "1", LOOP_HOLDER)
+    (root / LOOP_HOLDER / CONFIG_FILENAME).write_text(json.dumps({
+        **STALL_CONFIG, "max_inline_ms": 600_000, "max_batch_size": 64,
+        "max_queue_size": 64}))
+    return root
+
+
+def calls_while_the_loop_is_held(address: str,
+                                 ) -> tuple[list[tuple[grpc.StatusCode, float]], float]:
+    """Hold the server's event loop with a stalled request of about 3 s, send ``HELD_CALLS``
+    calls meanwhile; return how each ended (code, when), and when the stalled one ended."""
+    ended: list[tuple[grpc.StatusCode, float]] = []
+    stall_ended: list[float] = []
+
+    def record(future: grpc.Future) -> None:  # type: ignore[type-arg]
+        ended.append((future.code(), time.monotonic()))  # type: ignore[attr-defined]
+
+    with grpc.insecure_channel(address) as channel:
+        infer = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        ordinary = infer_request(LOOP_HOLDER, np.zeros((1, 784), np.float32))
+        infer(ordinary, timeout=10)  # connected, and the model answers
+        stall = infer.future(stall_request(LOOP_HOLDER, 3.0), timeout=60)
+        stall.add_done_callback(lambda _: stall_ended.append(time.monotonic()))
+        time.sleep(0.5)  # the stalled request is running, on the loop
+        held = [infer.future(ordinary, timeout=60) for _ in range(HELD_CALLS)]
+        for future in held:
+            future.add_done_callback(record)
+        assert len(stall.result().outputs) == 2
+        for future in held:
+            future.exception()  # ended, one way or the other
+    return ended, stall_ended[0]
+
+
+def test_calls_past_max_pending_calls_are_shed_at_once_while_the_server_is_behind(
+        loop_holding_repository: Path, tmp_path: Path) -> None:
+    """gRPC core holds calls the server has not taken in yet; past ``--max-pending-calls`` it
+    sheds new ones at random, and past twice it all of them, with CANCELLED, without waiting
+    for the server."""
+    with running_server(loop_holding_repository, tmp_path / "server.log",
+                        "--max-pending-calls", str(SMALL_PENDING)) as server:
+        ended, stall_ended = calls_while_the_loop_is_held(server.address)
+    codes = [code for code, _ in ended]
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED}, codes
+    # Kept: the calls below the limit, at most twice it, and the one call grpc.aio had already
+    # asked core for when the loop stopped.
+    answered = codes.count(grpc.StatusCode.OK)
+    assert SMALL_PENDING <= answered <= 2 * SMALL_PENDING + 1, codes
+    # Shed while the loop was still held: at once, not after the server caught up.
+    shed_at = [at for code, at in ended if code == grpc.StatusCode.CANCELLED]
+    assert max(shed_at) < stall_ended
+
+
+def test_calls_within_max_pending_calls_wait_and_are_all_answered(
+        loop_holding_repository: Path, tmp_path: Path) -> None:
+    """The same held loop with the default limit (256): every call waits in gRPC core, and
+    is answered once the server takes it in."""
+    with running_server(loop_holding_repository, tmp_path / "server.log") as server:
+        ended, stall_ended = calls_while_the_loop_is_held(server.address)
+    assert [code for code, _ in ended] == [grpc.StatusCode.OK] * HELD_CALLS
+    # None was answered while the loop was held: they had all been waiting.
+    assert min(at for _, at in ended) >= stall_ended

@@ -166,6 +166,19 @@ def test_tokens_gate_every_api_and_roles_gate_model_control(
     assert "bearer tokens required except for health (1 admin, 1 infer)" in log
 
 
+def test_no_model_control_refuses_load_and_unload_even_to_admin(
+        serving_repository: Path, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"admin:{ADMIN_TOKEN}\n")
+    for server in serve(serving_repository, tmp_path / "server.log", "--tokens-file",
+                        str(tokens), "--no-model-control"):
+        with AxonClient(server.address, security=ConnectionSecurity(token=ADMIN_TOKEN),
+                        retry=ONCE) as admin:
+            for call in (lambda: admin.unload_model(DIGITS), lambda: admin.load_model(DIGITS)):
+                assert code_of(call) == grpc.StatusCode.FAILED_PRECONDITION
+            assert admin.infer(DIGITS, ONE)["probabilities"].shape == (1, 10)  # still served
+
+
 @pytest.mark.parametrize("case", [
     (("--tls-cert", "{server_pem}"), {}, "tls_cert and tls_key go together"),
     (("--tls-client-ca", "{ca}"), {}, "tls_client_ca needs tls_cert and tls_key"),

@@ -49,20 +49,25 @@ class CertificateAuthority:
     def certificate(self) -> bytes:
         return self._certificate.public_bytes(serialization.Encoding.PEM)
 
-    def issue_server(self, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Pem:
+    def issue_server(self, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), *,
+                     client_use: bool = False) -> Pem:
+        """A certificate for ``hosts``; ``client_use`` also lets it serve as a client
+        certificate (extended key usage clientAuth besides serverAuth)."""
         names: list[x509.GeneralName] = []
         for host in hosts:
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 names.append(x509.DNSName(host))
-        return self._issue(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH,
-                           x509.SubjectAlternativeName(names))
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        if client_use:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        return self._issue(hosts[0], usages, x509.SubjectAlternativeName(names))
 
     def issue_client(self, name: str) -> Pem:
-        return self._issue(name, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+        return self._issue(name, [ExtendedKeyUsageOID.CLIENT_AUTH], None)
 
-    def _issue(self, common_name: str, usage: x509.ObjectIdentifier,
+    def _issue(self, common_name: str, usages: list[x509.ObjectIdentifier],
                alternative_names: x509.SubjectAlternativeName | None) -> Pem:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
@@ -72,7 +77,7 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
         if alternative_names is not None:
             builder = builder.add_extension(alternative_names, critical=False)
         certificate = builder.sign(self._key, hashes.SHA256())

@@ -17,6 +17,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -148,6 +149,74 @@ def exec_form(args: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError(f"not a JSON array of strings: {args}")
     return value
+
+
+def copied_from_context(stage: DockerStage) -> list[str]:
+    """The build-context paths the stage's ``COPY`` instructions take (not ``--from`` ones)."""
+    sources: list[str] = []
+    for args in stage.arguments("COPY"):
+        words = args.split()
+        if any(word.startswith("--from") for word in words):
+            continue
+        sources += [word for word in words[:-1] if not word.startswith("--")]
+    return sources
+
+
+def dockerignored(path: str, ignore_file: Path = DOCKERIGNORE) -> bool:
+    """Whether Docker leaves ``path`` (relative to the context) out of the build context.
+
+    Docker's rules as far as this repository uses them: ``*`` and ``?`` within one path
+    element, ``**`` across any number, ``!`` to take a path back, the last matching line wins,
+    and a pattern that matches a folder leaves out everything under it. (Character classes
+    ``[...]`` are not handled: none is used.)
+    """
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    excluded = False
+    for line in ignore_file.read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        keep = pattern.startswith("!")
+        matcher = _ignore_pattern(pattern.removeprefix("!").strip("/"))
+        if any(matcher.fullmatch(candidate) for candidate in candidates):
+            excluded = not keep
+    return excluded
+
+
+def _ignore_pattern(pattern: str) -> re.Pattern[str]:
+    translated = ""
+    for token in re.split(r"(\*\*/?|\*|\?)", pattern):
+        if token.startswith("**"):
+            translated += "(?:.*/)?" if token.endswith("/") else ".*"
+        elif token == "*":
+            translated += "[^/]*"
+        elif token == "?":
+            translated += "[^/]"
+        else:
+            translated += re.escape(token)
+    return re.compile(translated)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A ``HEALTHCHECK`` instruction: its options (``interval``: ``10s``, ...) and command."""
+
+    options: dict[str, str]
+    command: list[str]
+
+
+def healthcheck(stage: DockerStage) -> HealthCheck:
+    """The stage's ``HEALTHCHECK ... CMD [...]`` in force (exec form only, as this repository
+    writes it: no shell between Docker and the command)."""
+    args = stage.last("HEALTHCHECK")
+    if args is None:
+        raise ValueError("the stage has no HEALTHCHECK")
+    flags, separator, command = args.partition("CMD ")
+    if not separator:
+        raise ValueError(f"HEALTHCHECK without CMD: {args}")
+    options = dict(flag.removeprefix("--").partition("=")[::2] for flag in flags.split())
+    return HealthCheck(options, exec_form(command))
 
 
 def env_values(stage: DockerStage) -> dict[str, str]:

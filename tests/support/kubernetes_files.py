@@ -28,7 +28,6 @@ from tests.support.deploy_files import REPO_ROOT
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
 KSERVE_DIR = REPO_ROOT / "deploy" / "kserve"
 ADAPTER_VALUES = KUBERNETES_DIR / "prometheus-adapter" / "values.yaml"
-TLS_PROBE_SCRIPT = KUBERNETES_DIR / "components" / "tls" / "grpc_health_probe.py"
 CRD_DIR = Path(__file__).resolve().parent / "crds"
 
 KUBERNETES_VERSION = "1.31"

@@ -158,7 +158,8 @@ def test_responses_json_and_binary(model: ServedModel) -> None:
     outputs = model.runtime.run(np.random.default_rng(2).random((2, 784), dtype=np.float32))
     choices = (OutputChoice(0), OutputChoice(1, 2))
     tensors = output_tensors(model, outputs, choices)
-    as_json, length = encode_infer(model, InferRequest("x", np.zeros(1), choices, (False, False),
+    nothing = np.zeros(1, np.float32)
+    as_json, length = encode_infer(model, InferRequest("x", nothing, choices, (False, False),
                                                        None), tensors)
     assert length is None
     document = json.loads(as_json)
@@ -167,7 +168,7 @@ def test_responses_json_and_binary(model: ServedModel) -> None:
     assert np.array(logits["data"], np.float32).tobytes() == outputs[0].tobytes()
     assert classes["datatype"] == "BYTES" and classes["shape"] == [2, 2]
     assert [s.encode() for s in classes["data"]] == list(tensors[1].strings)
-    as_binary, length = encode_infer(model, InferRequest("", np.zeros(1), choices, (True, True),
+    as_binary, length = encode_infer(model, InferRequest("", nothing, choices, (True, True),
                                                          None), tensors)
     assert length is not None
     header = json.loads(as_binary[:length])

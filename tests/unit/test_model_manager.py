@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ Scenario = Callable[[ModelManager], Awaitable[None]]
 
 def run_with(repository: ModelRepository, scenario: Scenario,
              policy: str = "latest",
-             on_change: Callable[[str, bool], Awaitable[None]] | None = None) -> None:
+             on_change: Callable[[str, bool], Coroutine[Any, Any, None]] | None = None) -> None:
     """Run ``scenario`` against a fresh manager, closed afterwards."""
     async def main() -> None:
         manager = ModelManager(repository, VersionPolicy.parse(policy), SessionSettings(),
@@ -349,17 +350,37 @@ def test_links_out_of_the_repository_are_refused_and_links_inside_work(
     run_with(repository, scenario)
 
 
+@pytest.mark.parametrize("escape", ["parent", "absolute", "linked-file", "linked-folder"])
 def test_external_data_outside_the_model_folder_is_refused(repository: ModelRepository,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, escape: str) -> None:
+    """Weights kept outside the model's folder, reached by ``..``, by an absolute path, or
+    through a link inside the folder (to the file, or to a folder holding it): onnxruntime
+    (>= 1.24.4, pyproject.toml) refuses each at load; data in the folder itself loads."""
     version_dir = repository.version_dir(NAME, 3)
-    _external_weights(version_dir / MODEL_FILENAME, "../../../outside.bin",
-                      repository.root.parent / "outside.bin")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    refusal = "escapes model directory"
+    if escape == "parent":
+        location = "../../../outside.bin"
+        _external_weights(version_dir / MODEL_FILENAME, location, repository.root.parent
+                          / "outside.bin")
+    elif escape == "absolute":
+        location = str(outside / "weights.bin")
+        refusal = "Absolute path not allowed"
+    elif escape == "linked-file":
+        location = "weights.bin"
+        (version_dir / location).symlink_to(outside / "weights.bin")
+    else:
+        location = "shared/weights.bin"
+        (version_dir / "shared").symlink_to(outside, target_is_directory=True)
+    if escape != "parent":
+        _external_weights(version_dir / MODEL_FILENAME, location, outside / "weights.bin")
     shutil.copytree(repository.root / NAME / "2", repository.root / "inside-data" / "1")
     inside = repository.version_dir("inside-data", 1)
     _external_weights(inside / MODEL_FILENAME, "weights.bin", inside / "weights.bin")
 
     async def scenario(manager: ModelManager) -> None:
-        with pytest.raises(ModelLoadError, match="escapes model directory"):
+        with pytest.raises(ModelLoadError, match=refusal):
             await manager.load(NAME)
         assert await manager.load("inside-data") == [1]  # external data in its own folder
 

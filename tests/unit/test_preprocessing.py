@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from axon.image_formats import SERVED_FORMATS
 from axon.preprocessing import (
-    SERVED_FORMATS,
     ImageDecodeError,
     PreprocessingSpec,
     decode_image,

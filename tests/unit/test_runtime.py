@@ -15,14 +15,8 @@ import pytest
 
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from axon.server.errors import ModelLoadError
-from axon.server.runtime import (
-    CPU_PROVIDER,
-    ModelRuntime,
-    SessionSettings,
-    TensorSpec,
-    provider_name,
-    resolve_providers,
-)
+from axon.server.providers import CPU_PROVIDER, provider_name
+from axon.server.runtime import ModelRuntime, SessionSettings, TensorSpec, resolve_providers
 from axon.training.train import TrainResult
 from tests.support.repositories import publish_run
 
