@@ -28,7 +28,7 @@ TORCH_VERSION := 2.13.0
 venv: $(VENV)/.installed
 
 # Reinstalled whenever pyproject.toml changes. The `cpu` extra is onnxruntime (a GPU machine
-# installs '.[gpu]' by hand instead; README "Installing without the Makefile").
+# installs '.[gpu]' by hand instead; docs/deployment.md "Installing without the Makefile").
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -102,11 +102,11 @@ bench: venv
 	$(BIN)/python -m axon.benchmarks.classify_limit $(BENCH_DIGITS) --model mnist \
 		--model-repository $(REPOSITORY)
 
-# Reliability benchmarks (README "Reliability"), on the same model as `make bench`. Overload: an
-# open loop at twice the measured capacity for 20 s, default server settings and a tighter queue
-# (OVERLOAD_ARGS="--serve-args '--max-queue-size 256'" measures another). Soak: SOAK_MINUTES of
-# mixed load with a reload in the middle; exits non-zero when a request fails or memory grows
-# 5 % or more after warm-up (make bench-soak SOAK_MINUTES=1 for a smoke check).
+# Reliability benchmarks (docs/reliability-security.md), on the same model as `make bench`.
+# Overload: an open loop at twice the measured capacity for 20 s, default server settings and a
+# tighter queue (OVERLOAD_ARGS="--serve-args '--max-queue-size 256'" measures another). Soak:
+# SOAK_MINUTES of mixed load with a reload in the middle; exits non-zero when a request fails or
+# memory grows 5 % or more after warm-up (make bench-soak SOAK_MINUTES=1 for a smoke check).
 bench-overload: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
@@ -120,13 +120,13 @@ bench-soak: venv
 		--minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # Throughput and p99 through nginx (deploy/nginx) to 1, 2 and 3 replicas and to one replica
-# directly (README "Scaling out"). Needs nginx and h2load.
+# directly (docs/performance.md "Scaling out"). Needs nginx and h2load.
 bench-scale-out: venv
 	test -d $(REPOSITORY)/$(BENCH_MODEL) || $(BIN)/axon train --preset compact \
 		--name $(BENCH_MODEL) --model-repository $(REPOSITORY) $(MNIST_FLAG)
 	$(BIN)/python -m axon.benchmarks.scale_out --model $(BENCH_MODEL) --model-repository $(REPOSITORY)
 
-# The accuracy/time targets of the README, measured on the full test sets (several minutes).
+# The accuracy/time targets of docs/training.md, measured on the full test sets (several minutes).
 bench-train: venv
 	MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m axon.training.accuracy_targets
 

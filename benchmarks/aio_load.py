@@ -23,7 +23,7 @@ import numpy as np
 
 from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING, OpenLoopSchedule
 from axon.client.cli import add_security_arguments, security_from
-from axon.client.common import DEFAULT_MESSAGE_BYTES, channel_options
+from axon.client.common import DEFAULT_CONNECTIONS, DEFAULT_MESSAGE_BYTES, channel_options
 
 OPEN_LOOP_DEADLINE_S = 10.0
 """Each open-loop call's deadline: an overloaded server's backlog ends as DEADLINE_EXCEEDED
@@ -33,14 +33,16 @@ Unary = Callable[..., Awaitable[bytes]]
 """``unary(body, timeout=None) -> response bytes``."""
 
 
-async def closed_loop(unary: Unary, body: bytes, callers: int, seconds: float) -> dict[str, Any]:
-    """``callers`` callers, each sending its next request when the last is answered."""
+async def closed_loop(unaries: list[Unary], body: bytes, callers: int,
+                      seconds: float) -> dict[str, Any]:
+    """``callers`` callers, each sending its next request when the last is answered; caller
+    ``i`` calls through ``unaries[i % len(unaries)]`` (one per connection)."""
     latencies: list[float] = []
     codes: Counter[str] = Counter()
     sent = 0
     stop = time.perf_counter() + seconds
 
-    async def caller() -> None:
+    async def caller(unary: Unary) -> None:
         nonlocal sent
         while (start := time.perf_counter()) < stop:
             sent += 1
@@ -52,15 +54,16 @@ async def closed_loop(unary: Unary, body: bytes, callers: int, seconds: float) -
             latencies.append((time.perf_counter() - start) * 1000)
 
     began = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(callers)))
+    await asyncio.gather(*(caller(unaries[i % len(unaries)]) for i in range(callers)))
     return {"sent": sent, "succeeded": len(latencies), "seconds": time.perf_counter() - began,
             "latencies_ms": latencies, "errors_by_code": dict(codes), "not_sent": 0,
             "send_lag_p99_ms": None}
 
 
-async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
+async def open_loop(unaries: list[Unary], body: bytes, schedule: OpenLoopSchedule,
                     max_outstanding: int) -> dict[str, Any]:
-    """Each request its own task, started when it is due whatever became of earlier ones.
+    """Each request its own task, started when it is due whatever became of earlier ones,
+    the connections (``unaries``) taking turns.
 
     Latency runs from the time a request was due, not from when it went out. A generator that
     falls behind (a slow server holding it up, or its own CPU) sends late; timing from the send
@@ -74,7 +77,7 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
     in_flight: set[asyncio.Task[None]] = set()
     not_sent = 0
 
-    async def send(due: float) -> None:
+    async def send(unary: Unary, due: float) -> None:
         try:
             await unary(body, timeout=OPEN_LOOP_DEADLINE_S)
         except grpc.aio.AioRpcError as error:
@@ -91,7 +94,7 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
             not_sent += 1
             continue
         lags.append(max(0.0, time.perf_counter() - due))
-        task = asyncio.create_task(send(due))
+        task = asyncio.create_task(send(unaries[index % len(unaries)], due))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     if in_flight:
@@ -105,16 +108,23 @@ async def open_loop(unary: Unary, body: bytes, schedule: OpenLoopSchedule,
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     body = args.body.read_bytes()
     security = security_from(args)
-    async with security.aio_channel(args.address,
-                                    channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
+    options = channel_options(DEFAULT_MESSAGE_BYTES)
+    # Distinct options, or gRPC would share one connection among the channels.
+    channels = [security.aio_channel(args.address, [*options, ("axon.connection", number)])
+                for number in range(args.connections)]
+    try:
         # No serializers: the request goes out as the bytes given, the answer comes back raw.
-        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(args.method)
-        unary: Unary = functools.partial(method, metadata=security.metadata)
-        await channel.channel_ready()  # connect before the clock starts
+        unaries: list[Unary] = [
+            functools.partial(channel.unary_unary(args.method), metadata=security.metadata)
+            for channel in channels]
+        # Connect before the clock starts.
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
         if args.rate is None:
-            return await closed_loop(unary, body, args.callers, args.seconds)
-        return await open_loop(unary, body, OpenLoopSchedule(args.rate, args.seconds),
+            return await closed_loop(unaries, body, args.callers, args.seconds)
+        return await open_loop(unaries, body, OpenLoopSchedule(args.rate, args.seconds),
                                args.max_outstanding)
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
 
 
 def main() -> None:
@@ -129,6 +139,8 @@ def main() -> None:
     load.add_argument("--rate", type=float, help="open loop: requests per second")
     parser.add_argument("--max-outstanding", type=int, default=DEFAULT_MAX_OUTSTANDING,
                         help="open loop: most requests in flight; more due are not sent")
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS,
+                        help="HTTP/2 connections the calls take turns over")
     add_security_arguments(parser)
     args = parser.parse_args()
     args.out.write_text(json.dumps(asyncio.run(_run(args))))

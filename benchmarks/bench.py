@@ -145,9 +145,28 @@ def cpu_times() -> tuple[int, int]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux)."""
+    """CPU time (user + system) of a process and every process under it, live or ended: a
+    server of several workers is its supervisor and their processes (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # utime, stime, and cutime + cstime: the children it has waited for.
+    ticks = sum(int(value) for value in fields[11:15])
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        try:
+            total += process_cpu_seconds(child)
+        except OSError:  # it ended meanwhile: its parent's cutime has it once waited for
+            continue
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return children
 
 
 def measure(target: Target, scenario: Scenario, generator: str, *, api: Api = "infer",

@@ -5,7 +5,7 @@ The single-core limit: Pillow decodes every file as training does (``load_image`
 onnxruntime (one thread) runs the model on batches of 64, in one process pinned to one CPU,
 with no gRPC. Then a real server and a real ``axon classify`` run over the same files on this
 machine (both on every core), and the script prints images/s and CPU per image of each, their
-ratios, and the targets (README, "Serving performance"): ``axon classify`` at least 0.8x the
+ratios, and the targets (docs/performance.md): ``axon classify`` at least 0.8x the
 single-core limit's images/s, the server's CPU per image at most 2x the limit's.
 
     python -m benchmarks.classify_limit FOLDER [--model mnist] [--model-repository DIR]
@@ -36,7 +36,7 @@ import onnxruntime as ort
 
 from axon.benchmarks.bench import STEAL_ATTEMPTS, STEAL_LIMIT, cpu_times, process_cpu_seconds
 from axon.client.file_stream import image_paths
-from axon.client.server_process import running_server
+from axon.client.server_process import ServerProcess, running_server
 from axon.image_formats import SERVED_FORMATS
 from axon.markdown import LEFT, RIGHT, markdown_table
 from axon.model_card import ModelCard
@@ -112,22 +112,28 @@ def _measure_limit(cpu: int, model_path: Path, folder: Path) -> Limit:
 
 def classify_run(folder: Path, files: int, repository: Path, model: str,
                  classify_args: list[str]) -> ClassifyRun:
-    """A server for the run, then ``axon classify`` over ``folder`` (timed from its start to
-    its exit), with the server's and the client's CPU."""
+    """A server for the run, then ``axon classify`` over ``folder`` against it."""
     with tempfile.TemporaryDirectory() as tmp, running_server(
             repository, Path(tmp) / "server.log", "--models", model) as server:
-        server_before = process_cpu_seconds(server.process.pid)
-        client_before = _reaped_children_cpu()
-        steal_before, total_before = cpu_times()
-        started = time.perf_counter()
-        completed = subprocess.run(
-            [sys.executable, "-m", "axon.cli", "classify", str(folder), "--address",
-             server.address, "--model", model, "--format", "csv", *classify_args],
-            capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - started
-        steal_after, total_after = cpu_times()
-        client_cpu = _reaped_children_cpu() - client_before
-        server_cpu = process_cpu_seconds(server.process.pid) - server_before
+        return classify_against(server, folder, files, model, classify_args)
+
+
+def classify_against(server: ServerProcess, folder: Path, files: int, model: str,
+                     classify_args: list[str]) -> ClassifyRun:
+    """``axon classify`` over ``folder`` against ``server`` (timed from its start to its
+    exit), with the server's and the client's CPU."""
+    server_before = process_cpu_seconds(server.process.pid)
+    client_before = _reaped_children_cpu()
+    steal_before, total_before = cpu_times()
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", "axon.cli", "classify", str(folder), "--address",
+         server.address, "--model", model, "--format", "csv", *classify_args],
+        capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    steal_after, total_after = cpu_times()
+    client_cpu = _reaped_children_cpu() - client_before
+    server_cpu = process_cpu_seconds(server.process.pid) - server_before
     if completed.returncode != 0:
         raise RuntimeError(f"axon classify failed ({completed.returncode}): "
                            f"{completed.stderr.strip()}")
@@ -145,7 +151,7 @@ def _reaped_children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _least_stolen(measure: Callable[[], ClassifyRun]) -> ClassifyRun:
+def least_stolen(measure: Callable[[], ClassifyRun]) -> ClassifyRun:
     runs = [measure()]
     while runs[-1].steal > STEAL_LIMIT and len(runs) < STEAL_ATTEMPTS:
         runs.append(measure())
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     limits, runs = [], []
     for round_number in range(1, args.rounds + 1):
         limits.append(single_core_limit(args.folder, path))
-        runs.append(_least_stolen(lambda: classify_run(
+        runs.append(least_stolen(lambda: classify_run(
             args.folder, len(files), args.model_repository, args.model,
             shlex.split(args.classify_args))))
         print(f"round {round_number}: limit {limits[-1].images_per_second:,.0f} images/s, "

@@ -34,6 +34,7 @@ from axon.benchmarks.scenarios import (
     Scenario,
     lateness,
 )
+from axon.client.common import DEFAULT_CONNECTIONS
 from axon.errors import AxonError
 
 H2LOAD_LATE_SHARE = 0.01
@@ -173,6 +174,8 @@ def run_python(call: Call, scenario: Scenario, seconds: float, *,
     """The grpc.aio load generator, in a child process so its CPU is its own."""
     load = ["--callers", str(scenario.callers)] if scenario.rate is None else \
         ["--rate", f"{scenario.rate!r}", "--max-outstanding", str(max_outstanding)]
+    connections = scenario.connections or min(DEFAULT_CONNECTIONS, scenario.callers or 64)
+    load += ["--connections", str(connections)]
     with tempfile.TemporaryDirectory() as tmp:
         body_path, out_path = Path(tmp) / "body", Path(tmp) / "out.json"
         body_path.write_bytes(call.body)

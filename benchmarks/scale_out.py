@@ -5,7 +5,7 @@ replica called directly, and where the CPU goes (replicas, proxy, load generator
 
 Everything runs on this machine: replicas, nginx (deploy/nginx/nginx.conf, upstreams rewritten
 to loopback) and h2load share its cores, so the numbers say what one more replica buys *here*
-and what the proxy costs per request; the capacity model in the README turns them into
+and what the proxy costs per request; the capacity model in docs/performance.md turns them into
 requests/s per core.
 """
 

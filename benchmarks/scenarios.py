@@ -5,7 +5,8 @@ Two kinds of load, as ``--scenarios`` spells them:
 - ``CALLERSxIMAGES`` (``64x1``): a closed loop. CALLERS callers each send a request of IMAGES
   images and wait for its answer before sending the next, so the server's speed sets the rate.
   ``@CONNECTIONS`` spreads them over that many HTTP/2 connections (``64x1@64``: one each;
-  ``64x1@4``: 4 connections of 16 streams); by default h2load uses up to 8.
+  ``64x1@4``: 4 connections of 16 streams); by default h2load uses up to 8, the python
+  generator as many as Axon's clients (``DEFAULT_CONNECTIONS``, 4).
 - ``RATE/sxIMAGES`` (``2000/sx1``): an open loop. RATE requests per second are sent on a fixed
   schedule whether or not earlier ones were answered, so the load does not ease off when the
   server slows down, as real independent clients do not.

@@ -63,15 +63,16 @@ class AsyncAxonClient(ClientBase):
         await self.close()
 
     async def close(self) -> None:
-        await self.channel.close()
+        await asyncio.gather(*(channel.close() for channel in self.channels))
 
     async def ready(self) -> bool:
         """Whether the server reports ready (ServerReady)."""
         return await self._run(SERVER_READY)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until the channel connects and the server reports ready."""
-        await asyncio.wait_for(self.channel.channel_ready(), timeout)
+        """Wait until every connection is up and the server reports ready."""
+        await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in self.channels)),
+                               timeout)
         if not await self.ready():
             raise AxonClientError(grpc.StatusCode.UNAVAILABLE, "the server is not ready")
 
@@ -89,7 +90,8 @@ class AsyncAxonClient(ClientBase):
         if window < 1:
             raise ValueError("window must be at least 1")
         slots = asyncio.Semaphore(window)
-        call = self.classifier.ClassifyStream(timeout=timeout, metadata=self.metadata)
+        call = self._stub("classifier").ClassifyStream(timeout=timeout,
+                                                         metadata=self.metadata)
 
         async def send() -> None:
             async for request_id, request in requests:
@@ -145,11 +147,12 @@ class AsyncAxonClient(ClientBase):
         return await self._run(STATISTICS, model, version)
 
     async def _run(self, call: Call[ResultT], *args: object) -> ResultT:
-        method = self._method(call)
         request = call.request(*args)
         deadline = self._deadline()
         pauses = retry_pauses(self.retry)
         while True:
+            # A retry takes the next connection's turn: another worker, if its worker died.
+            method = self._method(call)
             remaining = None if deadline is None else deadline - time.monotonic()
             try:
                 return call.result(await method(request, timeout=remaining,

@@ -13,6 +13,7 @@ loads and unloads are idempotent).
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_CONNECTIONS = 4
+"""Connections a client opens by default (``connections``; measured in docs/performance.md)."""
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 ResultT = TypeVar("ResultT")
@@ -237,28 +240,45 @@ class ClientBase:
     def __init__(self, address: str, *, timeout: float | None = 30.0,
                  max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
                  retry: RetryPolicy = DEFAULT_RETRY,
-                 security: ConnectionSecurity = NO_SECURITY) -> None:
+                 security: ConnectionSecurity = NO_SECURITY,
+                 connections: int = DEFAULT_CONNECTIONS) -> None:
         """``timeout``: each call's deadline in seconds, retries included (None: none);
-        ``security``: TLS, client certificate and token (default: plain text, no token)."""
+        ``security``: TLS, client certificate and token (default: plain text, no token);
+        ``connections``: HTTP/2 connections to open, calls taking turns over them (a server of
+        several worker processes gets each connection's calls in one worker)."""
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self.address = address
         self.timeout = timeout
         self.retry = retry
         self.retries = 0
         """Calls repeated so far (for logs and tests)."""
         self.metadata = security.metadata
-        self.channel = self._open_channel(security, channel_options(max_message_bytes))
-        self.inference = oip_grpc.GRPCInferenceServiceStub(self.channel)
-        self.classifier = cls_grpc.ClassifierStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        options = channel_options(max_message_bytes)
+        # gRPC shares one connection among channels with the same options: each gets its own.
+        self.channels = [self._open_channel(security, [*options, ("axon.connection", number)])
+                         for number in range(connections)]
+        self.channel = self.channels[0]
+        self._stubs = [{"inference": oip_grpc.GRPCInferenceServiceStub(channel),
+                        "classifier": cls_grpc.ClassifierStub(channel),
+                        "health": health_pb2_grpc.HealthStub(channel)}
+                       for channel in self.channels]
+        self._turns = itertools.cycle(self._stubs)
+        self.inference = self._stubs[0]["inference"]
+        self.classifier = self._stubs[0]["classifier"]
+        self.health_stub = self._stubs[0]["health"]
 
     def _open_channel(self, security: ConnectionSecurity,
                       options: list[tuple[str, int | str]]) -> Any:
         raise NotImplementedError
 
     def _method(self, call: Call[Any]) -> Any:
-        stub = {"inference": self.inference, "classifier": self.classifier,
-                "health": self.health_stub}[call.service]
-        return getattr(stub, call.method)
+        """``call``'s stub method on the connection whose turn it is."""
+        return getattr(self._stub(call.service), call.method)
+
+    def _stub(self, service: str) -> Any:
+        """The stub of ``service`` on the connection whose turn it is."""
+        return next(self._turns)[service]
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout

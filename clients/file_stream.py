@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 
@@ -102,10 +102,15 @@ core's decode-and-model limit, 32 gave 0.78-0.85x, 64 gave 0.88x."""
 def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = "",
                    version: str = "", top_k: int = 1, window: int = DEFAULT_WINDOW,
                    batch: int = DEFAULT_BATCH, timeout: float | None = None,
-                   on_answer: Callable[[], None] | None = None) -> Iterator[FileResult]:
+                   on_answer: Callable[[], None] | None = None,
+                   streams: int | None = None) -> Iterator[FileResult]:
     """Classify every file of ``paths`` over ``ClassifyStream``; results in input order, one
     per file. ``on_answer`` is called once the results an answer made ready have been yielded,
     before waiting for the next (``axon classify`` flushes its output there).
+
+    ``streams`` (default: one per connection of ``client``) run side by side, each on its own
+    connection, so that a server of several worker processes decodes on all of them: files
+    go to the streams ``batch`` at a time, in turn, and share the window.
 
     Files go ``batch`` to a message (fewer when the paths run out, and never more than the
     model takes per request), with per-image errors, so one undecodable file fails only itself.
@@ -120,6 +125,12 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
     """
     if window < 1 or batch < 1:
         raise ValueError("window and batch must be at least 1")
+    streams = min(streams or len(client.channels), window)
+    if streams > 1:
+        yield from _classify_on_streams(
+            client, iter(paths), streams, batch, on_answer, model=model, version=version,
+            top_k=top_k, window=window // streams, timeout=timeout)
+        return
     batch = min(batch, window, _model_batch_limit(client, model, version))
 
     def request_for(images: list[bytes]) -> cls.ClassifyRequest:
@@ -160,6 +171,59 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
     finally:
         outbox.close()
     yield from in_order.rest()
+
+
+def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int, batch: int,
+                         on_answer: Callable[[], None] | None,
+                         **options: Any) -> Iterator[FileResult]:
+    """``classify_files`` on ``streams`` streams, fed from a thread in turns of ``batch``
+    paths; each stream's results (one per path, in its input order) are taken back in the
+    order the paths were dealt, so they come out in input order."""
+    feeds = [queue.Queue[Path | None](maxsize=options["window"]) for _ in range(streams)]
+    dealt: queue.Queue[int | None] = queue.Queue()
+    """The stream each path went to, in input order; None after the last."""
+    results = [queue.Queue[FileResult | BaseException]() for _ in range(streams)]
+    failure: list[BaseException] = []
+
+    def deal() -> None:
+        try:
+            for number, path in enumerate(paths):
+                stream = number // batch % streams
+                dealt.put(stream)
+                feeds[stream].put(path)
+        except BaseException as error:  # handed to the reader, to raise there
+            failure.append(error)
+        finally:
+            for feed in feeds:
+                feed.put(None)
+            dealt.put(None)
+
+    def classify(stream: int) -> None:
+        try:
+            for result in classify_files(client, iter(feeds[stream].get, None), batch=batch,
+                                         streams=1, **options):
+                results[stream].put(result)
+        except BaseException as error:  # handed to the reader, to raise there
+            results[stream].put(error)
+
+    threads = [threading.Thread(target=deal, name="axon-path-dealer", daemon=True)]
+    threads += [threading.Thread(target=classify, args=(stream,), daemon=True,
+                                 name=f"axon-stream-{stream}") for stream in range(streams)]
+    for thread in threads:
+        thread.start()
+    while (stream := dealt.get()) is not None:
+        if results[stream].empty() and on_answer is not None:
+            on_answer()  # about to wait: what is out so far goes out now
+        result = results[stream].get()
+        if isinstance(result, BaseException):
+            raise result
+        yield result
+    # Every stream half-closes once its files are answered: wait for that, or closing the
+    # client would cut streams that are done but not yet ended.
+    for thread in threads:
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 class _InOrder:

@@ -64,15 +64,18 @@ class AxonClient(ClientBase):
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
+        for channel in self.channels:
+            channel.close()
 
     def ready(self) -> bool:
         """Whether the server reports ready (ServerReady)."""
         return self._run(SERVER_READY)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the channel connects and the server reports ready."""
-        grpc.channel_ready_future(self.channel).result(timeout)
+        """Block until every connection is up and the server reports ready."""
+        deadline = time.monotonic() + timeout
+        for channel in self.channels:
+            grpc.channel_ready_future(channel).result(max(0.0, deadline - time.monotonic()))
         if not self.ready():
             raise AxonClientError(grpc.StatusCode.UNAVAILABLE, "the server is not ready")
 
@@ -92,7 +95,7 @@ class AxonClient(ClientBase):
         messages = (cls.ClassifyStreamRequest(id=i, request=r) for i, r in requests)
         deadline = self.timeout if isinstance(timeout, _ClientTimeout) else timeout
         try:
-            yield from self.classifier.ClassifyStream(messages, timeout=deadline,
+            yield from self._stub("classifier").ClassifyStream(messages, timeout=deadline,
                                                       metadata=self.metadata)
         except grpc.RpcError as error:
             raise client_error(error) from None
@@ -132,11 +135,12 @@ class AxonClient(ClientBase):
         return self._run(STATISTICS, model, version)
 
     def _run(self, call: Call[ResultT], *args: object) -> ResultT:
-        method = self._method(call)
         request = call.request(*args)
         deadline = self._deadline()
         pauses = retry_pauses(self.retry)
         while True:
+            # A retry takes the next connection's turn: another worker, if its worker died.
+            method = self._method(call)
             remaining = None if deadline is None else deadline - time.monotonic()
             try:
                 return call.result(method(request, timeout=remaining, metadata=self.metadata))

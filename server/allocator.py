@@ -5,7 +5,7 @@ fresh pages from the kernel and hands back free memory at the top of the heap be
 threshold. A server that allocates and frees request-sized buffers over and over (a 64-image
 request is 200 KB; its batch, several times that) then faults in new pages for nearly every
 request: measured 12-20 page faults per 64-image request against 4 for a naive server, and
-about 6 % of throughput (README, "Serving performance"). Raising both thresholds keeps that
+about 6 % of throughput (docs/performance.md). Raising both thresholds keeps that
 memory in the process, which costs resident memory up to the largest working set seen, bounded
 by the queue limits.
 """

@@ -7,9 +7,11 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,6 +37,7 @@ from axon.server.servicers.inference import InferenceServicer
 from axon.server.status import guard
 from axon.server.tls import server_credentials
 from axon.server.version_policy import VersionPolicy
+from axon.server.worker_group import READY, WorkerGroup
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class AxonServer:
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     watcher: asyncio.Task[None] | None = None
+    group: WorkerGroup | None = None
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls with UNAVAILABLE, give the admitted ones up to
@@ -80,17 +84,38 @@ class AxonServer:
                           "anyway", _CLOSE_MARGIN_S)
             self.decoder.shutdown(wait=False)
         finally:
+            if self.group is not None:
+                self.group.stop()
             # Last, so Prometheus can watch the drain.
             if self.metrics_endpoint is not None:
                 await asyncio.to_thread(self.metrics_endpoint.close)
 
 
-async def build_server(settings: ServerSettings) -> AxonServer:
+@dataclass(frozen=True)
+class GroupLink:
+    """What a worker of a worker group (server/supervisor.py) starts with."""
+
+    worker: int
+    connection: Connection
+    generation: Any
+    """The group's shared generation counter (server/worker_group.py)."""
+    models: tuple[str, ...]
+    """The models to load: those the group serves now."""
+    bind_first: bool
+    """Bind the port before loading (the group's first start: liveness answers meanwhile), or
+    after (a restarted worker must not take calls it cannot answer yet)."""
+
+
+async def build_server(settings: ServerSettings, link: GroupLink | None = None) -> AxonServer:
     """Start serving ``settings.model_repository``; return once every model is loaded.
 
     The port is bound first, so liveness answers while models load; readiness (ServerReady,
     the health service) turns on after the last model is in. A model that fails to load stops
     the server and raises: a deployment should fail where it is made, not at the first request.
+
+    With ``link``, this is one worker of a group sharing the port: readiness waits for every
+    worker (the supervisor says when), metrics go to the supervisor, which serves them for all,
+    and statistics, the index and model control speak for the whole group.
     """
     health_servicer = health.aio.HealthServicer()
 
@@ -124,12 +149,13 @@ async def build_server(settings: ServerSettings) -> AxonServer:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Calls gRPC core holds while the event loop is behind, before Axon sees them. Its
         # defaults (1,000 to 3,000) let admitted calls wait over a second at twice the
-        # capacity (README, Reliability).
+        # capacity (docs/reliability-security.md, "Overload").
         ("grpc.server.max_pending_requests", settings.max_pending_calls),
         ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_calls),
         # gRPC shares ports by default; then a second server started on a busy port would
-        # silently take half its traffic instead of failing.
-        ("grpc.so_reuseport", 0),
+        # silently take half its traffic instead of failing. A worker group shares on purpose,
+        # once its supervisor has checked that the port was free.
+        ("grpc.so_reuseport", int(link is not None)),
     ])
     drain = Drain(settings.max_concurrent_rpcs)
     register_tolerantly(open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
@@ -142,43 +168,73 @@ async def build_server(settings: ServerSettings) -> AxonServer:
             INFERENCE_SERVICE.full_name, CLASSIFIER_SERVICE.full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(settings.address) if credentials is None \
-            else server.add_secure_port(settings.address, credentials)
-    except RuntimeError as exc:
-        raise AxonError(f"cannot listen on {settings.address}: {exc}") from exc
-    endpoint = None if metrics is None else _serve_metrics(metrics, settings.metrics_address)
+    endpoint = None if metrics is None or link is not None else \
+        _serve_metrics(metrics, settings.metrics_address)
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
-    try:
-        await server.start()
-    except BaseException:
-        if endpoint is not None:
-            endpoint.close()
-        raise
-    running = AxonServer(server, port, models, inference, health_servicer, decoder, drain,
+    running = AxonServer(server, 0, models, inference, health_servicer, decoder, drain,
                          metrics, endpoint)
-    names = list(settings.models) or repository.model_names()
-    if not names:
+    if link is None or link.bind_first:
+        await _start(running, settings.address, credentials)
+    if link is not None:
+        running.group = inference.group = WorkerGroup(link.worker, link.connection,
+                                                      link.generation, models, metrics)
+        running.group.start()
+    names = list(link.models) if link is not None else \
+        list(settings.models) or repository.model_names()
+    if not names and (link is None or link.worker == 0):
         log.warning("the model repository %s holds no models; load them later with "
                     "RepositoryModelLoad", repository.root)
     try:
         for name in names:
             await models.load(name)
+        if link is not None and not link.bind_first:
+            # gRPC listens as soon as a port is added: the kernel would hand this worker
+            # connections it could not answer until its models are in.
+            await _start(running, settings.address, credentials)
     except BaseException:
         await running.stop(0)
         raise
-    if settings.repository_poll_seconds > 0:
-        watcher = RepositoryWatcher(models, settings.repository_poll_seconds,
-                                    load_new=not settings.models)
+    if settings.repository_poll_seconds > 0 and (link is None or link.worker == 0):
+        # One watcher per group: its reloads reach every worker through the group.
+        watcher = RepositoryWatcher(
+            models, settings.repository_poll_seconds, load_new=not settings.models,
+            load=models.load if running.group is None else running.group.load)
         running.watcher = asyncio.create_task(watcher.run(), name="repository watcher")
-    inference.ready = True
-    await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+    if running.group is None:
+        await _ready(running)
+    else:
+        group = running.group
+        group.on_group_ready = lambda: group.spawn(_ready(running))
+        group.tell(READY, len(models.loaded()))
     return running
+
+
+async def _start(running: AxonServer, address: str,
+                 credentials: grpc.ServerCredentials | None) -> None:
+    """Listen on ``address`` and start taking calls."""
+    try:
+        running.port = running.server.add_insecure_port(address) if credentials is None \
+            else running.server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        if running.metrics_endpoint is not None:
+            running.metrics_endpoint.close()
+        raise AxonError(f"cannot listen on {address}: {exc}") from exc
+    try:
+        await running.server.start()
+    except BaseException:
+        if running.metrics_endpoint is not None:
+            running.metrics_endpoint.close()
+        raise
+
+
+async def _ready(running: AxonServer) -> None:
+    running.inference.ready = True
+    await running.health.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.SERVING)
 
 
 
 def _model_manager(settings: ServerSettings, repository: ModelRepository,
-                   on_change: Callable[[str, bool], Awaitable[None]],
+                   on_change: Callable[[str, bool], Coroutine[Any, Any, None]],
                    metrics: Metrics | None) -> ModelManager:
     """The model manager, with the execution providers this machine has."""
     choice = resolve_providers(settings.providers)

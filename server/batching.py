@@ -147,7 +147,7 @@ class ExecutionTimes:
 EXECUTION_OVERHEAD_NS = 100_000
 """What one execution costs beyond the model's own time, for choosing the preferred batch size:
 a hand-off to a worker thread and back, measured at about 80 µs of CPU on this class of
-virtual machine (README, "Serving performance")."""
+virtual machine (docs/performance.md)."""
 PREFERRED_TOLERANCE = 0.1
 
 

@@ -65,6 +65,10 @@ class ServerSettings(BaseSettings):
         "auto", description="default concurrent executions per model (worker threads); auto: "
         "one per usable CPU (affinity and cgroup quota), so a model that is the bottleneck "
         "keeps every core busy")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="server processes sharing the port (and the metrics port, through "
+        "a supervisor); auto: one per usable CPU. One process uses about one core: Python's "
+        "gRPC path holds the interpreter lock")
     max_inline_ms: float = Field(DEFAULT_BATCHING.max_inline_ms, ge=0, description="default "
                                  "longest expected execution run on the event loop itself when "
                                  "it has nothing else to do (no thread hand-off); 0: always on "
@@ -124,8 +128,15 @@ class ServerSettings(BaseSettings):
         """The batching defaults of every model (a model's config.json may override them)."""
         values = {name: getattr(self, name) for name in BATCHING_FIELDS}
         if values["instances"] == "auto":
-            values["instances"] = usable_cpus()
+            # Each worker process runs its own models: together they should keep every CPU
+            # busy, not each of them.
+            values["instances"] = max(1, usable_cpus() // self.worker_count)
         return BatchingSettings(**values)
+
+    @property
+    def worker_count(self) -> int:
+        """How many server processes ``workers`` asks for."""
+        return usable_cpus() if self.workers == "auto" else self.workers
 
     @model_validator(mode="after")
     def _valid_batching(self) -> ServerSettings:

@@ -4,8 +4,8 @@ client retries them elsewhere or after the restart) while every call already acc
 its answer.
 
 The concurrency bound is counted here rather than by grpc.aio's own ``maximum_concurrent_rpcs``,
-which costs about 5 % of the server's CPU per call (a measured A/B, README "Serving
-performance"): the count of calls in progress is kept here anyway.
+which costs about 5 % of the server's CPU per call (a measured A/B,
+docs/performance.md): the count of calls in progress is kept here anyway.
 
 Streams stop taking new messages: the messages already read are answered, then the stream ends
 UNAVAILABLE, so a client knows exactly which of its messages to send again. Everything here

@@ -95,3 +95,21 @@ class ModelControlDisabledError(ServingError):
     """Loading and unloading models at run time is switched off on this server."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class WorkerGroupError(ServingError):
+    """An error another process of a worker group answered with, keeping its status code."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INTERNAL) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]  # this one error's code, not the class's
+
+    @staticmethod
+    def to_wire(error: ServingError) -> tuple[str, str]:
+        """``error`` as plain data for a pipe: its status code's name and its message."""
+        return error.code.name, str(error)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[str, str]) -> WorkerGroupError:
+        code, message = wire
+        return cls(message, grpc.StatusCode[code])

@@ -12,9 +12,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -56,6 +56,16 @@ class ModelObserver(Protocol):
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A change to one model, built and checked, not yet serving: the versions that will
+    serve (none: an unload) and the numbers the version policy selected."""
+
+    name: str
+    versions: dict[int, ServedModel]
+    selected: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class IndexEntry:
     name: str
     version: int
@@ -83,7 +93,7 @@ class ModelManager:
 
     def __init__(self, repository: ModelRepository, policy: VersionPolicy,
                  session: SessionSettings, batching: BatchingSettings,
-                 *, on_change: Callable[[str, bool], Awaitable[None]] | None = None,
+                 *, on_change: Callable[[str, bool], Coroutine[Any, Any, None]] | None = None,
                  observer: ModelObserver | None = None) -> None:
         """``on_change(name, serving)`` is awaited after a model is loaded or unloaded."""
         self.repository = repository
@@ -94,6 +104,10 @@ class ModelManager:
         self._observer = observer
         self._slots: dict[str, _ModelSlot] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._notifying: set[asyncio.Task[None]] = set()
+        self.sync: Callable[[], None] | None = None
+        """Called before every lookup (``get``): a worker group applies a change committed by
+        its other workers here (server/worker_group.py)."""
 
     async def load(self, name: str) -> list[int]:
         """Load, or reload from disk, the selected versions of ``name``; return them.
@@ -101,6 +115,14 @@ class ModelManager:
         Returns once the new versions serve; the replaced ones finish their queued requests in
         the background (``close`` waits for them).
         """
+        selected = self.commit(await self.prepare_load(name))
+        await self.notified()
+        return selected
+
+    async def prepare_load(self, name: str) -> Prepared:
+        """Build (and warm) the selected versions of ``name`` while the serving ones go on;
+        ``commit`` swaps them in, ``discard`` drops them. A worker group prepares in every
+        worker before any commits (server/worker_group.py)."""
         try:
             on_disk = self.repository.versions(name)
         except RepositoryError as exc:
@@ -136,12 +158,37 @@ class ModelManager:
                 slot.loading = ()
             if self._observer is not None:
                 self._observer.model_loaded(name, time.perf_counter() - started)
-            old, slot.versions, slot.reason, slot.failed = slot.versions, fresh, "", {}
-            log.info("loaded %s version(s) %s on %s", name, _numbers(selected),
-                     ", ".join(sorted({m.provider for m in fresh.values()})))
-            await self._changed(name, True)
+        return Prepared(name, fresh, tuple(selected))
+
+    def prepare_unload(self, name: str) -> Prepared:
+        """Check that ``name`` is loaded; ``commit`` then stops serving it."""
+        try:
+            validate_model_name(name)
+        except RepositoryError as exc:
+            raise InvalidInputError(str(exc)) from exc
+        slot = self._slots.get(name)
+        if slot is None or not slot.versions:
+            raise ModelNotFoundError(f"model {shown(name)} is not loaded")
+        return Prepared(name, {}, ())
+
+    def commit(self, prepared: Prepared) -> list[int]:
+        """Serve what ``prepared`` holds instead of what serves now (at once: no await);
+        the replaced versions finish their queued requests in the background."""
+        slot = self._slot(prepared.name)
+        old, slot.versions, slot.failed = slot.versions, dict(prepared.versions), {}
+        slot.reason = "" if prepared.versions else "unloaded"
+        if prepared.versions:
+            log.info("loaded %s version(s) %s on %s", prepared.name, _numbers(prepared.selected),
+                     ", ".join(sorted({m.provider for m in prepared.versions.values()})))
+        else:
+            log.info("unloaded %s", prepared.name)
+        self._notify(prepared.name, bool(prepared.versions))
         self._retire(old.values())
-        return selected
+        return list(prepared.selected)
+
+    def discard(self, prepared: Prepared) -> None:
+        """Drop what ``prepared`` built (another worker could not prepare)."""
+        self._retire(prepared.versions.values())
 
     async def _build_selected(self, name: str, on_disk: list[int], slot: _ModelSlot,
                               ) -> tuple[dict[int, ServedModel], list[int]]:
@@ -166,20 +213,8 @@ class ModelManager:
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name``; queued requests still get their answers."""
-        try:
-            validate_model_name(name)
-        except RepositoryError as exc:
-            raise InvalidInputError(str(exc)) from exc
-        slot = self._slots.get(name)
-        if slot is None:
-            raise ModelNotFoundError(f"model {shown(name)} is not loaded")
-        async with slot.lock:
-            if not slot.versions:
-                raise ModelNotFoundError(f"model {shown(name)} is not loaded")
-            old, slot.versions, slot.reason = slot.versions, {}, "unloaded"
-            log.info("unloaded %s", name)
-            await self._changed(name, False)
-        self._retire(old.values())
+        self.commit(self.prepare_unload(name))
+        await self.notified()
 
     async def close(self) -> None:
         """Stop serving everything; wait for every model to finish its queued requests."""
@@ -217,6 +252,8 @@ class ModelManager:
 
     def get(self, name: str, version: str = "") -> ServedModel:
         """The loaded model version a request names; ``version`` empty means the highest."""
+        if self.sync is not None:
+            self.sync()
         if not name:
             raise InvalidInputError("a model name is required; loaded models: "
                                     f"{', '.join(self.loaded_names()) or 'none'}")
@@ -291,9 +328,17 @@ class ModelManager:
             message = message.replace(root + os.sep, "")
         return message
 
-    async def _changed(self, name: str, serving: bool) -> None:
+    def _notify(self, name: str, serving: bool) -> None:
+        """Tell ``on_change`` (in order: tasks start in the order they are made); ``notified``
+        waits for it."""
         if self._on_change is not None:
-            await self._on_change(name, serving)
+            task = asyncio.create_task(self._on_change(name, serving))
+            self._notifying.add(task)
+            task.add_done_callback(self._notifying.discard)
+
+    async def notified(self) -> None:
+        """Return once ``on_change`` has heard of every change committed so far."""
+        await asyncio.gather(*self._notifying)
 
     def _slot(self, name: str) -> _ModelSlot:
         return self._slots.setdefault(name, _ModelSlot())

@@ -56,7 +56,10 @@ def watch_models(metrics: Metrics, models: ModelManager,
 
 def _on_loop(loop: asyncio.AbstractEventLoop, read: Callable[[], T], otherwise: T) -> T:
     """``read()`` run on ``loop``, from another thread; ``otherwise`` if the loop is gone or
-    does not get to it in time."""
+    does not get to it in time. On the loop's own thread (a worker of a group collects there
+    for its supervisor), ``read()`` at once."""
+    if asyncio._get_running_loop() is loop:
+        return read()
     result: Future[T] = Future()
 
     def run() -> None:

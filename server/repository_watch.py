@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from axon.errors import AxonError
@@ -45,8 +46,12 @@ class RepositoryWatcher:
     """Reloads the models the server serves when their files change; with ``load_new``, also
     loads models that appear in the repository (a server started without ``--models``)."""
 
-    def __init__(self, models: ModelManager, interval: float, *, load_new: bool) -> None:
+    def __init__(self, models: ModelManager, interval: float, *, load_new: bool,
+                 load: Callable[[str], Awaitable[list[int]]] | None = None) -> None:
+        """``load`` (re)loads a model: ``models.load`` unless given (a worker group's, which
+        reloads it in every worker)."""
         self._models = models
+        self._load = load or models.load
         self._interval = interval
         self._load_new = load_new
         self._seen: dict[str, Stamp] = {}
@@ -72,7 +77,7 @@ class RepositoryWatcher:
             self._seen[name] = files
             log.info("model repository: %s changed; loading it", name)
             try:
-                versions = await self._models.load(name)
+                versions = await self._load(name)
             except ServingError as error:  # logged by the manager, counted in the metrics
                 log.warning("model repository: %s not reloaded: %s", name, error)
                 continue

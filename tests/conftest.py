@@ -21,6 +21,12 @@ from axon.training.datasets import DatasetSpec, ImageDataset, load_idx_dataset
 from axon.training.train import Hyperparameters, TrainConfig, TrainResult, train
 from tests.support.repositories import STARTUP_MODELS, build_serving_repository
 
+# The servers tests start are one process unless a test asks for more (--workers): most tests
+# hold requests on one server's event loop (tests/support/stall_model.py) or read one process's
+# counters. Worker groups have their own tests (tests/integration/test_workers.py), and the
+# default ("auto") is tested there too.
+os.environ.setdefault("AXON_WORKERS", "1")
+
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:

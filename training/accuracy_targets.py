@@ -1,4 +1,4 @@
-"""Measure the README's accuracy targets: full training runs on the full test sets.
+"""Measure the accuracy targets of docs/training.md: full training runs on the full test sets.
 
     python -m training.bench_targets [--only mnist-default,mnist-primer,fashion-default]
 

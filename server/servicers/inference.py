@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -31,6 +31,9 @@ from axon.server.servicers.tensors import (
     requested_outputs,
 )
 from axon.server.statistics import Duration, ModelStatistics
+
+if TYPE_CHECKING:
+    from axon.server.worker_group import WorkerGroup
 from axon.server.status import outcome_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -63,7 +66,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._model_control = model_control
         self._max_stream_in_flight = max_stream_in_flight
         self.ready = False
-        """Set by the server once the models it was started with are loaded."""
+        """Set by the server once the models it was started with are loaded (by every worker
+        of a worker group)."""
+        self.group: WorkerGroup | None = None
+        """Set in a worker of a worker group: statistics, the index and model control then
+        speak for, and act on, every worker."""
 
     async def ServerLive(self, request: pb.ServerLiveRequest,
                          context: Context) -> pb.ServerLiveResponse:
@@ -129,37 +136,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
                               context: Context) -> pb.ModelStatisticsResponse:
-        if request.name:
-            models = [self._models.get(request.name, request.version)] if request.version \
-                else self._models.loaded(request.name)
-            if not models:
-                self._models.get(request.name)  # raises the precise NOT_FOUND / UNAVAILABLE
-        elif request.version:
-            raise InvalidInputError("a version needs a model name")
-        else:
-            models = self._models.loaded()
-        return pb.ModelStatisticsResponse(
-            model_stats=[statistics_message(m.name, m.version, m.statistics) for m in models])
+        if self.group is not None:
+            return pb.ModelStatisticsResponse.FromString(
+                await self.group.statistics(request.name, request.version))
+        return statistics_response(self._models, request.name, request.version)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
                               context: Context) -> pb.RepositoryIndexResponse:
         self._check_repository_name(request.repository_name)
+        entries = await self.group.index() if self.group is not None else self._models.index()
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(name=entry.name, version=str(entry.version),
                                                   state=entry.state, reason=entry.reason)
-            for entry in self._models.index() if entry.state == "READY" or not request.ready])
+            for entry in entries if entry.state == "READY" or not request.ready])
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Context) -> pb.RepositoryModelLoadResponse:
         self._check_model_control(request.repository_name, request.parameters)
-        await self._models.load(request.model_name)
+        if self.group is not None:
+            await self.group.load(request.model_name)
+        else:
+            await self._models.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Context) -> pb.RepositoryModelUnloadResponse:
         self._check_model_control(request.repository_name, request.parameters,
                                   allowed=("unload_dependents",))
-        await self._models.unload(request.model_name)
+        if self.group is not None:
+            await self.group.unload(request.model_name)
+        else:
+            await self._models.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     async def _infer(self, request: pb.ModelInferRequest,
@@ -199,6 +206,22 @@ def _properties(model: ServedModel) -> dict[str, str]:
         "labels": json.dumps(list(model.card.labels)),
         "test_accuracy": f"{model.card.test_accuracy:.6f}",
     }
+
+
+def statistics_response(models: ModelManager, name: str,
+                        version: str) -> pb.ModelStatisticsResponse:
+    """This process's statistics of ``name`` (every model when empty), as the extension
+    answers them."""
+    if name:
+        served = [models.get(name, version)] if version else models.loaded(name)
+        if not served:
+            models.get(name)  # raises the precise NOT_FOUND / UNAVAILABLE
+    elif version:
+        raise InvalidInputError("a version needs a model name")
+    else:
+        served = models.loaded()
+    return pb.ModelStatisticsResponse(
+        model_stats=[statistics_message(m.name, m.version, m.statistics) for m in served])
 
 
 def statistics_message(name: str, version: int,

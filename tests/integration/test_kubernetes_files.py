@@ -69,7 +69,7 @@ pytestmark = pytest.mark.external  # kubectl renders the manifests
 SERVER = "axon"
 """The serving container's name, and the Deployment's, the Service's and the HPA's."""
 OUT_OF_BAND_SECRETS = frozenset({"axon-tokens", "axon-tls", "axon-model-store"})
-"""Secrets the operator creates (README): never in the repository, so never rendered."""
+"""Secrets the operator creates (docs/deployment.md): never in the repository, so never rendered."""
 CLOSE_MARGIN_S = 10
 """How long after the grace period the server waits for a hung model execution before it
 exits anyway (server/app.py)."""
@@ -279,7 +279,7 @@ def test_the_headless_service_serves_client_side_round_robin(
     assert [port["port"] for port in headless["spec"]["ports"]] == [GRPC_PORT]
     target = f"dns:///axon-headless.{NAMESPACE}.svc.cluster.local:{GRPC_PORT}"
     assert channel_target(target) == (target, ROUND_ROBIN)
-    assert target in (REPO_ROOT / "README.md").read_text()
+    assert target in (REPO_ROOT / "docs" / "deployment.md").read_text()
 
 
 # --- probes and the drain -----------------------------------------------------------------------

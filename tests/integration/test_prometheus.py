@@ -85,7 +85,11 @@ def prometheus_config(metrics_port: int) -> dict[str, Any]:
 def axon(serving_repository: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("axon-for-prometheus") / "server.log"
-    with running_server(serving_repository, log, "--models", f"{DIGITS},{PETS}") as process:
+    # Two worker processes: what Prometheus scrapes is the supervisor's merged page, with
+    # per-worker series (the worker panels need them); one process's page is the same less
+    # those, and tests/integration/test_metrics.py reads it.
+    with running_server(serving_repository, log, "--models", f"{DIGITS},{PETS}",
+                        "--workers", "2") as process:
         yield process
 
 
@@ -206,7 +210,8 @@ def test_prometheus_scrapes_the_server_and_every_query_answers(
 
 def test_the_dashboard_preview_renders_from_the_live_prometheus(
         axon: ServerProcess, prometheus: Prometheus, tmp_path: Path) -> None:
-    """deploy/grafana/preview.py (the README's picture) runs every panel's range query."""
+    """deploy/grafana/preview.py (the picture in docs/deployment.md) runs every panel's range
+    query."""
     wait_for_samples(prometheus, 'count_over_time(up{job="axon"}[1m])', 3)
     out = tmp_path / "preview.png"
     result = subprocess.run(

@@ -123,7 +123,7 @@ def test_the_open_loop_drops_requests_past_the_outstanding_cap_and_counts_codes(
 
     # 50 requests due within 49 ms; the slow half holds its slots for 300 ms.
     outcome: dict[str, Any] = asyncio.run(
-        open_loop(slow_then_full, b"", OpenLoopSchedule(rate=1000, seconds=0.05), 10))
+        open_loop([slow_then_full], b"", OpenLoopSchedule(rate=1000, seconds=0.05), 10))
     assert outcome["sent"] + outcome["not_sent"] == 50
     assert outcome["sent"] == calls
     assert outcome["not_sent"] >= 30, "at most 10 in flight: the slow ones keep theirs"

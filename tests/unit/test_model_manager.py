@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ Scenario = Callable[[ModelManager], Awaitable[None]]
 
 def run_with(repository: ModelRepository, scenario: Scenario,
              policy: str = "latest",
-             on_change: Callable[[str, bool], Awaitable[None]] | None = None) -> None:
+             on_change: Callable[[str, bool], Coroutine[Any, Any, None]] | None = None) -> None:
     """Run ``scenario`` against a fresh manager, closed afterwards."""
     async def main() -> None:
         manager = ModelManager(repository, VersionPolicy.parse(policy), SessionSettings(),

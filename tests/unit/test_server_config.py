@@ -42,8 +42,10 @@ def test_defaults() -> None:
     assert settings.providers == ("cuda", "cpu")
     assert (settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size,
             settings.instances, settings.max_inline_ms) == (256, 4.0, 4096, "auto", 1.0)
-    # auto: one execution per usable CPU, so a model that is the bottleneck uses every core.
-    assert settings.batching.instances == usable_cpus()
+    # auto: one worker process per usable CPU, and per worker one execution per CPU it has:
+    # a model that is the bottleneck keeps every core busy, without more threads than cores.
+    assert settings.workers == "auto" and settings.worker_count == usable_cpus()
+    assert settings.batching.instances == 1
     assert (settings.intra_op_threads, settings.inter_op_threads) == (1, 1)
     assert settings.graph_optimization == "all"
     assert settings.model_control and settings.reflection
@@ -60,6 +62,23 @@ def test_batching_settings_that_contradict_or_are_out_of_range_are_refused(
     with pytest.raises(ValidationError) as error:
         load_settings(**flags)
     assert problem in str(error.value)
+
+
+@pytest.mark.parametrize(("workers", "instances"), [(1, 8), (2, 4), (3, 2), (8, 1), (16, 1)])
+def test_auto_instances_share_the_cpus_among_the_workers(
+        monkeypatch: pytest.MonkeyPatch, workers: int, instances: int) -> None:
+    monkeypatch.setattr("axon.server.config.usable_cpus", lambda: 8)
+    settings = load_settings(workers=workers)
+    assert settings.worker_count == workers
+    assert settings.batching.instances == instances
+    assert load_settings(workers=workers, instances=3).batching.instances == 3
+
+
+def test_workers_must_be_a_count_or_auto() -> None:
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        load_settings(workers=0)
+    with pytest.raises(ValidationError, match="auto"):
+        load_settings(workers="all")
 
 
 def test_settings_are_frozen() -> None:

@@ -24,6 +24,7 @@ CODES: dict[type[ServingError], grpc.StatusCode] = {
     errors.ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelControlDisabledError: grpc.StatusCode.FAILED_PRECONDITION,
     ModelExecutionError: grpc.StatusCode.INTERNAL,
+    errors.WorkerGroupError: grpc.StatusCode.INTERNAL,  # by default; see the next test
 }
 INCIDENT = re.compile(r"^internal server error \(incident ([0-9a-f]{12})\); "
                       r"the server log has the details$")
@@ -76,3 +77,9 @@ def test_each_incident_gets_its_own_id(caplog: pytest.LogCaptureFixture) -> None
     incidents = {match.group(1) for match in map(INCIDENT.match, messages) if match}
     assert len(incidents) == 3
     assert all("a request" in r.getMessage() for r in caplog.records)
+
+
+def test_an_error_from_another_worker_keeps_its_code_and_message() -> None:
+    wire = errors.WorkerGroupError.to_wire(errors.ModelNotFoundError("model 'x' is not loaded"))
+    error = errors.WorkerGroupError.from_wire(wire)
+    assert status_of(error) == (grpc.StatusCode.NOT_FOUND, "model 'x' is not loaded")

@@ -1,0 +1,502 @@
+"""``axon serve --workers N``: one server made of N worker processes sharing its port.
+
+One process serves about one core: Python's gRPC path holds the interpreter lock. The
+supervisor starts N workers (server/worker.py) that listen on the same port with
+``SO_REUSEPORT`` (the kernel spreads connections over them), and answers for the group:
+
+- it checks the port is free first, as a one-process server does, and keeps it reserved (a
+  bound socket that never listens), so a restart never finds it taken;
+- it reports ready (the announce line; each worker's health and ServerReady) only once every
+  worker has loaded every model;
+- model statistics, the repository index and ``/metrics`` are every worker's, merged
+  (server/group_merge.py); model loads and unloads are prepared in every worker, then committed
+  in all of them (server/worker_group.py), one change at a time;
+- a worker that dies is started again, after a back-off that grows while it keeps dying
+  (logged, counted in ``axon_worker_restarts_total``);
+- SIGTERM (or SIGINT) drains every worker with the one-process guarantees, then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from axon.errors import AxonError
+from axon.model_repository import ModelRepository
+from axon.server.config import ServerSettings
+from axon.server.errors import ServingError, WorkerGroupError
+from axon.server.group_merge import (
+    cumulative,
+    merge_index,
+    merge_metrics,
+    merge_statistics,
+    requests_per_worker,
+)
+from axon.server.main import announce
+from axon.server.metrics import MetricsEndpoint, serve_metrics
+from axon.server.worker import WorkerStart, run_worker
+from axon.server.worker_group import (
+    ABORT,
+    COMMIT,
+    FAILED,
+    GROUP_READY,
+    INDEX,
+    LOAD,
+    METRICS,
+    PREPARE_LOAD,
+    PREPARE_UNLOAD,
+    READY,
+    REPLY,
+    REQUEST,
+    STATISTICS,
+    UNLOAD,
+)
+
+log = logging.getLogger(__name__)
+
+FIRST_RESTART_DELAY_S = 0.5
+LONGEST_RESTART_DELAY_S = 30.0
+STEADY_AFTER_S = 60.0
+"""A worker that served this long before dying is restarted after the first delay again."""
+STOP_MARGIN_S = 15.0
+"""How long past the grace period a worker may take to close its models and exit before it is
+killed."""
+METRICS_TIMEOUT_S = 10.0
+
+
+def supervise(settings: ServerSettings) -> int:
+    """Run the worker group until SIGTERM/SIGINT; return the process exit status."""
+    return asyncio.run(Supervisor(settings).run())
+
+
+def reserve_port(address: str) -> tuple[socket.socket, int]:
+    """Check that nothing holds ``address`` (host:port, port 0: any free one) and keep it
+    reserved for the workers: a socket bound with SO_REUSEPORT that never listens takes no
+    connections, yet keeps every program that does not share ports off it."""
+    host, _, port = address.rpartition(":")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise AxonError(f"cannot listen on {address}: {exc.strerror}") from exc
+    with socket.socket(family, kind, proto) as probe:
+        # No SO_REUSEPORT on the probe: it fails on a port that another server holds, even
+        # one that shares it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(where)
+        except OSError as exc:
+            raise AxonError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+        chosen: int = probe.getsockname()[1]
+    reservation = socket.socket(family, kind, proto)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        reservation.bind((where[0], chosen, *where[2:]))
+    except OSError as exc:
+        reservation.close()
+        raise AxonError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    return reservation, chosen
+
+
+class WorkerFailedError(AxonError):
+    """A worker could not start (its one-line reason) or died while starting."""
+
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    process: BaseProcess
+    connection: Connection
+    ready: asyncio.Future[int]
+    """The model versions it loaded, once it serves; WorkerFailedError if it cannot."""
+    exited: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop()
+                                                .create_future())
+    asks: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    member: bool = False
+    """Takes part in the group's changes and answers (it has loaded the group's models)."""
+    started: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(self, settings: ServerSettings) -> None:
+        self._settings = settings
+        self._count = settings.worker_count
+        self._context = multiprocessing.get_context("spawn")
+        self._generation = self._context.RawValue("q", 0)
+        self._workers: dict[int, _Worker] = {}
+        self._delays: dict[int, float] = {}
+        self._serving: list[str] = []
+        """The models the group serves: what a restarted worker loads."""
+        self._operations = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._address = settings.address
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self._registry = CollectorRegistry()
+        self._restarts = Counter("axon_worker_restarts", "Worker processes started again after "
+                                 "one died", ["worker"], registry=self._registry)
+        for index in range(self._count):  # 0 from the start: rate() needs a first sample
+            self._restarts.labels(str(index))
+        self._registry.register(_GroupCollector(self))
+        self._last_metrics: dict[int, list[Metric]] = {}
+        """Each worker's metrics at the last scrape."""
+        self._retired: dict[int, list[Metric]] = {}
+        """The counters and histograms of the workers that died, per worker number: added to
+        the live ones so that the group's never go down."""
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._changes = asyncio.Lock()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, stop.set)
+        reservation, port = reserve_port(self._settings.address)
+        host = self._settings.address.rpartition(":")[0]
+        self._address = f"{host}:{port}"
+        endpoint: MetricsEndpoint | None = None
+        try:
+            if self._settings.metrics:
+                endpoint = self._serve_metrics()
+            await self._start_group(stop)
+            if stop.is_set():
+                log.info("stopped while starting")
+            else:
+                log.info("%d workers serve %s (pids %s)", self._count, self._address,
+                         ", ".join(str(w.process.pid) for w in self._workers.values()))
+                announce(self._versions, self._settings.address, port, endpoint)
+                await stop.wait()
+                log.info("stopping %d workers: in-flight requests get up to %.1f s",
+                         len(self._workers), self._settings.grace_seconds)
+        finally:
+            self._stopping = True
+            await self._stop_workers(self._settings.grace_seconds)
+            if endpoint is not None:
+                await asyncio.to_thread(endpoint.close)
+            reservation.close()
+        log.info("stopped")
+        return 0
+
+    async def _start_group(self, stop: asyncio.Event) -> None:
+        settings = self._settings
+        names = list(settings.models)
+        if not names and settings.model_repository.is_dir():
+            names = ModelRepository(settings.model_repository).model_names()
+        self._serving = names
+        log.info("starting %d worker processes, each running %d execution(s) per model at "
+                 "once", self._count, settings.batching.instances)
+        for index in range(self._count):
+            self._workers[index] = self._spawn(index, names, bind_first=True)
+        ready: asyncio.Future[list[int]] = asyncio.gather(
+            *(w.ready for w in self._workers.values()))
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not ready.done():
+            ready.cancel()
+            ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return
+        counts = ready.result()  # raises the first WorkerFailedError
+        self._versions = counts[0]
+        for worker in self._workers.values():
+            worker.member = True
+            self._send(worker, GROUP_READY)
+
+    # The workers' processes.
+
+    def _spawn(self, index: int, models: list[str], *, bind_first: bool) -> _Worker:
+        ours, theirs = self._context.Pipe()
+        start = WorkerStart(index, self._settings.model_dump() | {"address": self._address},
+                            theirs, self._generation, tuple(models), bind_first,
+                            logging.getLogger().getEffectiveLevel())
+        process = self._context.Process(target=run_worker, args=(start,),
+                                        name=f"axon worker {index}")
+        process.start()
+        theirs.close()
+        worker = _Worker(index, process, ours, self._loop.create_future())
+        self._loop.add_reader(ours.fileno(), self._receive, worker)
+        self._loop.add_reader(process.sentinel, self._exited, worker)
+        return worker
+
+    def _exited(self, worker: _Worker) -> None:
+        self._loop.remove_reader(worker.process.sentinel)
+        worker.process.join(1)  # its pipe closes a moment before it can be reaped
+        status = worker.process.exitcode
+        self._receive(worker)  # what it said last (FAILED) comes before its death
+        if not worker.connection.closed:
+            self._loop.remove_reader(worker.connection.fileno())
+            worker.connection.close()
+        gone = WorkerGroupError(f"worker {worker.index} stopped", grpc.StatusCode.UNAVAILABLE)
+        for ask in worker.asks.values():
+            if not ask.done():
+                ask.set_exception(gone)
+        if not worker.ready.done():
+            worker.ready.set_exception(WorkerFailedError(
+                f"worker {worker.index} exited with status {_status(status)} while starting"))
+        worker.exited.set_result(status)
+        if self._stopping or not worker.member or self._workers.get(worker.index) is not worker:
+            return
+        worker.member = False
+        self._retire_metrics(worker.index)
+        lived = time.monotonic() - worker.started
+        delay = FIRST_RESTART_DELAY_S if lived >= STEADY_AFTER_S else \
+            self._delays.get(worker.index, FIRST_RESTART_DELAY_S)
+        self._delays[worker.index] = min(2 * delay, LONGEST_RESTART_DELAY_S)
+        log.error("worker %d (pid %s) died (%s) after %.0f s; starting it again in %.1f s",
+                  worker.index, worker.process.pid, _status(status), lived, delay)
+        self._restarts.labels(str(worker.index)).inc()
+        self._spawn_task(self._restart(worker.index, delay))
+
+    async def _restart(self, index: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._changes:
+            if self._stopping:
+                return
+            # Binds its port only once its models are in: it never takes a call it cannot
+            # answer.
+            worker = self._workers[index] = self._spawn(index, self._serving, bind_first=False)
+            try:
+                await worker.ready
+            except WorkerFailedError as failure:
+                if self._stopping:
+                    return
+                delay = self._delays.get(index, FIRST_RESTART_DELAY_S)
+                self._delays[index] = min(2 * delay, LONGEST_RESTART_DELAY_S)
+                log.error("worker %d did not start again: %s; next try in %.1f s", index,
+                          failure, delay)
+                self._restarts.labels(str(index)).inc()
+                self._spawn_task(self._restart(index, delay))
+                return
+            worker.member = True
+            self._send(worker, GROUP_READY)
+            log.info("worker %d (pid %s) serves again", index, worker.process.pid)
+
+    async def _stop_workers(self, grace: float) -> None:
+        """SIGTERM every worker (each drains as a one-process server does); kill those still
+        running past the grace period and the margin."""
+        workers = list(self._workers.values())
+        for worker in workers:
+            if not worker.exited.done():
+                worker.process.terminate()
+        pending = [w.exited for w in workers if not w.exited.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace + STOP_MARGIN_S)
+            for worker in workers:
+                if worker.exited in late:
+                    log.error("worker %d did not stop in time; killing it", worker.index)
+                    worker.process.kill()
+            if late:
+                await asyncio.wait(late, timeout=5)
+        for worker in workers:
+            status = worker.process.exitcode
+            if status not in (0, None) and worker.member:
+                log.warning("worker %d exited with status %s", worker.index, _status(status))
+        for task in self._tasks:
+            task.cancel()
+
+    # Messages.
+
+    def _receive(self, worker: _Worker) -> None:
+        connection = worker.connection
+        while not connection.closed:
+            try:
+                if not connection.poll():
+                    return
+                message = connection.recv()
+            except (EOFError, OSError):
+                self._loop.remove_reader(connection.fileno())
+                connection.close()
+                return
+            self._handle(worker, message)
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == REPLY:
+            _, operation, error, result = message
+            ask = worker.asks.pop(operation, None)
+            if ask is not None and not ask.done():
+                if error is None:
+                    ask.set_result(result)
+                else:
+                    ask.set_exception(WorkerGroupError.from_wire(error))
+        elif kind == REQUEST:
+            _, request, what, *arguments = message
+            self._spawn_task(self._answer(worker, request, what, arguments))
+        elif kind == READY and not worker.ready.done():
+            worker.ready.set_result(message[1])
+        elif kind == FAILED and not worker.ready.done():
+            worker.ready.set_exception(WorkerFailedError(message[1]))
+
+    def _send(self, worker: _Worker, *message: object) -> None:
+        if worker.connection.closed:
+            raise WorkerGroupError(f"worker {worker.index} stopped",
+                                   grpc.StatusCode.UNAVAILABLE)
+        try:
+            worker.connection.send(message)
+        except OSError as exc:
+            raise WorkerGroupError(f"worker {worker.index} stopped",
+                                   grpc.StatusCode.UNAVAILABLE) from exc
+
+    async def _ask(self, worker: _Worker, kind: str, *arguments: object) -> Any:
+        operation = next(self._operations)
+        answer: asyncio.Future[Any] = self._loop.create_future()
+        worker.asks[operation] = answer
+        try:
+            self._send(worker, kind, operation, *arguments)
+            return await answer
+        finally:
+            worker.asks.pop(operation, None)
+
+    async def _answer(self, worker: _Worker, request: int, what: str,
+                      arguments: list[Any]) -> None:
+        """Do what a worker asked for the group; reply to it."""
+        try:
+            if what == LOAD:
+                result: object = await self.change(PREPARE_LOAD, arguments[0])
+            elif what == UNLOAD:
+                result = await self.change(PREPARE_UNLOAD, arguments[0])
+            elif what == STATISTICS:
+                result = merge_statistics([answer for _, answer in await self._ask_members(
+                    STATISTICS, *arguments)]).SerializeToString()
+            elif what == INDEX:
+                result = merge_index(await self._ask_members(INDEX))
+            else:
+                raise WorkerGroupError(f"unknown request {what!r}")
+            error = None
+        except ServingError as exc:
+            result, error = None, WorkerGroupError.to_wire(exc)
+        # It may have died meanwhile; its caller's call failed with it.
+        with contextlib.suppress(WorkerGroupError):
+            self._send(worker, REPLY, request, error, result)
+
+    async def _ask_members(self, kind: str, *arguments: object) -> list[tuple[int, Any]]:
+        """Every member's number and answer to ``kind``; those that die meanwhile are left out
+        (what they counted died with them), an error any other gives is raised."""
+        members = [w for w in self._workers.values() if w.member]
+        answers = await asyncio.gather(*(self._ask(w, kind, *arguments) for w in members),
+                                       return_exceptions=True)
+        for worker, answer in zip(members, answers, strict=True):
+            if isinstance(answer, BaseException) and not worker.exited.done():
+                raise answer
+        results = [(w.index, a) for w, a in zip(members, answers, strict=True)
+                   if not isinstance(a, BaseException)]
+        if members and not results:
+            raise WorkerGroupError("no worker answered", grpc.StatusCode.UNAVAILABLE)
+        return results
+
+    async def change(self, prepare: str, name: str) -> list[int]:
+        """Load (``PREPARE_LOAD``) or unload (``PREPARE_UNLOAD``) ``name`` in every worker:
+        all prepare, then all commit, or, when any cannot, none does and the caller gets its
+        error. Returns the versions now served."""
+        async with self._changes:
+            members = [w for w in self._workers.values() if w.member]
+            generation = self._generation.value + 1
+            answers = await asyncio.gather(
+                *(self._ask(w, prepare, name, generation) for w in members),
+                return_exceptions=True)
+            failed = [(w, a) for w, a in zip(members, answers, strict=True)
+                      if isinstance(a, BaseException)]
+            if failed:
+                await asyncio.gather(*(self._ask(w, ABORT) for w, a in zip(
+                    members, answers, strict=True) if not isinstance(a, BaseException)),
+                    return_exceptions=True)
+                raise _group_error(failed, len(members))
+            # From here on every worker serves the change at its next lookup, before the
+            # commit message reaches it: once one answers with it, none answers without.
+            self._generation.value = generation
+            await asyncio.gather(*(self._ask(w, COMMIT) for w in members),
+                                 return_exceptions=True)
+            if prepare == PREPARE_LOAD:
+                if name not in self._serving:
+                    self._serving.append(name)
+            elif name in self._serving:
+                self._serving.remove(name)
+            selected: list[int] = answers[0] if members else []  # type: ignore[assignment]
+            return selected
+
+    # Metrics.
+
+    def _serve_metrics(self) -> MetricsEndpoint:
+        try:
+            return serve_metrics(self._registry, self._settings.metrics_address)
+        except OSError as exc:
+            raise AxonError(f"cannot serve metrics on {self._settings.metrics_address}: "
+                            f"{exc.strerror or exc}") from exc
+
+    def collect(self) -> list[Metric]:
+        """The workers' metrics, merged (called from the metrics endpoint's thread)."""
+        future = asyncio.run_coroutine_threadsafe(self._merged_metrics(), self._loop)
+        try:
+            return future.result(timeout=METRICS_TIMEOUT_S)
+        except Exception:  # a scrape must not fail for one worker
+            log.warning("the workers did not report their metrics in time")
+            return []
+
+    async def _merged_metrics(self) -> list[Metric]:
+        replies: list[tuple[int, list[Metric]]] = await self._ask_members(METRICS)
+        self._last_metrics.update(replies)
+        replies += self._retired.items()
+        merged = merge_metrics(replies)
+        merged.append(requests_per_worker(replies))
+        workers = GaugeMetricFamily("axon_workers", "Worker processes serving (the workers "
+                                    "setting; fewer while one is being restarted)")
+        workers.add_metric([], float(sum(w.member for w in self._workers.values())))
+        merged.append(workers)
+        return merged
+
+    def _retire_metrics(self, index: int) -> None:
+        last = cumulative(self._last_metrics.pop(index, []))
+        self._retired[index] = merge_metrics([(index, self._retired.get(index, [])),
+                                              (index, last)])
+
+    def _spawn_task(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class _GroupCollector(Collector):
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._supervisor.collect()
+
+
+def _group_error(failed: list[tuple[_Worker, BaseException]], members: int) -> ServingError:
+    """The error a change gets when some workers could not make it: theirs, said once when
+    every worker said the same, else each with its worker's number."""
+    messages = [str(error) for _, error in failed]
+    code = getattr(failed[0][1], "code", grpc.StatusCode.INTERNAL)
+    if len(failed) == members and len(set(messages)) == 1:
+        return WorkerGroupError(messages[0], code)
+    return WorkerGroupError("; ".join(f"worker {w.index}: {error}" for w, error in failed)
+                            + " (no worker changed)", code)
+
+
+def _status(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "running"
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit status {exitcode}"

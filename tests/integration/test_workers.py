@@ -1,0 +1,371 @@
+"""``axon serve --workers N``: worker processes sharing one port, seen from outside as one
+server. Real processes on a loopback port, real gRPC, the real /metrics page.
+
+Connections, not calls, are spread over the workers (by the kernel, at random), so the tests
+open many: 32 connections leave a worker of 3 without one with a chance of about 1 in 100,000.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from axon.client.common import NO_RETRIES, AxonClientError, RetryPolicy, infer_request
+from axon.client.server_process import ServerProcess, start_server
+from axon.client.sync_client import AxonClient
+from axon.cpus import usable_cpus
+from axon.model_repository import CONFIG_FILENAME
+from axon.protocol import open_inference_pb2_grpc as oip_grpc
+from tests.support.repositories import BROKEN, DIGITS
+from tests.support.scrape import scrape
+from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request
+
+ONE = np.full((1, 784), 0.5, dtype=np.float32)
+CONNECTIONS = 32
+SLOW = "slow"
+_PIDS = re.compile(r"(\d+) workers serve \S+ \(pids ([\d, ]+)\)")
+_BACK = re.compile(r"worker (\d+) \(pid (\d+)\) serves again")
+
+
+def group_repository(serving_repository: Path, root: Path) -> Path:
+    """The digit model (two versions, policy all), a stall model to hold calls in flight, and
+    a model file that is not ONNX (not loaded at start)."""
+    for name in (DIGITS, BROKEN):
+        shutil.copytree(serving_repository / name, root / name)
+    save_stall_model(root / SLOW / "1", SLOW)
+    (root / SLOW / CONFIG_FILENAME).write_text(json.dumps(STALL_CONFIG))
+    return root
+
+
+def worker_pids(server: ServerProcess) -> dict[int, int]:
+    """Each worker's process id, from the supervisor's log (restarts included)."""
+    log = server.log()
+    found = _PIDS.search(log)
+    assert found, log
+    pids = dict(enumerate(int(pid) for pid in found[2].split(", ")))
+    for worker, pid in _BACK.findall(log):
+        pids[int(worker)] = int(pid)
+    return pids
+
+
+def channels(address: str, count: int = CONNECTIONS) -> list[grpc.Channel]:
+    """``count`` channels, each its own connection (distinct options)."""
+    return [grpc.insecure_channel(address, options=[("axon.connection", number)])
+            for number in range(count)]
+
+
+def wait_for(condition: object, what: str, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_every_worker_takes_traffic_and_the_group_answers_as_one_server(
+        serving_repository: Path, tmp_path: Path, workers: int) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", str(workers),
+                          "--models", f"{DIGITS},{SLOW}")
+    try:
+        assert len(worker_pids(server)) == workers
+        with AxonClient(server.address, connections=CONNECTIONS) as client:
+            client.wait_ready()
+            assert client.health() == "SERVING" and client.health(DIGITS) == "SERVING"
+            for _ in range(10 * CONNECTIONS):
+                client.infer(DIGITS, ONE, version="1")
+            for _ in range(CONNECTIONS):
+                client.classify([np.zeros((28, 28), dtype=np.uint8)] * 3, model=DIGITS,
+                                version="2")
+            (one,) = client.statistics(DIGITS, "1")
+            (two,) = client.statistics(DIGITS, "2")
+            index = {(m.name, m.version): m.state for m in client.repository_index()}
+            described = {(m.name, m.version) for m in client.models()}
+        # Statistics count every worker's calls once: summed, not one worker's share.
+        assert one.inference_count == 10 * CONNECTIONS
+        assert one.inference_stats.success.count == 10 * CONNECTIONS
+        assert two.inference_count == 3 * CONNECTIONS
+        assert one.execution_count <= 10 * CONNECTIONS
+        assert index == {(DIGITS, "1"): "READY", (DIGITS, "2"): "READY",
+                         (SLOW, "1"): "READY", (BROKEN, "1"): "UNAVAILABLE"}
+        assert described == {(DIGITS, "1"), (DIGITS, "2"), (SLOW, "1")}
+
+        assert server.metrics_port is not None
+        page = scrape(server.metrics_port)
+        assert page.value("axon_requests_total", model=DIGITS, version="1",
+                          method="ModelInfer", code="OK") == 10 * CONNECTIONS
+        assert page.value("axon_inference_items_total", model=DIGITS,
+                          version="2") == 3 * CONNECTIONS
+        answered = page.matching("axon_worker_requests_total")
+        assert len(answered) == workers and min(answered.values()) > 0, answered
+        assert page.value("axon_workers") == workers
+        memory = page.matching("process_resident_memory_bytes")
+        assert {dict(labels)["worker"] for labels in memory} == {str(w) for w in range(workers)}
+        assert page.value("axon_model_ready", model=DIGITS) == 1
+        assert page.value("axon_model_state", model=DIGITS, version="1", state="READY") == 1
+        assert page.value("axon_worker_restarts_total", worker="0") == 0
+        # Prometheus's own checker reads the merged page as valid exposition text.
+        checked = subprocess.run(["promtool", "check", "metrics"], input=page.text,
+                                 capture_output=True, text=True, check=False)
+        assert "error" not in checked.stdout.lower() + checked.stderr.lower(), checked
+    finally:
+        assert server.stop() == 0
+    log = server.log()
+    assert "Traceback" not in log
+    assert log.count("axon: serving 3 model version(s) on") == 1
+
+
+def test_one_connection_reaches_one_worker(serving_repository: Path, tmp_path: Path) -> None:
+    """Why the clients open several: the kernel spreads connections, not calls."""
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    try:
+        with AxonClient(server.address, connections=1) as client:
+            for _ in range(100):
+                client.infer(DIGITS, ONE)
+        assert server.metrics_port is not None
+        answered = scrape(server.metrics_port).matching("axon_worker_requests_total")
+    finally:
+        assert server.stop() == 0
+    assert sorted(answered.values()) == [0, 100], answered
+
+
+class Callers:
+    """Threads calling ModelInfer back to back over their own connections, without retries
+    (``raw``) or through the client's retries; outcomes counted by status code."""
+
+    def __init__(self, address: str, *, raw: int, retrying: int,
+                 wait_for_ready: bool = True) -> None:
+        self.raw: Counter[str] = Counter()
+        self.retried: Counter[str] = Counter()
+        self.details: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._wait_for_ready = wait_for_ready
+        self._channels = channels(address, raw)
+        retry = RetryPolicy(attempts=8, initial_backoff=0.05, max_backoff=0.5)
+        self._clients = [AxonClient(address, retry=retry, timeout=20, connections=4)
+                         for _ in range(retrying)]
+        self._threads = [threading.Thread(target=self._call_raw, args=(c,))
+                         for c in self._channels]
+        self._threads += [threading.Thread(target=self._call, args=(c,)) for c in self._clients]
+        for thread in self._threads:
+            thread.start()
+
+    def _call_raw(self, channel: grpc.Channel) -> None:
+        infer = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        while not self._stop.is_set():
+            try:
+                # Waiting for a connection, as a caller without retries should: a reconnection
+                # can fail while the kernel is still resetting the dead worker's connections.
+                infer(infer_request(DIGITS, ONE), timeout=20,
+                      wait_for_ready=self._wait_for_ready)
+                self.raw["OK"] += 1
+            except grpc.RpcError as error:
+                self.raw[error.code().name] += 1
+                self.details[error.details() or ""] += 1
+
+    def _call(self, client: AxonClient) -> None:
+        while not self._stop.is_set():
+            try:
+                client.infer(DIGITS, ONE)
+                self.retried["OK"] += 1
+            except AxonClientError as error:
+                self.retried[error.code.name] += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        for channel in self._channels:
+            channel.close()
+        for client in self._clients:
+            client.close()
+
+
+def test_a_killed_worker_fails_only_its_calls_in_flight_and_comes_back(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    callers = Callers(server.address, raw=16, retrying=4)
+    try:
+        wait_for(lambda: callers.raw["OK"] > 500, "calls before the kill")
+        victim = worker_pids(server)[1]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: worker_pids(server)[1] != victim, "worker 1 to serve again")
+        time.sleep(1.0)
+        callers.stop()
+        # The restarted worker takes new connections (those open went to the other one).
+        with AxonClient(server.address, connections=CONNECTIONS) as client:
+            for _ in range(2 * CONNECTIONS):
+                client.infer(DIGITS, ONE)
+        assert server.metrics_port is not None
+        page = scrape(server.metrics_port)
+    finally:
+        callers.stop()
+        assert server.stop() == 0
+    # Each raw caller had at most one call in flight on the killed worker; it failed with a
+    # code the clients retry. Calls made after it are answered by the living worker.
+    failed = {code: count for code, count in callers.raw.items() if code != "OK"}
+    assert set(failed) <= {"UNAVAILABLE"}, callers.raw
+    assert sum(failed.values()) <= 16, callers.details
+    # Through the client's retries, nothing fails.
+    assert set(callers.retried) == {"OK"}, callers.retried
+    assert page.value("axon_worker_restarts_total", worker="1") == 1
+    assert page.value("axon_worker_restarts_total", worker="0") == 0
+    assert page.value("axon_workers") == 2
+    # The restarted worker answered calls; the group's counter never went down (the dead
+    # worker's last scrape is kept, so it can only under-count what died with it).
+    answered = page.matching("axon_worker_requests_total")
+    assert answered[frozenset({("worker", "1")})] > 0, answered
+    log = server.log()
+    assert re.search(r"worker 1 \(pid \d+\) died \(signal SIGKILL\)", log), log
+    assert "Traceback" not in log
+
+
+def test_load_and_unload_take_effect_in_every_worker_before_they_return(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    opened = channels(server.address)
+    infers = [oip_grpc.GRPCInferenceServiceStub(c).ModelInfer for c in opened]
+
+    def outcomes() -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for infer in infers:
+            try:
+                infer(infer_request(DIGITS, ONE), timeout=10)
+                seen["OK"] += 1
+            except grpc.RpcError as error:
+                seen[error.code().name] += 1
+        return seen
+
+    try:
+        with AxonClient(server.address, retry=NO_RETRIES) as admin:
+            assert outcomes() == {"OK": CONNECTIONS}
+            admin.unload_model(DIGITS)
+            # Every connection, on whichever worker: unloaded the moment the call returned.
+            assert outcomes() == {"UNAVAILABLE": CONNECTIONS}
+            assert admin.health(DIGITS) == "NOT_SERVING"
+            admin.load_model(DIGITS)
+            assert outcomes() == {"OK": CONNECTIONS}
+            # A model no worker can load: the caller gets the error once, the index its
+            # reason, and what serves goes on serving.
+            with pytest.raises(AxonClientError) as refused:
+                admin.load_model(BROKEN)
+            assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "worker" not in str(refused.value)  # every worker said the same
+            reason = {m.name: m.reason for m in admin.repository_index()}[BROKEN]
+            assert "failed to load" in reason
+            assert outcomes() == {"OK": CONNECTIONS}
+            with pytest.raises(AxonClientError) as unknown:
+                admin.unload_model("no-such-model")
+            assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        for channel in opened:
+            channel.close()
+        assert server.stop() == 0
+    assert "Traceback" not in server.log()
+
+
+def test_sigterm_drains_every_worker_under_load(serving_repository: Path,
+                                                tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2",
+                          "--models", f"{DIGITS},{SLOW}", "--grace-seconds", "15")
+    opened = channels(server.address, 8)
+    # Not waiting for a connection: once the workers have closed the port, a call fails at
+    # once (UNAVAILABLE) instead of waiting out its deadline.
+    callers = Callers(server.address, raw=8, retrying=0, wait_for_ready=False)
+    try:
+        wait_for(lambda: callers.raw["OK"] > 200, "calls before the signal")
+        # Calls of about a second each on every connection: in flight on both workers when
+        # the signal comes.
+        held = [oip_grpc.GRPCInferenceServiceStub(c).ModelInfer.future(
+            stall_request(SLOW, 1.0), timeout=60) for c in opened]
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        for future in held:  # admitted before the signal: answered
+            assert future.result().outputs[1].shape == [1, 10]
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        callers.stop()
+        for channel in opened:
+            channel.close()
+        server.stop()
+    # Under load, every call either succeeded or was refused as new: UNAVAILABLE from a
+    # draining worker, or CANCELLED by gRPC for a call that reached a worker as it closed its
+    # port, before the worker saw it (both retried by Axon's clients). A worker closes its port
+    # only once its admitted calls are answered.
+    assert set(callers.raw) <= {"OK", "UNAVAILABLE", "CANCELLED"}, callers.raw
+    assert callers.raw["CANCELLED"] <= 2 * 8, callers.raw  # at most one per caller and worker
+    log = server.log()
+    assert log.count("stopping: in-flight requests get up to 15.0 s") == 2  # each worker
+    assert "Traceback" not in log and "still running after" not in log
+
+
+def test_a_model_a_worker_cannot_load_fails_the_start_with_one_line(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    completed = subprocess.run(
+        [sys.executable, "-m", "axon.cli", "serve", "--workers", "2", "--model-repository",
+         str(root), "--models", f"{DIGITS},{BROKEN}", "--address", "127.0.0.1:0",
+         "--metrics-address", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 1
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("axon: error")]
+    assert len(errors) == 1, completed.stderr
+    assert BROKEN in errors[0] and "onnxruntime cannot load it" in errors[0]
+    assert "Traceback" not in completed.stderr
+    assert "axon: serving" not in completed.stdout
+
+
+def test_a_port_another_program_holds_fails_with_one_line(serving_repository: Path,
+                                                         tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    # Even a program that shares its port (SO_REUSEPORT, as gRPC servers do by default).
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        completed = subprocess.run(
+            [sys.executable, "-m", "axon.cli", "serve", "--workers", "2", "--model-repository",
+             str(root), "--models", DIGITS, "--address", f"127.0.0.1:{port}",
+             "--metrics-address", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines() == [
+        f"axon: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_auto_starts_one_worker_per_usable_cpu(serving_repository: Path,
+                                               tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    cpus = usable_cpus()
+    # "auto" is the default (tests/unit/test_server_config.py); the tests' own default is 1.
+    server = start_server(root, tmp_path / "server.log", "--models", DIGITS,
+                          env={"AXON_WORKERS": "auto"})
+    try:
+        if cpus > 1:
+            assert len(worker_pids(server)) == cpus
+            assert f"starting {cpus} worker processes" in server.log()
+        else:
+            assert "worker processes" not in server.log()
+        with AxonClient(server.address) as client:
+            assert client.ready()
+    finally:
+        assert server.stop() == 0
