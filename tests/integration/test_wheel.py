@@ -107,6 +107,19 @@ def test_the_linked_folders_are_in_the_wheel_as_real_files(wheel: Path, link: st
             assert archive.read(info) == (REPO_ROOT / folder / name).read_bytes(), name
 
 
+def test_axons_own_modules_and_stubs_are_in_the_wheel(wheel: Path) -> None:
+    """axon/ itself (the shared modules, the generated stubs and their .pyi), links left aside."""
+    expected = {name for name in source_files(REPO_ROOT / "axon")
+                if name.split("/")[0] not in LINKED}
+    assert {"__init__.py", "cli.py", "protocol/open_inference_pb2.pyi"} <= expected
+    with zipfile.ZipFile(wheel) as archive:
+        entries = {name.removeprefix("axon/") for name in archive.namelist()
+                   if name.startswith("axon/") and name.split("/")[1] not in LINKED}
+        assert entries == expected
+        for name in entries:
+            assert archive.read(f"axon/{name}") == (REPO_ROOT / "axon" / name).read_bytes(), name
+
+
 def test_the_client_front_door_imports_from_the_wheel_alone(wheel: Path, tmp_path: Path) -> None:
     """A new virtualenv, without the system's site-packages: the wheel (no dependencies), then
     only the client's requirements. The import must come from that virtualenv, and must pull in
