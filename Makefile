@@ -86,8 +86,11 @@ proto-check: venv
 # run, on the compact and the default digit nets (trained first if missing), then `axon
 # classify` over 10,000 exported test digits against one core's decode + model limit. Prints
 # each target as met or MISSED. Needs h2load (Debian: nghttp2-client). BENCH_ARGS go to both
-# `axon bench` runs, e.g. BENCH_ARGS='--rounds 5'.
+# `axon bench` runs, e.g. BENCH_ARGS='--rounds 5'. Axon runs as one process against the
+# one-process baseline (per-process cost is what these targets hold to); what more worker
+# processes add: python -m axon.benchmarks.workers (docs/performance.md, "Worker processes").
 BENCH_SCENARIOS ?= 64x1@64,64x1@4,16x64,1x1
+BENCH_SERVE_ARGS ?= --workers 1
 BENCH_DIGITS ?= /tmp/axon-bench-digits
 bench: venv
 	test -d $(REPOSITORY)/mnist-compact || $(BIN)/axon train --preset compact \
@@ -95,7 +98,8 @@ bench: venv
 	test -d $(REPOSITORY)/mnist || $(BIN)/axon train --model-repository $(REPOSITORY) $(MNIST_FLAG)
 	for model in mnist-compact mnist; do \
 		$(BIN)/axon bench --model $$model --model-repository $(REPOSITORY) --baseline naive \
-			--generators h2load --scenarios $(BENCH_SCENARIOS) $(BENCH_ARGS) || exit 1; \
+			--generators h2load --scenarios $(BENCH_SCENARIOS) \
+			--serve-args '$(BENCH_SERVE_ARGS)' $(BENCH_ARGS) || exit 1; \
 	done
 	test -d $(BENCH_DIGITS) || $(BIN)/axon export-samples --count 10000 --out $(BENCH_DIGITS) \
 		$(MNIST_FLAG)
