@@ -118,7 +118,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     security = security_from(args)
     options = channel_options(DEFAULT_MESSAGE_BYTES)
     # Distinct options, or gRPC would share one connection among the channels.
-    channels = [security.aio_channel(args.address, [*options, ("axon.connection", number)])
+    channels = [security.aio_channel(args.address, [*options, ("axon.connection", number)],
+                                     warn=number == 0)
                 for number in range(args.connections)]
     try:
         # No serializers: the request goes out as the bytes given, the answer comes back raw.

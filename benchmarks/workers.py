@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -61,11 +62,11 @@ class Round:
 
 
 def measure_workers(workers: int, repository: Path, model: str, *, folder: Path, files: int,
-                    seconds: float) -> Round:
+                    seconds: float, serve_args: list[str]) -> Round:
     rates, p99s, cpus = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp, running_server(
             repository, Path(tmp) / "server.log", "--models", model,
-            "--workers", str(workers)) as server:
+            "--workers", str(workers), *serve_args) as server:
         target = _target(server, model)
         try:
             for generator, scenario in LOADS:
@@ -79,6 +80,7 @@ def measure_workers(workers: int, repository: Path, model: str, *, folder: Path,
                 server, folder, files, model, []))
             rates["axon classify"] = classified.images_per_second
             cpus["axon classify"] = classified.server_cpu_us_per_image
+            cpus["axon classify (client)"] = classified.client_cpu_us_per_image
             memory, supervisor = _memory(server, workers)
         finally:
             target.client.close()
@@ -137,6 +139,11 @@ def report(rounds: list[Round], counts: list[int]) -> list[str]:
              markdown_table(["load", "workers", "images/s", f"vs {base} worker(s)", "p99 ms",
                              "server CPU µs/image"],
                             [LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT], rows)]
+    client_label = "axon classify (client)"
+    client_cpu = ", ".join(
+        f"{count} worker(s) {median(count, 'server_cpu_us_per_image', client_label):.0f}"
+        for count in counts)
+    lines.append(f"axon classify's own CPU µs/image (it shares the cores): {client_cpu}")
     memory_rows = []
     for count in counts:
         per_worker = [statistics.median(m) for m in
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--serve-args", default="",
+                        help="more axon serve flags, e.g. '--providers cuda,cpu'")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     counts = [int(part) for part in args.workers.split(",")]
@@ -176,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         for count in order:
             rounds.append(measure_workers(count, args.model_repository, args.model,
                                           folder=args.folder, files=files,
-                                          seconds=args.seconds))
+                                          seconds=args.seconds,
+                                          serve_args=shlex.split(args.serve_args)))
             shown = ", ".join(f"{label} {rate:,.0f}/s"
                               for label, rate in rounds[-1].images_per_second.items())
             print(f"round {number + 1}, {count} worker(s): {shown}", file=sys.stderr)

@@ -52,8 +52,8 @@ class AsyncAxonClient(ClientBase):
     channel: grpc.aio.Channel
 
     def _open_channel(self, security: ConnectionSecurity,
-                      options: list[tuple[str, int | str]]) -> grpc.aio.Channel:
-        return security.aio_channel(self.address, options)
+                      options: list[tuple[str, int | str]], warn: bool) -> grpc.aio.Channel:
+        return security.aio_channel(self.address, options, warn=warn)
 
     async def __aenter__(self) -> AsyncAxonClient:
         return self

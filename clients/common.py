@@ -256,7 +256,8 @@ class ClientBase:
         self.metadata = security.metadata
         options = channel_options(max_message_bytes)
         # gRPC shares one connection among channels with the same options: each gets its own.
-        self.channels = [self._open_channel(security, [*options, ("axon.connection", number)])
+        self.channels = [self._open_channel(security, [*options, ("axon.connection", number)],
+                                            warn=number == 0)
                          for number in range(connections)]
         self.channel = self.channels[0]
         self._stubs = [{"inference": oip_grpc.GRPCInferenceServiceStub(channel),
@@ -269,7 +270,7 @@ class ClientBase:
         self.health_stub = self._stubs[0]["health"]
 
     def _open_channel(self, security: ConnectionSecurity,
-                      options: list[tuple[str, int | str]]) -> Any:
+                      options: list[tuple[str, int | str]], warn: bool) -> Any:
         raise NotImplementedError
 
     def _method(self, call: Call[Any]) -> Any:

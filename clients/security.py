@@ -80,28 +80,31 @@ class ConnectionSecurity:
         return grpc.ssl_channel_credentials(self.root_certificates, self.private_key,
                                             self.certificate_chain)
 
-    def channel(self, address: str, options: list[tuple[str, int | str]]) -> grpc.Channel:
+    def channel(self, address: str, options: list[tuple[str, int | str]], *,
+                warn: bool = True) -> grpc.Channel:
         """A blocking channel to ``address`` (one, several, or ``dns:///``: see
-        ``clients.targets``), secured as this says."""
-        target, options = self._target(address, options)
+        ``clients.targets``), secured as this says; ``warn``: say so when a token would leave
+        the host in clear text (a client opening several channels says it once)."""
+        target, options = self._target(address, options, warn)
         credentials = self.credentials()
         if credentials is None:
             return grpc.insecure_channel(target, options=options)
         return grpc.secure_channel(target, credentials, options=options)
 
-    def aio_channel(self, address: str,
-                    options: list[tuple[str, int | str]]) -> grpc.aio.Channel:
+    def aio_channel(self, address: str, options: list[tuple[str, int | str]], *,
+                    warn: bool = True) -> grpc.aio.Channel:
         """An asyncio channel to ``address``, as ``channel``."""
-        target, options = self._target(address, options)
+        target, options = self._target(address, options, warn)
         credentials = self.credentials()
         if credentials is None:
             return grpc.aio.insecure_channel(target, options=options)
         return grpc.aio.secure_channel(target, credentials, options=options)
 
-    def _target(self, address: str, options: list[tuple[str, int | str]],
+    def _target(self, address: str, options: list[tuple[str, int | str]], warn: bool,
                 ) -> tuple[str, list[tuple[str, int | str]]]:
         """The gRPC target for ``address`` and every channel option it needs."""
-        self.warn_if_exposed(address)
+        if warn:
+            self.warn_if_exposed(address)
         target, balancing = channel_target(address)
         name = [("grpc.ssl_target_name_override", self.server_name)] \
             if self.server_name else []

@@ -53,8 +53,8 @@ class AxonClient(ClientBase):
     channel: grpc.Channel
 
     def _open_channel(self, security: ConnectionSecurity,
-                      options: list[tuple[str, int | str]]) -> grpc.Channel:
-        return security.channel(self.address, options)
+                      options: list[tuple[str, int | str]], warn: bool) -> grpc.Channel:
+        return security.channel(self.address, options, warn=warn)
 
     def __enter__(self) -> AxonClient:
         return self

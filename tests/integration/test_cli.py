@@ -137,6 +137,33 @@ def test_commands_that_run_models_name_both_extras_when_onnxruntime_is_missing(
     assert result.stdout == ""
 
 
+MODULES_AFTER = ("import sys\n"
+                 "from axon.cli import main\n"
+                 "try:\n"
+                 "    main(sys.argv[1:])\n"
+                 "except SystemExit:\n"
+                 "    pass\n"
+                 "print(' '.join(sorted(sys.modules)))\n")
+
+
+@pytest.mark.parametrize(("command", "foreign"), [
+    ("train", ("onnxruntime", "axon.server", "axon.client", "grpc")),
+    ("serve", ("torch", "axon.training", "axon.client")),
+    ("classify", ("torch", "onnxruntime", "numpy", "axon.server", "axon.training")),
+])
+def test_each_commands_help_imports_only_its_own_side(command: str,
+                                                      foreign: tuple[str, ...]) -> None:
+    """The root parser is in axon/; each side registers its commands from its own package and
+    imports the rest only when run."""
+    result = subprocess.run([sys.executable, "-c", MODULES_AFTER, command, "--help"],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    modules = result.stdout.splitlines()[-1].split()
+    assert "axon.cli" in modules
+    imported = [m for m in modules if any(m == f or m.startswith(f + ".") for f in foreign)]
+    assert imported == [], imported
+
+
 @pytest.mark.parametrize("command", ["classify", "data", "export-samples"])
 def test_commands_that_run_no_model_need_no_onnxruntime(command: str) -> None:
     result = axon_without_onnxruntime(command, "--help")

@@ -193,7 +193,7 @@ def test_replicas_expose_the_default_ports_and_nginx_publishes_grpc() -> None:
 def nginx_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     """``nginx -t`` of ``text``, with "axon" (which resolves only on the compose network)
     pointed at loopback."""
-    assert shutil.which("nginx"), "nginx is not installed (Debian: nginx; .ci/run installs it)"
+    assert shutil.which("nginx"), "nginx is not installed (Debian: nginx; make test installs it)"
     config = tmp_path / "nginx.conf"
     config.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
                       + text.replace("server axon:", "server 127.0.0.1:"))

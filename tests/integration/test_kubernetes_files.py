@@ -340,6 +340,25 @@ def test_the_drain_fits_the_termination_grace_period(
     assert 2 * float(env["AXON_GRACE_SECONDS"]) + CLOSE_MARGIN_S <= 30
 
 
+def cpu_cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_the_worker_count_matches_the_cpu_request(
+        rendered: dict[str, tuple[Manifest, ...]]) -> None:
+    """One worker process keeps about one core busy: as many workers as requested CPUs (the
+    default, auto, would count the limit's CPUs instead), so the autoscaler's CPU target means
+    what it says."""
+    containers = [(variant, deployment_pod(objects).container(SERVER), axon_env(objects))
+                  for variant, objects in rendered.items()]
+    kserve = kserve_container()
+    containers.append(("kserve", kserve, {item["name"]: item["value"]
+                                          for item in kserve["env"]}))
+    for variant, container, env in containers:
+        requested = cpu_cores(str(container["resources"]["requests"]["cpu"]))
+        assert int(env["AXON_WORKERS"]) == max(1, int(requested)), variant
+
+
 # --- metrics ------------------------------------------------------------------------------------
 
 def test_the_metrics_port_is_scraped_once(rendered: dict[str, tuple[Manifest, ...]]) -> None:

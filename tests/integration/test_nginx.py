@@ -40,7 +40,7 @@ def ports() -> Iterator[list[int]]:
 def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
         serving_repository: Path, tmp_path: Path, ports: list[int]) -> None:
     *replica_ports, proxy_port = ports
-    assert shutil.which("nginx"), "nginx is not installed (Debian: nginx; .ci/run installs it)"
+    assert shutil.which("nginx"), "nginx is not installed (Debian: nginx; make test installs it)"
 
     def replica(port: int, name: str) -> ServerProcess:
         return start_server(serving_repository, tmp_path / f"{name}.log", "--models", DIGITS,

@@ -98,7 +98,7 @@ def axon(serving_repository: Path,
 def prometheus(axon: ServerProcess,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus")
-    assert binary, "Prometheus is not installed: apt-get install prometheus (.ci/run does)"
+    assert binary, "Prometheus is not installed: apt-get install prometheus (make test does)"
     folder = tmp_path_factory.mktemp("prometheus")
     assert axon.metrics_port is not None
     config = folder / "prometheus.yml"

