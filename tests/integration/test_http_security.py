@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from axon.client.server_process import ServerProcess, start_server
-from tests.support.certificates import CertificateAuthority
+from tests.support.certificates import CertificateAuthority, write_tls_files
 from tests.support.http import call, get, json_infer, post_json, raw_exchange, status_of
 from tests.support.repositories import DIGITS, PETS
 from tests.support.scrape import scrape
@@ -30,15 +30,7 @@ def authority() -> CertificateAuthority:
 @pytest.fixture(scope="module")
 def tls_files(authority: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory,
               ) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("http-tls")
-    server = authority.issue_server()
-    client = authority.issue_client("pipeline")
-    files = {"ca": authority.certificate, "server.pem": server.certificate,
-             "server.key": server.key, "client.pem": client.certificate,
-             "client.key": client.key}
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    return {name: folder / name for name in files}
+    return write_tls_files(authority, tmp_path_factory.mktemp("http-tls"))
 
 
 def serve(repository: Path, log: Path, *flags: str,

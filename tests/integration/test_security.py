@@ -19,7 +19,7 @@ from axon.client.security import ConnectionSecurity
 from axon.client.server_process import ServerProcess, start_server
 from axon.client.sync_client import AxonClient
 from axon.protocol.v1 import classification_pb2 as cls
-from tests.support.certificates import CertificateAuthority
+from tests.support.certificates import CertificateAuthority, write_tls_files
 from tests.support.repositories import DIGITS
 from tests.support.scrape import scrape
 
@@ -43,15 +43,7 @@ def authority() -> CertificateAuthority:
 @pytest.fixture(scope="module")
 def tls_files(authority: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory,
               ) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    server = authority.issue_server()
-    client = authority.issue_client("pipeline")
-    files = {"ca": authority.certificate, "server.pem": server.certificate,
-             "server.key": server.key, "client.pem": client.certificate,
-             "client.key": client.key}
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    return {name: folder / name for name in files}
+    return write_tls_files(authority, tmp_path_factory.mktemp("tls"))
 
 
 def serve(repository: Path, log: Path, *flags: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -85,3 +86,16 @@ class CertificateAuthority:
                    key.private_bytes(serialization.Encoding.PEM,
                                      serialization.PrivateFormat.PKCS8,
                                      serialization.NoEncryption()))
+
+
+def write_tls_files(authority: CertificateAuthority, folder: Path) -> dict[str, Path]:
+    """The authority's certificate, a server's and a client's ("pipeline") certificates and
+    keys written to ``folder``, by the names the TLS tests use."""
+    server = authority.issue_server()
+    client = authority.issue_client("pipeline")
+    files = {"ca": authority.certificate, "server.pem": server.certificate,
+             "server.key": server.key, "client.pem": client.certificate,
+             "client.key": client.key}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in files}
