@@ -224,7 +224,7 @@ def test_the_server_runs_without_torch_onnx_or_training(serving_repository: Path
     """The serving image carries onnxruntime, not PyTorch: serve and classify with torch, onnx
     and the training package made unimportable in the server process."""
     blocked = ("import sys\n"
-               "for name in ('torch', 'onnx', 'onnxscript', 'matplotlib', 'training'):\n"
+               "for name in ('torch', 'onnx', 'onnxscript', 'matplotlib', 'axon.training'):\n"
                "    sys.modules[name] = None\n"
                "from axon.cli import main\n"
                "sys.exit(main(sys.argv[1:]))\n")
