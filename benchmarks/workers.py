@@ -57,6 +57,8 @@ class Round:
     images_per_second: dict[str, float]
     p99_ms: dict[str, float]
     server_cpu_us_per_image: dict[str, float]
+    classify_client_cpu_us_per_image: float
+    """What ``axon classify`` itself spent per image (on the cores it shares with the server)."""
     memory_mib_per_worker: list[float]
     supervisor_mib: float
 
@@ -80,11 +82,11 @@ def measure_workers(workers: int, repository: Path, model: str, *, folder: Path,
                 server, folder, files, model, []))
             rates["axon classify"] = classified.images_per_second
             cpus["axon classify"] = classified.server_cpu_us_per_image
-            cpus["axon classify (client)"] = classified.client_cpu_us_per_image
+            client_cpu = classified.client_cpu_us_per_image
             memory, supervisor = _memory(server, workers)
         finally:
             target.client.close()
-    return Round(workers, rates, p99s, cpus, memory, supervisor)
+    return Round(workers, rates, p99s, cpus, client_cpu, memory, supervisor)
 
 
 def _target(server: ServerProcess, model: str) -> Target:
@@ -139,10 +141,11 @@ def report(rounds: list[Round], counts: list[int]) -> list[str]:
              markdown_table(["load", "workers", "images/s", f"vs {base} worker(s)", "p99 ms",
                              "server CPU µs/image"],
                             [LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT], rows)]
-    client_label = "axon classify (client)"
-    client_cpu = ", ".join(
-        f"{count} worker(s) {median(count, 'server_cpu_us_per_image', client_label):.0f}"
-        for count in counts)
+    def client_median(count: int) -> float:
+        return statistics.median(r.classify_client_cpu_us_per_image for r in rounds
+                                 if r.workers == count)
+
+    client_cpu = ", ".join(f"{count} worker(s) {client_median(count):.0f}" for count in counts)
     lines.append(f"axon classify's own CPU µs/image (it shares the cores): {client_cpu}")
     memory_rows = []
     for count in counts:
