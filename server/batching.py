@@ -8,8 +8,15 @@ small model does, and every hand-off between threads costs tens of microseconds:
 - while the event loop is busy taking in other calls, the batch waits: those calls can join it,
   and the model's cost is shared by more of them;
 - the moment the loop has nothing else to do (``LoopTicker``), it runs: every request that has
-  reached the server is in the batch, and waiting would only add latency. A lone caller never
-  waits;
+  reached the server is in the batch, and with time to spare on the loop waiting would only add
+  latency. A lone caller never waits;
+- except when the loop is saturated (``LoopLoad``: its thread on the CPU most of the time, so
+  a queued request is not slowed by waiting for company) and a crowd of callers was in the
+  server lately (``RecentPeak``): most of them are then between an answer and their next
+  request, and the batch cut on an idle loop waits until as many are queued as were in the
+  server at once (at most the preferred size), or the crowd is forgotten, or
+  ``max_queue_delay_ms`` ends -- a timer, armed only then. Otherwise such a crowd is run a few
+  items at a time, each execution and thread hand-off paid again for little;
 - it also runs once it is full, once the oldest request has waited ``max_queue_delay_ms``, or
   -- when an execution ends with at least as many items queued as it ran, so the model is the
   bottleneck -- at once with everything queued, as Triton's dynamic batcher does.
@@ -197,6 +204,75 @@ class GatherBuffers:
                 return
 
 
+class RecentPeak:
+    """The most items in the server at once (queued or being run) over the last one to two
+    windows: how many callers are about, as far as the server can tell. Two rotating maxima,
+    so that a crowd that has gone is forgotten within ``2 * window_ns``."""
+
+    def __init__(self, window_ns: int = 50_000_000) -> None:
+        self._window_ns = window_ns
+        self._window_start = 0
+        self._current = 0
+        self._previous = 0
+
+    def note(self, items: int, now_ns: int) -> None:
+        age = now_ns - self._window_start
+        if age >= self._window_ns:
+            self._previous = self._current if age < 2 * self._window_ns else 0
+            self._current = 0
+            self._window_start = now_ns
+        self._current = max(self._current, items)
+
+    def peak(self, now_ns: int) -> int:
+        age = now_ns - self._window_start
+        if age < self._window_ns:
+            return max(self._current, self._previous)
+        return self._current if age < 2 * self._window_ns else 0
+
+    def next_change_ns(self, now_ns: int) -> int:
+        """How long until ``peak`` may fall, with no new ``note``."""
+        age = now_ns - self._window_start
+        return self._window_ns - age if age < self._window_ns else 2 * self._window_ns - age
+
+
+SATURATED_FROM = 0.75
+SATURATED_UNTIL = 0.6
+
+
+class LoopLoad:
+    """The share of wall time the event loop's thread spends on the CPU, sampled at most
+    every ``period_ns`` (``time.thread_time_ns`` is a system call): near 1, the loop is the
+    server's bottleneck and a request queued is not slowed by waiting for company; well
+    below, the loop has spare time and waiting would only add latency."""
+
+    _WEIGHT = 0.3
+
+    def __init__(self, period_ns: int = 20_000_000) -> None:
+        self._period_ns = period_ns
+        self._wall_ns = 0
+        self._cpu_ns = 0
+        self.busy = 0.0
+        self.saturated = False
+        """Busy from SATURATED_FROM on, until it falls below SATURATED_UNTIL (bigger batches
+        cost less per request, which alone would take the loop out of saturation)."""
+
+    def sample(self, now_ns: int) -> None:
+        elapsed = now_ns - self._wall_ns
+        if elapsed < self._period_ns:
+            return
+        cpu_ns = time.thread_time_ns()
+        if elapsed < 4 * self._period_ns:
+            share = (cpu_ns - self._cpu_ns) / elapsed
+            self.busy += self._WEIGHT * (share - self.busy)
+        else:  # quiet for a while: start afresh
+            self.busy = 0.0
+        self._wall_ns, self._cpu_ns = now_ns, cpu_ns
+        if self.busy >= SATURATED_FROM:
+            self.saturated = True
+        elif self.busy < SATURATED_UNTIL:
+            self.saturated = False
+
+
 class _ThreadJob:
     """A batch handed to a worker thread, and what came of it."""
 
@@ -230,7 +306,8 @@ class DynamicBatcher:
     """Batches ``submit`` calls of one model; must be used from one event loop."""
 
     def __init__(self, execute: Execute, settings: BatchingSettings,
-                 observer: BatchObserver | None = None, name: str = "model") -> None:
+                 observer: BatchObserver | None = None, name: str = "model",
+                 load: LoopLoad | None = None) -> None:
         self.settings = settings
         self.times = ExecutionTimes()
         self._execute = execute
@@ -239,6 +316,12 @@ class DynamicBatcher:
         self._queue: deque[_Request] = deque()
         self._queued_items = 0
         self._running = 0
+        self._running_items = 0
+        """Items in executions on worker threads (those inline block the loop: nobody sees
+        them)."""
+        self._peak = RecentPeak()
+        self._load = load or LoopLoad()
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._drained: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -274,16 +357,23 @@ class DynamicBatcher:
             ticker = self._start()
         free = self._running < settings.instances
         idle = ticker.idle()
-        if free and idle and not self._queue and self._cheap(items, idle):
-            # Nobody else is being taken in: the naive server's path, no queue, no future.
+        now_ns = time.monotonic_ns()
+        self._peak.note(self._queued_items + self._running_items + items, now_ns)
+        self._load.sample(now_ns)
+        if free and idle and not self._queue \
+                and (not self._load.saturated or self._peak.peak(now_ns) <= items) \
+                and self._cheap(items, idle):
+            # Nobody else is being taken in or on the way: the naive server's path, no queue,
+            # no future.
             return self._run_alone(inputs)
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._queue.append(_Request(inputs, future, deadline, time.monotonic_ns()))
+        self._queue.append(_Request(inputs, future, deadline, now_ns))
         self._queued_items += items
         if free:
-            if idle or self._queued_items >= self._preferred_size():
+            if self._queued_items >= self._preferred_size() \
+                    or (idle and self._queued_items >= self._fill_target(now_ns)):
                 self._dispatch(idle)
             else:
                 ticker.wait(self)
@@ -294,11 +384,37 @@ class DynamicBatcher:
         per loop iteration. True: no more ticks needed."""
         if not self._queue or self._running >= self.settings.instances:
             return True  # an ending execution decides again
-        if loop_idle or self._closed or self._queued_items >= self._preferred_size() \
-                or time.monotonic_ns() - self._queue[0].enqueued_ns \
-                >= self.settings.max_queue_delay_ns:
+        now_ns = time.monotonic_ns()
+        waited_ns = now_ns - self._queue[0].enqueued_ns
+        if self._closed or self._queued_items >= self._preferred_size() \
+                or waited_ns >= self.settings.max_queue_delay_ns \
+                or (loop_idle and self._queued_items >= self._fill_target(now_ns)):
             self._dispatch(loop_idle)
+        elif loop_idle:
+            # More callers are about than are queued, but none is being taken in: ticking on
+            # would spin the idle loop. The next request to arrive, or a timer, decides.
+            self._arm_timer(now_ns, waited_ns)
+            return True
         return not self._queue or self._running >= self.settings.instances
+
+    def _arm_timer(self, now_ns: int, waited_ns: int) -> None:
+        """Decide again once the oldest request has waited out the delay, or the recent crowd
+        is forgotten, whichever comes first."""
+        if self._timer is None and self._loop is not None:
+            wait_ns = min(self.settings.max_queue_delay_ns - waited_ns,
+                          self._peak.next_change_ns(now_ns))
+            self._timer = self._loop.call_later(max(wait_ns, 0) / 1e9, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if self._queue and self._running < self.settings.instances:
+            now_ns = time.monotonic_ns()
+            waited_ns = now_ns - self._queue[0].enqueued_ns
+            if waited_ns >= self.settings.max_queue_delay_ns \
+                    or self._queued_items >= self._fill_target(now_ns):
+                self._dispatch()
+            else:
+                self._arm_timer(now_ns, waited_ns)
 
     def refuse_new(self) -> None:
         """From now on ``submit`` raises ShuttingDownError; queued requests still run."""
@@ -314,6 +430,9 @@ class DynamicBatcher:
                 self._drained = asyncio.Event()
                 await self._drained.wait()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             if self._executor is not None:
                 self._executor.shutdown(wait=False)
 
@@ -324,6 +443,16 @@ class DynamicBatcher:
 
     def _preferred_size(self) -> int:
         return self.times.preferred_size(self.settings.max_batch_size)
+
+    def _fill_target(self, now_ns: int) -> int:
+        """Items a batch cut on an idle loop should hold. When the loop is saturated: those
+        queued plus the callers of the recent crowd not in the server now (between an answer
+        and their next request), but no more than the preferred size. Otherwise 1: the loop
+        has time to spare, and waiting would only add latency."""
+        if not self._load.saturated:
+            return 1
+        return max(1, min(self._peak.peak(now_ns) - self._running_items,
+                          self._preferred_size()))
 
     def _cheap(self, items: int, loop_idle: bool) -> bool:
         """Whether a batch of ``items`` runs inline: expected within max_inline_ms, and either
@@ -418,6 +547,7 @@ class DynamicBatcher:
         # thread then needs the lock only to enter and leave onnxruntime, and each time it
         # needs it it may wait for the busy loop to let go.
         inputs, gather_ns = self._gather(batch)
+        self._running_items += len(inputs)
         job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns())
         self._executor.submit(self._execute_in_thread, job)
 
@@ -433,6 +563,7 @@ class DynamicBatcher:
 
     def _finished(self, job: _ThreadJob) -> None:
         self._running -= 1
+        self._running_items -= len(job.inputs)
         self._buffers.give_back(job.inputs)
         if job.error is not None:
             self._fail(job.batch, job.error)

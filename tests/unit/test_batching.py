@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 
 from axon.batching_settings import BatchingSettings
-from axon.server.batching import Array, DynamicBatcher, ExecutionTimes, GatherBuffers
+from axon.server.batching import (
+    Array,
+    DynamicBatcher,
+    ExecutionTimes,
+    GatherBuffers,
+    LoopLoad,
+    RecentPeak,
+)
 from axon.server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
@@ -104,9 +111,10 @@ async def wait_until(condition: Callable[[], bool], timeout: float = LONG / 2) -
 
 @asynccontextmanager
 async def batcher_for(model: FakeModel, settings: BatchingSettings,
-                      observer: ModelStatistics | None = None) -> AsyncIterator[DynamicBatcher]:
+                      observer: ModelStatistics | None = None,
+                      load: LoopLoad | None = None) -> AsyncIterator[DynamicBatcher]:
     """A batcher over ``model``; on exit the model is released and the batcher closed."""
-    batcher = DynamicBatcher(model.execute, settings, observer, name="fake")
+    batcher = DynamicBatcher(model.execute, settings, observer, name="fake", load=load)
     try:
         yield batcher
     finally:
@@ -538,3 +546,114 @@ def test_execution_times_predict_and_choose_the_preferred_size() -> None:
     # not within 10 % of 64's, so the preferred size is 64 (never above the limit given).
     assert times.preferred_size(256) == 64
     assert times.preferred_size(32) == 32
+
+
+class SaturatedLoad(LoopLoad):
+    """A loop measured as saturated (LoopLoad itself is tested on a real spinning thread
+    below): the batcher's rule for it, on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saturated = True
+
+    def sample(self, now_ns: int) -> None:
+        pass
+
+
+def cheap_and_batching_pays(batcher: DynamicBatcher) -> None:
+    """A lone request would run inline at once; per item, 64 together cost far less."""
+    batcher.times.record(1, 1_000)
+    batcher.times.record(64, 64 * 1_000)
+    assert batcher.times.preferred_size(64) == 64
+
+
+async def answered_crowd(batcher: DynamicBatcher, size: int) -> None:
+    """``size`` callers at once, answered: the crowd the batcher has now seen."""
+    answers = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(size)))
+    for i, answer in enumerate(answers):
+        assert_own_rows(rows(i), answer)
+
+
+def test_on_a_saturated_loop_a_batch_waits_for_the_rest_of_a_recent_crowd() -> None:
+    """Many callers, a saturated loop: most callers are between an answer and their next
+    request, so a batch cut the moment the loop is idle would run a few at a time. It waits
+    (the delay is long here) until as many as were in the server at once are queued."""
+    model = FakeModel()
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(64, delay_s=LONG, inline=True),
+                               load=SaturatedLoad()) as batcher:
+            cheap_and_batching_pays(batcher)
+            await answered_crowd(batcher, 6)
+            late = []
+            for i in range(10, 16):  # they come back one by one, the loop idle in between
+                late.append(asyncio.create_task(batcher.submit(rows(i))))
+                await asyncio.sleep(0.01)
+            for i, answer in zip(range(10, 16), await asyncio.gather(*late), strict=True):
+                assert_own_rows(rows(i), answer)
+
+    asyncio.run(scenario())
+    assert model.batch_sizes == [6, 6]
+
+
+def test_a_crowd_that_has_gone_is_forgotten_and_the_delay_still_bounds_the_wait() -> None:
+    """The crowd does not come back: the batch runs once the crowd has been forgotten (at
+    most two 50 ms windows), or when the delay ends if that is sooner."""
+    model = FakeModel()
+
+    async def wait_for_one(delay_s: float) -> float:
+        async with batcher_for(model, policy(64, delay_s=delay_s, inline=True),
+                               load=SaturatedLoad()) as batcher:
+            cheap_and_batching_pays(batcher)
+            await answered_crowd(batcher, 6)
+            started = time.monotonic()
+            assert_own_rows(rows(99), await batcher.submit(rows(99)))
+            return time.monotonic() - started
+
+    forgotten = asyncio.run(wait_for_one(LONG))
+    assert 0.005 <= forgotten < 0.5
+    bounded = asyncio.run(wait_for_one(0.02))
+    assert 0.018 <= bounded < 0.2
+    assert model.batch_sizes == [6, 1, 6, 1]
+
+
+def test_with_time_to_spare_the_loop_runs_a_lone_request_at_once_after_a_crowd() -> None:
+    """The same crowd, but the loop is not saturated: waiting would only add latency."""
+    model = FakeModel()
+
+    async def scenario() -> float:
+        async with batcher_for(model, policy(64, delay_s=LONG, inline=True)) as batcher:
+            cheap_and_batching_pays(batcher)
+            await answered_crowd(batcher, 6)
+            started = time.monotonic()
+            assert_own_rows(rows(99), await batcher.submit(rows(99)))
+            return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 0.005
+    assert model.batch_sizes == [6, 1]
+
+
+def test_recent_peak_remembers_a_crowd_for_one_to_two_windows() -> None:
+    peak = RecentPeak(window_ns=100)
+    peak.note(5, now_ns=1_000)
+    peak.note(2, now_ns=1_050)
+    assert peak.peak(1_050) == 5
+    assert peak.next_change_ns(1_050) == 50
+    peak.note(3, now_ns=1_120)  # a new window: the last one's 5 is still remembered
+    assert peak.peak(1_150) == 5
+    assert peak.peak(1_230) == 3  # one window on, only this window's 3 is left
+    assert peak.peak(1_330) == 0
+    peak.note(1, now_ns=1_500)  # long quiet: nothing carried over
+    assert peak.peak(1_500) == 1
+
+
+def test_loop_load_is_saturated_by_a_busy_thread_and_not_by_a_sleeping_one() -> None:
+    load = LoopLoad(period_ns=5_000_000)
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:  # spinning: all of the thread's wall time is CPU
+        load.sample(time.monotonic_ns())
+    assert load.busy > 0.75 and load.saturated
+    for _ in range(12):  # sleeping between samples: hardly any CPU
+        time.sleep(0.006)
+        load.sample(time.monotonic_ns())
+    assert load.busy < 0.6 and not load.saturated
