@@ -11,6 +11,7 @@ the files it left unanswered are sent again: each input gets exactly one result.
 
 from __future__ import annotations
 
+import collections
 import glob
 import heapq
 import itertools
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Protocol, TextIO
 
 import grpc
 
@@ -132,14 +133,28 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
             top_k=top_k, window=window // streams, timeout=timeout)
         return
     batch = min(batch, window, _model_batch_limit(client, model, version))
+    yield from _classify_stream(client, _PathFeed(iter(paths), batch), batch, on_answer,
+                                model=model, version=version, top_k=top_k, window=window,
+                                timeout=timeout)
+
+
+def _classify_stream(client: AxonClient, paths: _PathSource, batch: int,
+                     on_answer: Callable[[], None] | None, *, model: str, version: str,
+                     top_k: int, window: int, timeout: float | None,
+                     taker: Callable[[_Outbox], None] | None = None) -> Iterator[FileResult]:
+    """``classify_files`` on one stream, its paths taken from ``paths``. With ``taker``
+    (given the stream's outbox before any result), a result's place in the window is freed
+    by whoever finally takes it, not when it is yielded."""
 
     def request_for(images: list[bytes]) -> cls.ClassifyRequest:
         return cls.ClassifyRequest(model_name=model, model_version=version, top_k=top_k,
                                    images=[cls.Image(encoded=data) for data in images],
                                    per_image_errors=True)
 
-    outbox = _Outbox(iter(paths), window, batch, request_for, client.retry)
-    in_order = _InOrder(outbox)
+    outbox = _Outbox(paths, window, batch, request_for, client.retry)
+    if taker is not None:
+        taker(outbox)
+    in_order = _InOrder(outbox, hands_back=taker is None)
     deadline = None if timeout is None else time.monotonic() + timeout
     pauses = retry_pauses(client.retry)
     try:
@@ -174,23 +189,33 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
 
 
 def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int, batch: int,
-                         on_answer: Callable[[], None] | None,
-                         **options: Any) -> Iterator[FileResult]:
-    """``classify_files`` on ``streams`` streams, fed from a thread in turns of ``batch``
-    paths; each stream's results (one per path, in its input order) are taken back in the
-    order the paths were dealt, so they come out in input order."""
-    feeds = [queue.Queue[Path | None](maxsize=options["window"]) for _ in range(streams)]
-    dealt: queue.Queue[int | None] = queue.Queue()
-    """The stream each path went to, in input order; None after the last."""
-    results = [queue.Queue[FileResult | BaseException]() for _ in range(streams)]
+                         on_answer: Callable[[], None] | None, *, model: str, version: str,
+                         top_k: int, window: int, timeout: float | None
+                         ) -> Iterator[FileResult]:
+    """``classify_files`` on ``streams`` streams (``window`` files each), fed from a thread in
+    turns of a message's worth of paths; each stream's results (one per path, in its input
+    order) are taken back in the order the turns were dealt, so they come out in input order.
+
+    Paths go to the streams, and results come back from them, a message's worth at a time:
+    every hand-off between threads costs a lock and a wake-up, which per file would cost the
+    client more than reading the file does (measured: docs/performance.md)."""
+    batch = min(batch, window, _model_batch_limit(client, model, version))
+    feeds = [queue.Queue[list[Path] | None](maxsize=max(1, window // batch))
+             for _ in range(streams)]
+    dealt: queue.Queue[tuple[int, int] | None] = queue.Queue()
+    """(stream, paths) for each turn, in input order; None after the last."""
+    results = [queue.Queue[list[FileResult] | BaseException]() for _ in range(streams)]
+    outboxes: list[_Outbox | None] = [None] * streams
     failure: list[BaseException] = []
+    source = _PathFeed(paths, batch)
 
     def deal() -> None:
         try:
-            for number, path in enumerate(paths):
-                stream = number // batch % streams
-                dealt.put(stream)
-                feeds[stream].put(path)
+            stream = 0
+            while turn := _read_turn(source, batch):
+                dealt.put((stream, len(turn)))
+                feeds[stream].put(turn)
+                stream = (stream + 1) % streams
         except BaseException as error:  # handed to the reader, to raise there
             failure.append(error)
         finally:
@@ -199,11 +224,24 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
             dealt.put(None)
 
     def classify(stream: int) -> None:
+        answered: list[FileResult] = []
+
+        def hand_over() -> None:
+            nonlocal answered
+            if answered:
+                results[stream].put(answered)
+                answered = []
+
         try:
-            for result in classify_files(client, iter(feeds[stream].get, None), batch=batch,
-                                         streams=1, **options):
-                results[stream].put(result)
+            for result in _classify_stream(client, _DealtPaths(feeds[stream]), batch,
+                                           hand_over, model=model, version=version,
+                                           top_k=top_k, window=window, timeout=timeout,
+                                           taker=lambda outbox: outboxes.__setitem__(
+                                               stream, outbox)):
+                answered.append(result)
+            hand_over()
         except BaseException as error:  # handed to the reader, to raise there
+            hand_over()
             results[stream].put(error)
 
     threads = [threading.Thread(target=deal, name="axon-path-dealer", daemon=True)]
@@ -211,13 +249,7 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
                                  name=f"axon-stream-{stream}") for stream in range(streams)]
     for thread in threads:
         thread.start()
-    while (stream := dealt.get()) is not None:
-        if results[stream].empty() and on_answer is not None:
-            on_answer()  # about to wait: what is out so far goes out now
-        result = results[stream].get()
-        if isinstance(result, BaseException):
-            raise result
-        yield result
+    yield from _in_dealt_order(dealt, results, outboxes, on_answer)
     # Every stream half-closes once its files are answered: wait for that, or closing the
     # client would cut streams that are done but not yet ended.
     for thread in threads:
@@ -226,11 +258,57 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
         raise failure[0]
 
 
+def _in_dealt_order(dealt: queue.Queue[tuple[int, int] | None],
+                    results: list[queue.Queue[list[FileResult] | BaseException]],
+                    outboxes: list[_Outbox | None],
+                    on_answer: Callable[[], None] | None) -> Iterator[FileResult]:
+    """The streams' results in the order their turns were dealt, each turn's places in its
+    stream's window freed once taken; raises what a stream raised."""
+    taken: list[collections.deque[FileResult]] = [collections.deque() for _ in results]
+    while (turn := dealt.get()) is not None:
+        stream, count = turn
+        ready = taken[stream]
+        handed = 0
+        try:
+            for _ in range(count):
+                if not ready:
+                    if results[stream].empty() and on_answer is not None:
+                        on_answer()  # about to wait: what is out so far goes out now
+                    answer = results[stream].get()
+                    if isinstance(answer, BaseException):
+                        raise answer
+                    ready.extend(answer)
+                result = ready.popleft()
+                handed += result.sent
+                yield result
+        finally:
+            outbox = outboxes[stream]
+            if outbox is not None:
+                outbox.handed_back(handed)
+
+
+def _read_turn(source: _PathSource, size: int) -> list[Path]:
+    """Up to ``size`` paths; fewer when the next is slow to come (see ``PATH_LINGER_S``),
+    none at the end."""
+    turn: list[Path] = []
+    while len(turn) < size:
+        try:
+            path = source.next(timeout=PATH_LINGER_S if turn else None)
+        except queue.Empty:
+            break
+        if path is None:
+            break
+        turn.append(path)
+    return turn
+
+
 class _InOrder:
     """Results as they are answered, handed back in input order."""
 
-    def __init__(self, outbox: _Outbox) -> None:
+    def __init__(self, outbox: _Outbox, *, hands_back: bool = True) -> None:
         self._outbox = outbox
+        self._hands_back = hands_back
+        """False: whoever takes the results frees their places (``_Outbox.handed_back``)."""
         self._ready: dict[int, FileResult] = {}
         self._next = 0
 
@@ -249,7 +327,8 @@ class _InOrder:
                 handed += result.sent
                 yield result
         finally:  # their places in the window, freed at once: one wake-up of the sender
-            self._outbox.handed_back(handed)
+            if self._hands_back:
+                self._outbox.handed_back(handed)
 
     def rest(self) -> Iterator[FileResult]:
         """What is left once the stream is over: unreadable files at the end."""
@@ -278,6 +357,36 @@ Numbered = tuple[int, Path]
 """A file's number in input order, and its path."""
 PATH_LINGER_S = 0.02
 """How long a message being filled waits for its next path before it goes out as it is."""
+
+
+class _PathSource(Protocol):
+    def next(self, timeout: float | None) -> Path | None:
+        """The next path; None at the end (and after); queue.Empty if none came within
+        ``timeout``."""
+
+
+class _DealtPaths:
+    """One stream's share of the paths, dealt to it in turns by another thread (no thread of
+    its own: the dealer already waits for slow paths)."""
+
+    def __init__(self, turns: queue.Queue[list[Path] | None]) -> None:
+        self._turns = turns
+        self._turn: list[Path] = []
+        self._taken = 0
+        self._ended = False
+
+    def next(self, timeout: float | None) -> Path | None:
+        if self._taken == len(self._turn):
+            if self._ended:
+                return None
+            turn = self._turns.get(timeout=timeout)
+            if turn is None:
+                self._ended = True
+                return None
+            self._turn, self._taken = turn, 0
+        path = self._turn[self._taken]
+        self._taken += 1
+        return path
 
 
 class _PathFeed:
@@ -335,10 +444,10 @@ class _Outbox:
     (sent, waiting to be sent again, or answered and not yet handed back).
     """
 
-    def __init__(self, paths: Iterator[Path], window: int, batch: int,
+    def __init__(self, paths: _PathSource, window: int, batch: int,
                  request_for: Callable[[list[bytes]], cls.ClassifyRequest],
                  retry: RetryPolicy) -> None:
-        self._paths = _PathFeed(paths, batch)
+        self._paths = paths
         self._window = window
         self._batch = batch
         self._request_for = request_for
