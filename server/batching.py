@@ -85,8 +85,10 @@ class ExecutionTimes:
     what they imply: the batch size past which a bigger batch no longer pays."""
 
     _WEIGHT = 0.2
+    _RECHOOSE_EVERY = 16
 
     def __init__(self) -> None:
+        self._records = 0
         self._ns_per_item: dict[int, float] = {}
         """Bucket (``items.bit_length()``) -> time per item."""
         self._preferred: int | None = None
@@ -104,7 +106,11 @@ class ExecutionTimes:
         known = self._ns_per_item.get(bucket)
         self._ns_per_item[bucket] = per_item if known is None \
             else known + self._WEIGHT * (per_item - known)
-        self._preferred = None
+        self._records += 1
+        if known is None or self._records % self._RECHOOSE_EVERY == 0:
+            # Choosing costs a pass over every size: redone for a new size at once, else now
+            # and then (an average moves little per execution).
+            self._preferred = None
 
     def predict_ns(self, items: int) -> float | None:
         """Expected time for ``items``; from the nearest smaller size measured when this one
