@@ -8,8 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from axon.client.common import DEFAULT_CONNECTIONS, AxonClientError, RetryPolicy
-from axon.client.file_stream import DEFAULT_BATCH, DEFAULT_WINDOW, classify_files, image_paths
+from axon.client.common import AxonClientError, RetryPolicy
+from axon.client.file_stream import (
+    DEFAULT_BATCH,
+    DEFAULT_STREAMS,
+    DEFAULT_WINDOW,
+    classify_files,
+    image_paths,
+)
 from axon.client.security import ConnectionSecurity
 from axon.client.sync_client import AxonClient
 from axon.errors import UsageError
@@ -42,10 +48,11 @@ def configure(command: str, classify: argparse.ArgumentParser) -> None:
                           help="files per stream message (capped by the window and the "
                           f"model's max_batch_size; default {DEFAULT_BATCH}; 1 answers each "
                           "file as soon as it is read, for interactive use on stdin)")
-    classify.add_argument("--connections", type=positive, default=DEFAULT_CONNECTIONS,
+    classify.add_argument("--connections", type=positive, default=DEFAULT_STREAMS,
                           help="connections to the server, one stream on each, sharing the "
                           "window (a server of N worker processes decodes on as many as the "
-                          f"connections reach; default {DEFAULT_CONNECTIONS})")
+                          "connections reach; each costs this client threads of its own; "
+                          f"default {DEFAULT_STREAMS})")
     classify.add_argument("--timeout", type=float, default=None,
                           help="deadline for the whole run in seconds (default: none)")
     classify.add_argument("--retries", type=at_least_zero, default=10,
@@ -69,7 +76,7 @@ def _classify(args: argparse.Namespace) -> int:
             for result in classify_files(client, paths, model=args.model, version=args.version,
                                          top_k=args.top_k, window=args.window,
                                          batch=args.batch, on_answer=report.flush,
-                                         timeout=args.timeout):
+                                         timeout=args.timeout, streams=args.connections):
                 report.add(result)
         except AxonClientError as error:
             report.close()

@@ -93,6 +93,12 @@ def _walk(folder: Path) -> Iterator[Path]:
 DEFAULT_WINDOW = 512
 """Files in flight by default (read, sent, or answered and not yet handed back): the memory of
 512 files, and deep enough a pipeline to keep both ends busy (docs/performance.md)."""
+DEFAULT_STREAMS = 2
+"""Streams by default (each on its own connection, when the client has that many). Each stream
+costs the client threads of its own that take turns at the interpreter lock, and one client
+process spends about as much CPU per image as a worker does decoding it, so it cannot feed
+more than a worker or two: over 20,000 MNIST files against 2 workers (docs/performance.md),
+2 streams classified 18,300-19,400 images/s, 4 streams 14,400-14,800."""
 DEFAULT_BATCH = 64
 """Files per stream message by default. Each message costs the server a gRPC read and a
 batcher submission, and each file the client a message's share of sending and answering:
@@ -109,9 +115,10 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
     per file. ``on_answer`` is called once the results an answer made ready have been yielded,
     before waiting for the next (``axon classify`` flushes its output there).
 
-    ``streams`` (default: one per connection of ``client``) run side by side, each on its own
-    connection, so that a server of several worker processes decodes on all of them: files
-    go to the streams ``batch`` at a time, in turn, and share the window.
+    ``streams`` (default: ``DEFAULT_STREAMS``, at most one per connection of ``client``) run
+    side by side, each on its own connection, so that a server of several worker processes
+    decodes on several of them: files go to the streams ``batch`` at a time, in turn, and
+    share the window.
 
     Files go ``batch`` to a message (fewer when the paths run out, and never more than the
     model takes per request), with per-image errors, so one undecodable file fails only itself.
@@ -126,7 +133,7 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
     """
     if window < 1 or batch < 1:
         raise ValueError("window and batch must be at least 1")
-    streams = min(streams or len(client.channels), window)
+    streams = min(streams or DEFAULT_STREAMS, len(client.channels), window)
     if streams > 1:
         yield from _classify_on_streams(
             client, iter(paths), streams, batch, on_answer, model=model, version=version,

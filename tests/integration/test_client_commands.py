@@ -151,6 +151,40 @@ def test_the_stream_window_bounds_how_far_reading_runs_ahead(
     assert answered == len(files) == read
 
 
+def test_several_streams_answer_every_file_once_in_input_order(
+        server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files dealt to 3 streams two at a time come back in input order, one result each, with
+    an unreadable and an undecodable file failing only themselves; reading stays within the
+    window of files not yet taken by the caller."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    digits = sorted(SAMPLES.glob("*.png"))
+    files = [*digits[:5], tmp_path / "missing.png", *digits[5:9], broken, *digits] * 2
+    read = 0
+
+    def counting_open(path: Path, *args: Any, **kwargs: Any) -> IO[Any]:
+        nonlocal read
+        read += 1
+        handle: IO[Any] = open(path, *args, **kwargs)  # noqa: SIM115 -- the caller closes it
+        return handle
+
+    monkeypatch.setattr(file_stream, "open", counting_open, raising=False)
+    taken = []
+    with AxonClient(server.address, connections=3) as client:
+        for result in classify_files(client, iter(files), model=DIGITS, window=6, batch=2,
+                                     streams=3):
+            taken.append(result)
+            assert read - len(taken) <= 6
+    assert [result.path for result in taken] == files
+    for result in taken:
+        if result.path.name == "missing.png":
+            assert not result.sent and "no such file" in result.error
+        elif result.path == broken:
+            assert result.sent and "INVALID_ARGUMENT" in result.error
+        else:
+            assert not result.error and result.classes
+
+
 def test_bench_measures_both_generators_and_checks_the_server_counters(
         serving_repository: Path, tmp_path: Path) -> None:
     """A short run to prove the benchmark works; its numbers are not asserted (not a timing
