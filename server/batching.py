@@ -14,7 +14,7 @@ small model does, and every hand-off between threads costs tens of microseconds:
   a queued request is not slowed by waiting for company) and a crowd of callers was in the
   server lately (``RecentPeak``): most of them are then between an answer and their next
   request, and the batch cut on an idle loop waits until as many are queued as were in the
-  server at once (at most the preferred size), or the crowd is forgotten, or
+  server at once (at most ``ExecutionTimes.worth_waiting_size``), or the crowd is forgotten, or
   ``max_queue_delay_ms`` ends -- a timer, armed only then. Otherwise such a crowd is run a few
   items at a time, each execution and thread hand-off paid again for little;
 - it also runs once it is full, once the oldest request has waited ``max_queue_delay_ms``, or
@@ -89,6 +89,11 @@ class ExecutionTimes:
 
     def __init__(self) -> None:
         self._records = 0
+        self._worth_waiting: int | None = None
+        self._profiled = False
+        """Whether ``worth_waiting_size`` was fixed by ``profile``: times measured under load
+        are noisy (other threads share the cores), and a size that flips between runs would
+        hold big requests back in one and not in the next."""
         self._ns_per_item: dict[int, float] = {}
         """Bucket (``items.bit_length()``) -> time per item."""
         self._preferred: int | None = None
@@ -127,14 +132,28 @@ class ExecutionTimes:
         execution, is within PREFERRED_TOLERANCE of the best measured (at most ``limit``):
         past it, waiting for more requests would only add to their latency."""
         if self._preferred is None:
-            costs = {1 << (bucket - 1): per_item + EXECUTION_OVERHEAD_NS / (1 << (bucket - 1))
-                     for bucket, per_item in self._ns_per_item.items()}
-            if not costs:
-                return limit
-            best = min(costs.values())
-            self._preferred = min(size for size, cost in costs.items()
-                                  if cost <= best * (1 + PREFERRED_TOLERANCE))
-        return min(self._preferred, limit)
+            self._choose()
+        return min(self._preferred or limit, limit)
+
+    def worth_waiting_size(self, limit: int) -> int:
+        """The same within WORTH_WAITING_TOLERANCE: the size up to which a batch that could run
+        now is worth holding back for requests still on their way (a wait costs latency, so
+        only a clear saving per item pays for it)."""
+        if self._preferred is None:
+            self._choose()
+        return min(self._worth_waiting or limit, limit)
+
+    def _choose(self) -> None:
+        costs = {1 << (bucket - 1): per_item + EXECUTION_OVERHEAD_NS / (1 << (bucket - 1))
+                 for bucket, per_item in self._ns_per_item.items()}
+        if not costs:
+            return
+        best = min(costs.values())
+        self._preferred = min(size for size, cost in costs.items()
+                              if cost <= best * (1 + PREFERRED_TOLERANCE))
+        if not self._profiled:
+            self._worth_waiting = min(size for size, cost in costs.items()
+                                      if cost <= best * (1 + WORTH_WAITING_TOLERANCE))
 
     def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
                 budget_ns: int = 1_000_000_000) -> None:
@@ -155,6 +174,8 @@ class ExecutionTimes:
             spent += sum(runs)
             self._ns_per_item[size.bit_length()] = min(runs) / size
         self._preferred = None
+        self._choose()
+        self._profiled = True
 
 
 EXECUTION_OVERHEAD_NS = 100_000
@@ -162,6 +183,10 @@ EXECUTION_OVERHEAD_NS = 100_000
 a hand-off to a worker thread and back, measured at about 80 µs of CPU on this class of
 virtual machine (docs/performance.md)."""
 PREFERRED_TOLERANCE = 0.1
+WORTH_WAITING_TOLERANCE = 0.25
+"""Measured (docs/performance.md): with it the compact digit net holds batches back up to 64
+images, the default net up to 16; at 10 % the compact net held 64-image requests back for a
+second one, and lost 4 % of its throughput at 16 callers x 64 images."""
 
 
 MAX_KEPT_BYTES = 64 * 1024 * 1024
@@ -453,12 +478,12 @@ class DynamicBatcher:
     def _fill_target(self, now_ns: int) -> int:
         """Items a batch cut on an idle loop should hold. When the loop is saturated: those
         queued plus the callers of the recent crowd not in the server now (between an answer
-        and their next request), but no more than the preferred size. Otherwise 1: the loop
-        has time to spare, and waiting would only add latency."""
+        and their next request), but no more than the size worth waiting for. Otherwise 1:
+        the loop has time to spare, and waiting would only add latency."""
         if not self._load.saturated:
             return 1
         return max(1, min(self._peak.peak(now_ns) - self._running_items,
-                          self._preferred_size()))
+                          self.times.worth_waiting_size(self.settings.max_batch_size)))
 
     def _cheap(self, items: int, loop_idle: bool) -> bool:
         """Whether a batch of ``items`` runs inline: expected within max_inline_ms, and either
