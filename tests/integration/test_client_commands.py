@@ -127,28 +127,33 @@ def test_classify_reads_globs_and_stdin_and_writes_csv_and_tables(
     assert "5 image(s) in" in listed.stderr
 
 
+class FilesOpened:
+    """Counts the files ``file_stream`` opens: each one's bytes are read and held."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        monkeypatch.setattr(file_stream, "open", self._open, raising=False)
+
+    def _open(self, path: Path, *args: Any, **kwargs: Any) -> IO[Any]:
+        self.count += 1
+        handle: IO[Any] = open(path, *args, **kwargs)  # noqa: SIM115 -- the caller closes it
+        return handle
+
+
 def test_the_stream_window_bounds_how_far_reading_runs_ahead(
         server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files are read (their bytes held) at most ``window`` ahead of the results handed back:
     a folder of any size costs the memory of a window of files. (Paths, which cost nothing,
     are pulled up to a message ahead.)"""
     files = sorted(SAMPLES.glob("*.png")) * 5
-    read = 0
-
-    def counting_open(path: Path, *args: Any, **kwargs: Any) -> IO[Any]:
-        nonlocal read
-        read += 1
-        handle: IO[Any] = open(path, *args, **kwargs)  # noqa: SIM115 -- the caller closes it
-        return handle
-
-    monkeypatch.setattr(file_stream, "open", counting_open, raising=False)
+    opened = FilesOpened(monkeypatch)
     answered = 0
     with AxonClient(server.address) as client:
         for result in classify_files(client, iter(files), model=DIGITS, window=4):
             assert not result.error
             answered += 1
-            assert read - answered <= 4
-    assert answered == len(files) == read
+            assert opened.count - answered <= 4
+    assert answered == len(files) == opened.count
 
 
 def test_several_streams_answer_every_file_once_in_input_order(
@@ -160,21 +165,13 @@ def test_several_streams_answer_every_file_once_in_input_order(
     broken.write_bytes(b"not a png")
     digits = sorted(SAMPLES.glob("*.png"))
     files = [*digits[:5], tmp_path / "missing.png", *digits[5:9], broken, *digits] * 2
-    read = 0
-
-    def counting_open(path: Path, *args: Any, **kwargs: Any) -> IO[Any]:
-        nonlocal read
-        read += 1
-        handle: IO[Any] = open(path, *args, **kwargs)  # noqa: SIM115 -- the caller closes it
-        return handle
-
-    monkeypatch.setattr(file_stream, "open", counting_open, raising=False)
+    opened = FilesOpened(monkeypatch)
     taken = []
     with AxonClient(server.address, connections=3) as client:
         for result in classify_files(client, iter(files), model=DIGITS, window=6, batch=2,
                                      streams=3):
             taken.append(result)
-            assert read - len(taken) <= 6
+            assert opened.count - len(taken) <= 6
     assert [result.path for result in taken] == files
     for result in taken:
         if result.path.name == "missing.png":
