@@ -392,7 +392,7 @@ class DynamicBatcher:
         self._peak.note(self._queued_items + self._running_items + items, now_ns)
         self._load.sample(now_ns)
         if free and idle and not self._queue \
-                and (not self._load.saturated or self._peak.peak(now_ns) <= items) \
+                and (not self._load.saturated or self._fill_target(now_ns) <= items) \
                 and self._cheap(items, idle):
             # Nobody else is being taken in or on the way: the naive server's path, no queue,
             # no future.
