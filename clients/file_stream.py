@@ -140,28 +140,28 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
             top_k=top_k, window=window // streams, timeout=timeout)
         return
     batch = min(batch, window, _model_batch_limit(client, model, version))
-    yield from _classify_stream(client, _PathFeed(iter(paths), batch), batch, on_answer,
-                                model=model, version=version, top_k=top_k, window=window,
-                                timeout=timeout)
+    outbox = _Outbox(_PathFeed(iter(paths), batch), window, batch,
+                     _request_maker(model, version, top_k), client.retry)
+    yield from _classify_stream(client, outbox, on_answer, timeout=timeout)
 
 
-def _classify_stream(client: AxonClient, paths: _PathSource, batch: int,
-                     on_answer: Callable[[], None] | None, *, model: str, version: str,
-                     top_k: int, window: int, timeout: float | None,
-                     taker: Callable[[_Outbox], None] | None = None) -> Iterator[FileResult]:
-    """``classify_files`` on one stream, its paths taken from ``paths``. With ``taker``
-    (given the stream's outbox before any result), a result's place in the window is freed
-    by whoever finally takes it, not when it is yielded."""
-
+def _request_maker(model: str, version: str,
+                   top_k: int) -> Callable[[list[bytes]], cls.ClassifyRequest]:
     def request_for(images: list[bytes]) -> cls.ClassifyRequest:
         return cls.ClassifyRequest(model_name=model, model_version=version, top_k=top_k,
                                    images=[cls.Image(encoded=data) for data in images],
                                    per_image_errors=True)
 
-    outbox = _Outbox(paths, window, batch, request_for, client.retry)
-    if taker is not None:
-        taker(outbox)
-    in_order = _InOrder(outbox, hands_back=taker is None)
+    return request_for
+
+
+def _classify_stream(client: AxonClient, outbox: _Outbox,
+                     on_answer: Callable[[], None] | None, *, timeout: float | None,
+                     hands_back: bool = True) -> Iterator[FileResult]:
+    """``classify_files`` on one stream, its messages from ``outbox``. Without
+    ``hands_back``, a result's place in the window is freed by whoever finally takes it
+    (``_Outbox.handed_back``), not when it is yielded."""
+    in_order = _InOrder(outbox, hands_back=hands_back)
     deadline = None if timeout is None else time.monotonic() + timeout
     pauses = retry_pauses(client.retry)
     try:
@@ -212,7 +212,9 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
     dealt: queue.Queue[tuple[int, int] | None] = queue.Queue()
     """(stream, paths) for each turn, in input order; None after the last."""
     results = [queue.Queue[list[FileResult] | BaseException]() for _ in range(streams)]
-    outboxes: list[_Outbox | None] = [None] * streams
+    request_for = _request_maker(model, version, top_k)
+    outboxes = [_Outbox(_DealtPaths(feed), window, batch, request_for, client.retry)
+                for feed in feeds]
     failure: list[BaseException] = []
     source = _PathFeed(paths, batch)
 
@@ -240,11 +242,8 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
                 answered = []
 
         try:
-            for result in _classify_stream(client, _DealtPaths(feeds[stream]), batch,
-                                           hand_over, model=model, version=version,
-                                           top_k=top_k, window=window, timeout=timeout,
-                                           taker=lambda outbox: outboxes.__setitem__(
-                                               stream, outbox)):
+            for result in _classify_stream(client, outboxes[stream], hand_over,
+                                           timeout=timeout, hands_back=False):
                 answered.append(result)
             hand_over()
         except BaseException as error:  # handed to the reader, to raise there
@@ -267,7 +266,7 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
 
 def _in_dealt_order(dealt: queue.Queue[tuple[int, int] | None],
                     results: list[queue.Queue[list[FileResult] | BaseException]],
-                    outboxes: list[_Outbox | None],
+                    outboxes: list[_Outbox],
                     on_answer: Callable[[], None] | None) -> Iterator[FileResult]:
     """The streams' results in the order their turns were dealt, each turn's places in its
     stream's window freed once taken; raises what a stream raised."""
@@ -289,9 +288,7 @@ def _in_dealt_order(dealt: queue.Queue[tuple[int, int] | None],
                 handed += result.sent
                 yield result
         finally:
-            outbox = outboxes[stream]
-            if outbox is not None:
-                outbox.handed_back(handed)
+            outboxes[stream].handed_back(handed)
 
 
 def _read_turn(source: _PathSource, size: int) -> list[Path]:
