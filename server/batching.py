@@ -184,8 +184,9 @@ a hand-off to a worker thread and back, measured at about 80 µs of CPU on this 
 virtual machine (docs/performance.md)."""
 PREFERRED_TOLERANCE = 0.1
 WORTH_WAITING_TOLERANCE = 0.25
-"""Measured (docs/performance.md): with it the compact digit net holds batches back up to 64
-images, the default net up to 16; at 10 % the compact net held 64-image requests back for a
+"""Measured (docs/performance.md): with it the compact digit net holds batches back up to 64 or
+128 images (its cost per image at 64 is near the 25 %, so the load-time profile falls either
+way), the default net up to 16; at 10 % the compact net held 64-image requests back for a
 second one, and lost 4 % of its throughput at 16 callers x 64 images."""
 
 
