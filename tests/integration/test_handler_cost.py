@@ -25,8 +25,9 @@ def test_each_request_size_gets_both_handlers_costs(serving_repository: Path,
     for row in rows:
         onnxruntime, naive, axon, extra = (float(cell) for cell in row[1:5])
         assert min(onnxruntime, naive, axon) > 0
-        assert extra == pytest.approx(axon - naive, abs=0.11)
-        assert float(row[5].rstrip("x")) == pytest.approx(axon / naive, abs=0.006)
+        # Each figure is printed rounded (0.1 µs, the ratio to 0.01): compared within that.
+        assert extra == pytest.approx(axon - naive, abs=0.16)
+        assert float(row[5].rstrip("x")) == pytest.approx(axon / naive, rel=0.02, abs=0.006)
 
 
 def test_a_request_axon_refuses_fails_the_run_with_its_status(
