@@ -87,7 +87,9 @@ async def measure(repository: Path, model: str, sizes: Sequence[int], calls: int
                   rounds: int) -> list[Cost]:
     """Each size's cost per call: onnxruntime alone, the naive handler and Axon's."""
     metrics = Metrics(CollectorRegistry(), server_version=__version__)
-    # The batching a served model gets: the server's defaults, AXON_* settings, config.json.
+    # The batching a served model gets (the server's defaults, AXON_* settings, config.json),
+    # on onnxruntime's CPU provider with one thread, as the naive server runs: the comparison
+    # is of the handlers' Python, not of execution providers.
     models = ModelManager(ModelRepository(repository), VersionPolicy(), SessionSettings(),
                           load_settings().batching, observer=metrics)
     await models.load(model)

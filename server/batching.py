@@ -173,7 +173,6 @@ class ExecutionTimes:
                 runs.append(time.perf_counter_ns() - started)
             spent += sum(runs)
             self._ns_per_item[size.bit_length()] = min(runs) / size
-        self._preferred = None
         self._choose()
         self._profiled = True
 
