@@ -27,7 +27,7 @@ from axon.benchmarks.nginx_process import (
 )
 from axon.cli import build_parser
 from axon.client.server_process import start_server
-from axon.server.config import ServerSettings
+from axon.server.config import ServerSettings, load_settings
 from axon.server.health_check import HealthCheckSettings
 from tests.support.deploy_files import (
     ALERTS_FILE,
@@ -188,6 +188,26 @@ def test_replicas_expose_the_default_ports_and_nginx_publishes_grpc() -> None:
     # The proxy accepts every message the server does.
     body = re.search(r"client_max_body_size (\d+)m;", config)[1]  # type: ignore[index]
     assert int(body) * 1024 * 1024 == ServerSettings.model_fields["max_message_bytes"].default
+
+
+def compose_value(value: object, environment: dict[str, str]) -> str:
+    """``value`` with ``${NAME:-default}`` substituted as compose does."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: environment.get(m[1]) or m[2],
+                  str(value))
+
+
+def test_each_replica_runs_one_worker_per_cpu_it_is_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker keeps about one core busy: the replica's worker count follows its CPU limit
+    (auto would count the host's CPUs), by default and when AXON_CPUS is set."""
+    axon = service("axon")
+    for environment in ({}, {"AXON_CPUS": "4"}):
+        cpus = float(compose_value(axon["cpus"], environment))
+        workers = compose_value(axon["environment"]["AXON_WORKERS"], environment)
+        assert cpus >= 1 and int(workers) == cpus, environment
+        monkeypatch.setenv("AXON_WORKERS", workers)
+        assert load_settings().worker_count == cpus
+    assert float(compose_value(axon["cpus"], {})) == 2
 
 
 def nginx_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
