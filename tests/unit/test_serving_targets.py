@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from axon.benchmarks.bench import Measurement, Pair, target_verdicts
+from dataclasses import replace
+
+from axon.benchmarks.bench import Measurement, Pair, target_verdicts, verdicts
 from axon.benchmarks.scenarios import Scenario
 
 
 def measured(images_per_second: float, cpu: float, p50: float = 1.0, *,
-             images: int = 1, ceiling: float = 1e9) -> Measurement:
+             images: int = 1, ceiling: float = 1e9, per_execution: float = 16.0) -> Measurement:
     return Measurement(
         generator="h2load", api="infer", mode="closed", callers=64,
         offered_requests_per_second=None, images_per_request=images,
         requests_per_second=images_per_second / images, images_per_second=images_per_second,
-        p50_ms=p50, p90_ms=p50, p99_ms=p50, max_ms=p50, images_per_execution=1.0,
+        p50_ms=p50, p90_ms=p50, p99_ms=p50, max_ms=p50, images_per_execution=per_execution,
         server_cpu_us_per_request=cpu, generator_cpu_us_per_request=1.0,
         ceiling_images_per_second=ceiling, requests_sent=1, server_successes=1,
         server_failures=0, errors=0, errors_by_code={}, not_sent=0, send_lag_p99_ms=None,
@@ -29,7 +31,18 @@ def test_medians_of_the_rounds_are_compared() -> None:
     naive = [measured(1000, 400)] * 3
     (line,) = target_verdicts([pair("64x1@64", axon, naive)], "default")
     assert "throughput 1.50x (>= 1.4)" in line and "server CPU/request 0.75x (<= 0.85)" in line
+    assert "16.0 images per execution (>= 16)" in line
     assert line.endswith(": met")
+
+
+def test_the_default_net_at_64_callers_needs_16_images_per_execution() -> None:
+    # Throughput and CPU met; Axon's rounds batch 12, 15 and 20 images (median 15): missed.
+    axon = [measured(1500, 300, per_execution=n) for n in (12.0, 20.0, 15.0)]
+    (line,) = target_verdicts([pair("64x1@4", axon, [measured(1000, 400)] * 3)], "default")
+    assert "throughput 1.50x (>= 1.4)" in line
+    assert "15.0 images per execution (>= 16)" in line and line.endswith(": MISSED")
+    (compact,) = target_verdicts([pair("64x1@4", axon, [measured(1000, 400)] * 3)], "compact")
+    assert "images per execution" not in compact
 
 
 def test_a_target_missed_by_one_measure_is_missed() -> None:
@@ -59,3 +72,10 @@ def test_scenarios_without_targets_and_unknown_presets_are_not_judged() -> None:
     assert target_verdicts([scenario], "compact") == []
     assert target_verdicts([scenario], "primer") == [
         "no serving targets for preset 'primer' (only compact, default)"]
+
+
+def test_a_run_without_a_baseline_says_why_it_judges_nothing() -> None:
+    (line,) = verdicts([measured(5000, 300)])
+    assert "no targets judged" in line and "--baseline naive" in line
+    # A run of scenarios without targets says nothing.
+    assert verdicts([replace(measured(5000, 300), callers=8)]) == []
