@@ -81,6 +81,32 @@ killed."""
 METRICS_TIMEOUT_S = 10.0
 
 
+class RestartDelays:
+    """How long to wait before starting a worker again: the first delay after a worker that
+    had served steadily, doubling up to the longest while it keeps dying young or failing to
+    start, so that a crash loop does not burn the CPU its siblings serve with."""
+
+    def __init__(self, first_s: float = FIRST_RESTART_DELAY_S,
+                 longest_s: float = LONGEST_RESTART_DELAY_S,
+                 steady_after_s: float = STEADY_AFTER_S) -> None:
+        self._first_s = first_s
+        self._longest_s = longest_s
+        self._steady_after_s = steady_after_s
+        self._next_s: dict[int, float] = {}
+
+    def after_death(self, index: int, lived_s: float) -> float:
+        """The delay before starting worker ``index`` again, after it ran ``lived_s``."""
+        if lived_s >= self._steady_after_s:
+            self._next_s.pop(index, None)
+        return self.after_failed_start(index)
+
+    def after_failed_start(self, index: int) -> float:
+        """The delay before the next try, after worker ``index`` failed to start again."""
+        delay = self._next_s.get(index, self._first_s)
+        self._next_s[index] = min(2 * delay, self._longest_s)
+        return delay
+
+
 def supervise(settings: ServerSettings) -> int:
     """Run the worker group until SIGTERM/SIGINT; return the process exit status."""
     return asyncio.run(Supervisor(settings).run())
@@ -145,7 +171,7 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._generation = self._context.RawValue("q", 0)
         self._workers: dict[int, _Worker] = {}
-        self._delays: dict[int, float] = {}
+        self._delays = RestartDelays()
         self._serving: list[str] = []
         """The models the group serves: what a restarted worker loads."""
         self._operations = itertools.count()
@@ -281,9 +307,7 @@ class Supervisor:
         worker.member = False
         self._retire_metrics(worker.index)
         lived = time.monotonic() - worker.started
-        delay = FIRST_RESTART_DELAY_S if lived >= STEADY_AFTER_S else \
-            self._delays.get(worker.index, FIRST_RESTART_DELAY_S)
-        self._delays[worker.index] = min(2 * delay, LONGEST_RESTART_DELAY_S)
+        delay = self._delays.after_death(worker.index, lived)
         log.error("worker %d (pid %s) died (%s) after %.0f s; starting it again in %.1f s",
                   worker.index, worker.process.pid, _status(status), lived, delay)
         self._restarts.labels(str(worker.index)).inc()
@@ -302,8 +326,7 @@ class Supervisor:
             except WorkerFailedError as failure:
                 if self._stopping:
                     return
-                delay = self._delays.get(index, FIRST_RESTART_DELAY_S)
-                self._delays[index] = min(2 * delay, LONGEST_RESTART_DELAY_S)
+                delay = self._delays.after_failed_start(index)
                 log.error("worker %d did not start again: %s; next try in %.1f s", index,
                           failure, delay)
                 self._restarts.labels(str(index)).inc()
