@@ -8,6 +8,7 @@ open many: 32 connections leave a worker of 3 without one with a chance of about
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import grpc
 import numpy as np
 import pytest
 
+from axon.client.async_client import AsyncAxonClient
 from axon.client.common import NO_RETRIES, AxonClientError, RetryPolicy, infer_request
 from axon.client.server_process import ServerProcess, start_server
 from axon.client.sync_client import AxonClient
@@ -114,6 +116,10 @@ def test_every_worker_takes_traffic_and_the_group_answers_as_one_server(
                           version="2") == 3 * CONNECTIONS
         answered = page.matching("axon_worker_requests_total")
         assert len(answered) == workers and min(answered.values()) > 0, answered
+        # The asyncio client spreads its calls over every worker as the blocking one does.
+        asyncio.run(infer_concurrently(server.address, 10 * CONNECTIONS))
+        again = scrape(server.metrics_port).matching("axon_worker_requests_total")
+        assert all(again[worker] > answered[worker] for worker in answered), (answered, again)
         assert page.value("axon_workers") == workers
         memory = page.matching("process_resident_memory_bytes")
         assert {dict(labels)["worker"] for labels in memory} == {str(w) for w in range(workers)}
@@ -129,6 +135,13 @@ def test_every_worker_takes_traffic_and_the_group_answers_as_one_server(
     log = server.log()
     assert "Traceback" not in log
     assert log.count("axon: serving 3 model version(s) on") == 1
+
+
+async def infer_concurrently(address: str, calls: int) -> None:
+    """``calls`` inferences at once from one AsyncAxonClient of CONNECTIONS connections."""
+    async with AsyncAxonClient(address, connections=CONNECTIONS) as client:
+        await client.wait_ready()
+        await asyncio.gather(*(client.infer(DIGITS, ONE, version="1") for _ in range(calls)))
 
 
 def test_one_connection_reaches_one_worker(serving_repository: Path, tmp_path: Path) -> None:
