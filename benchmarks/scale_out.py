@@ -1,7 +1,7 @@
 """Scale-out benchmark: throughput and p99 through nginx with 1, 2 and 3 replicas, against one
 replica called directly, and where the CPU goes (replicas, proxy, load generator).
 
-    python -m benchmarks.scale_out --model mnist-compact --model-repository model_repository
+    python -m axon.benchmarks.scale_out --model mnist-compact --model-repository model_repository
 
 Everything runs on this machine: replicas, nginx (deploy/nginx/nginx.conf, upstreams rewritten
 to loopback) and h2load share its cores, so the numbers say what one more replica buys *here*
@@ -55,7 +55,11 @@ class Row:
 @contextlib.contextmanager
 def layout(kind: str, replicas: int, repository: Path, model: str,
            folder: Path) -> Iterator[tuple[str, list[ServerProcess], NginxProcess | None]]:
-    servers = [start_server(repository, folder / f"replica-{n}.log", "--models", model)
+    # One worker each: the replicas this models are the one-core pods of deploy/kubernetes
+    # (AXON_WORKERS=1), which an autoscaler adds; --workers auto would give each replica every
+    # core of the machine.
+    servers = [start_server(repository, folder / f"replica-{n}.log", "--models", model,
+                            "--workers", "1")
                for n in range(replicas)]
     proxy = None
     try:
