@@ -185,6 +185,25 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
+def process_rss_bytes(pid: int) -> int:
+    """Resident memory (VmRSS) of a process and every live process under it: a server of
+    several workers is its supervisor and their processes (Linux /proc). Pages the processes
+    share are counted once per process, as ``ps`` and the workers' own metric count them."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            total = int(line.split()[1]) * 1024
+            break
+    else:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    for child in _children(pid):
+        try:
+            total += process_rss_bytes(child)
+        except (OSError, RuntimeError):  # it ended meanwhile (a zombie has no VmRSS)
+            continue
+    return total
+
+
 def _children(pid: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{pid}/task").glob("*"):

@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from axon.benchmarks.bench import process_cpu_seconds
+from axon.benchmarks.bench import process_cpu_seconds, process_rss_bytes
 from axon.benchmarks.loadgen import Call, h2load_available, run_h2load, run_python
 from axon.benchmarks.scenarios import Scenario
 from axon.benchmarks.target import Target
@@ -47,14 +47,6 @@ def code_name(code: int) -> str:
     if code == NOT_SENT:
         return "NOT_SENT"
     return next(c.name for c in grpc.StatusCode if c.value[0] == code)
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (VmRSS in /proc/PID/status, Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -166,7 +158,7 @@ class Watcher:
         while not self._stop.wait(max(0.0, self.start + tick * self.interval
                                       - time.monotonic())):
             codes = scrape_codes(self.metrics_port) if self.metrics_port else Counter()
-            sample = Sample(time.monotonic() - self.start, rss_bytes(self.pid),
+            sample = Sample(time.monotonic() - self.start, process_rss_bytes(self.pid),
                             process_cpu_seconds(self.pid), codes, machine_cpu_seconds())
             self.samples.append(sample)
             if self.on_sample is not None:
