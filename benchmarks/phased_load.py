@@ -1,13 +1,15 @@
 """A load child process of the reliability benchmarks: one unary request sent open-loop on a
 schedule of phases (a rate for a number of seconds each), every call's outcome recorded.
 
-Run as ``python -m benchmarks.phased_load``. As in clients/aio_load.py's open loop, each request
-is its own task, started when it is due whatever became of earlier ones, and its latency runs
-from when it was due, not from when it went out (no coordinated omission). Unlike it, every call
-is kept: when it was due (seconds after the start instant shared with the parent), how late it
-went out, how long it took and its status code (``common.Records``), so the parent can cut the
-run into phases and 100 ms windows. Several children can share one schedule (``--part J
---parts P``: child J sends requests J, J+P, J+2P, ...) when one process cannot keep up.
+Run as ``python -m axon.benchmarks.phased_load``. As in benchmarks/aio_load.py's open loop, each
+request is its own task, started when it is due whatever became of earlier ones, and its latency
+runs from when it was due, not from when it went out (no coordinated omission). Unlike it, every
+call is kept: when it was due (seconds after the start instant shared with the parent), how late it
+went out, how long it took and its status code (``common.Records``), so the parent can cut the run
+into phases and 100 ms windows. Several children can share one schedule (``--part J --parts P``:
+child J sends requests J, J+P, J+2P, ...) when one process cannot keep up. Calls take turns over
+``--connections`` connections, as Axon's clients do, so that a server of several worker processes
+gets them all (the kernel spreads connections, not calls).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from axon.benchmarks.aio_load import OPEN_LOOP_DEADLINE_S
 from axon.benchmarks.common import NOT_SENT, Records
 from axon.benchmarks.scenarios import DEFAULT_MAX_OUTSTANDING
-from axon.client.common import DEFAULT_MESSAGE_BYTES, channel_options
+from axon.client.common import DEFAULT_CONNECTIONS, DEFAULT_MESSAGE_BYTES, channel_options
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,11 @@ def due_times(phases: Sequence[Phase], part: int = 0, parts: int = 1) -> Iterato
         start += phase.seconds
 
 
-async def open_loop(method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], body: bytes,
-                    due: Sequence[float], start: float, max_outstanding: int) -> Records:
-    """Send ``body`` at ``start + due[i]`` (monotonic clock) for each i; record each call."""
+async def open_loop(methods: Sequence[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]],
+                    body: bytes, due: Sequence[float], start: float,
+                    max_outstanding: int) -> Records:
+    """Send ``body`` at ``start + due[i]`` (monotonic clock) for each i, through
+    ``methods[i % len(methods)]`` (one per connection); record each call."""
     count = len(due)
     lag = np.full(count, np.nan)
     latency = np.full(count, np.nan)
@@ -72,7 +76,7 @@ async def open_loop(method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], body
 
     async def send(index: int, at: float) -> None:
         try:
-            await method(body, timeout=OPEN_LOOP_DEADLINE_S)
+            await methods[index % len(methods)](body, timeout=OPEN_LOOP_DEADLINE_S)
             code[index] = 0
         except grpc.aio.AioRpcError as error:
             code[index] = error.code().value[0]
@@ -95,13 +99,20 @@ async def open_loop(method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], body
 
 async def _run(args: argparse.Namespace) -> Records:
     due = list(due_times(parse_phases(args.phases), args.part, args.parts))
-    async with grpc.aio.insecure_channel(args.address,
-                                         channel_options(DEFAULT_MESSAGE_BYTES)) as channel:
+    options = channel_options(DEFAULT_MESSAGE_BYTES)
+    # Distinct options, or gRPC would share one connection among the channels.
+    channels = [grpc.aio.insecure_channel(args.address, [*options, ("axon.connection", number)])
+                for number in range(args.connections)]
+    try:
         # No serializers: the request goes out as the bytes given, the answer comes back raw.
-        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(args.method)
-        await channel.channel_ready()  # connect before the clock starts
-        return await open_loop(method, args.body.read_bytes(), due, args.start,
+        methods: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            channel.unary_unary(args.method) for channel in channels]
+        # Connect before the clock starts.
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        return await open_loop(methods, args.body.read_bytes(), due, args.start,
                                args.max_outstanding)
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
 
 
 def main() -> None:
@@ -117,7 +128,12 @@ def main() -> None:
     parser.add_argument("--part", type=int, default=0)
     parser.add_argument("--parts", type=int, default=1)
     parser.add_argument("--max-outstanding", type=int, default=DEFAULT_MAX_OUTSTANDING)
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS,
+                        help=f"connections the calls take turns over (default "
+                             f"{DEFAULT_CONNECTIONS}, as Axon's clients)")
     args = parser.parse_args()
+    if args.connections < 1:
+        parser.error("--connections must be at least 1")
     asyncio.run(_run(args)).save(args.out)
 
 
