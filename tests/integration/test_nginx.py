@@ -108,7 +108,12 @@ def test_the_callers_deadline_reaches_the_replica_through_nginx(
             capture_output=True, text=True, timeout=60, check=False)
         assert sent.returncode == 0, sent.stderr
         assert server.metrics_port is not None
-        page = scrape(server.metrics_port)
+        # gRPC core answers the caller at the deadline; the handler records the call once its
+        # worker's loop takes the cancellation, which the model's run may delay.
+        end = time.monotonic() + 10
+        while (page := scrape(server.metrics_port)).value(
+                "axon_in_flight_requests", method="ModelInfer") and time.monotonic() < end:
+            time.sleep(0.05)
         assert page.value("axon_requests_total", model=HOLD_QUEUE, version="1",
                           method="ModelInfer", code="DEADLINE_EXCEEDED", protocol="grpc") == 1
         assert page.value("axon_requests_total", model=HOLD_QUEUE, version="1",
