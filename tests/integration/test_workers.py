@@ -119,7 +119,9 @@ def test_every_worker_takes_traffic_and_the_group_answers_as_one_server(
         # The asyncio client spreads its calls over every worker as the blocking one does.
         asyncio.run(infer_concurrently(server.address, 10 * CONNECTIONS))
         again = scrape(server.metrics_port).matching("axon_worker_requests_total")
-        assert all(again[worker] > answered[worker] for worker in answered), (answered, again)
+        taken = {worker: again[worker] - answered[worker] for worker in answered}
+        # More than the one readiness call it may have sent to a worker: inferences, on each.
+        assert min(taken.values()) > 1 and sum(taken.values()) >= 10 * CONNECTIONS, taken
         assert page.value("axon_workers") == workers
         memory = page.matching("process_resident_memory_bytes")
         assert {dict(labels)["worker"] for labels in memory} == {str(w) for w in range(workers)}
