@@ -125,11 +125,20 @@ class ModelManager:
         worker before any commits (server/worker_group.py)."""
         try:
             on_disk = self.repository.versions(name)
+            # The folder's own spelling, too: on a case-insensitive file system "MNIST" would
+            # otherwise find "mnist" and serve it under a second name.
+            listed = bool(on_disk) and name in self.repository.model_names()
         except RepositoryError as exc:
             raise InvalidInputError(str(exc)) from exc
-        # The folder's own spelling, too: on a case-insensitive file system "MNIST" would
-        # otherwise find "mnist" and serve it under a second name.
-        if not on_disk or name not in self.repository.model_names():
+        except OSError as exc:
+            # Not a missing model: the repository cannot be read now (no file descriptors
+            # left, a network file system gone). A failed load, said and recorded as one.
+            slot = self._slot(name)
+            async with slot.lock:
+                message = self._load_failed(name, slot, "cannot read the model repository: "
+                                            f"{exc.strerror or exc}")
+            raise ModelLoadError(message) from exc
+        if not listed:
             raise ModelNotFoundError(f"model {shown(name)} is not in the model repository "
                                      f"{self.repository.root.name}")
         slot = self._slot(name)
@@ -141,15 +150,7 @@ class ModelManager:
                 fresh, selected = await self._build_selected(name, on_disk, slot)
                 self._check_compatible(name, slot.versions, fresh)
             except ModelLoadError as exc:
-                if self._observer is not None:
-                    self._observer.model_load_failed(name)
-                message = self._within_repository(str(exc))
-                slot.failed = {v: message for v in slot.loading if v not in slot.versions}
-                log.error("%s did not load%s: %s", name, " (the loaded versions go on "
-                          "serving)" if slot.versions else "", message)
-                if not slot.versions:
-                    slot.reason = f"failed to load: {message}"
-                raise ModelLoadError(message) from exc
+                raise ModelLoadError(self._load_failed(name, slot, str(exc))) from exc
             except BaseException:  # e.g. the caller cancelled: the model is not half-loaded
                 if not slot.versions:
                     slot.reason = "its load was cancelled"
@@ -186,9 +187,28 @@ class ModelManager:
         self._retire(old.values())
         return list(prepared.selected)
 
-    def discard(self, prepared: Prepared) -> None:
-        """Drop what ``prepared`` built (another worker could not prepare)."""
+    def discard(self, prepared: Prepared, reason: str) -> None:
+        """Drop what ``prepared`` built: another worker of the group could not prepare it
+        (``reason``). The model stands as if it had failed here, so every worker describes it
+        alike."""
+        slot = self._slot(prepared.name)
+        if prepared.versions:
+            slot.failed = {v: reason for v in prepared.selected if v not in slot.versions}
+            if not slot.versions:
+                slot.reason = f"failed to load: {reason}"
         self._retire(prepared.versions.values())
+
+    def _load_failed(self, name: str, slot: _ModelSlot, message: str) -> str:
+        """Log, count and record a failed load of ``name``; return what the caller is told."""
+        if self._observer is not None:
+            self._observer.model_load_failed(name)
+        message = self._within_repository(message)
+        slot.failed = {v: message for v in slot.loading if v not in slot.versions}
+        log.error("%s did not load%s: %s", name, " (the loaded versions go on "
+                  "serving)" if slot.versions else "", message)
+        if not slot.versions:
+            slot.reason = f"failed to load: {message}"
+        return message
 
     async def _build_selected(self, name: str, on_disk: list[int], slot: _ModelSlot,
                               ) -> tuple[dict[int, ServedModel], list[int]]:
@@ -198,7 +218,7 @@ class ModelManager:
             slot.policy = VersionPolicy.parse(config.version_policy) if config.version_policy \
                 else self.policy
             batching = self._batching.with_overrides(**config.batching_overrides())
-        except (RepositoryError, ValueError) as exc:
+        except (RepositoryError, ValueError, OSError) as exc:
             raise ModelLoadError(f"{name}/config.json: {exc}") from exc
         selected = slot.policy.select(on_disk)
         if not selected:

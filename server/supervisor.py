@@ -51,6 +51,7 @@ from axon.server.group_merge import (
 )
 from axon.server.main import announce, http_url
 from axon.server.metrics import MetricsEndpoint, serve_metrics
+from axon.server.status import status_of
 from axon.server.worker import WorkerStart, run_worker
 from axon.server.worker_group import (
     ABORT,
@@ -428,8 +429,9 @@ class Supervisor:
             else:
                 raise WorkerGroupError(f"unknown request {what!r}")
             error = None
-        except ServingError as exc:
-            result, error = None, WorkerGroupError.to_wire(exc)
+        except Exception as exc:  # any error: the asking worker's caller waits for a reply
+            code, message = status_of(exc, f"the supervisor: {what}")
+            result, error = None, (code.name, message)
         # It may have died meanwhile; its caller's call failed with it.
         with contextlib.suppress(WorkerGroupError):
             self._send(worker, REPLY, request, error, result)
@@ -462,10 +464,11 @@ class Supervisor:
             failed = [(w, a) for w, a in zip(members, answers, strict=True)
                       if isinstance(a, BaseException)]
             if failed:
-                await asyncio.gather(*(self._ask(w, ABORT) for w, a in zip(
+                error = _group_error(failed, len(members))
+                await asyncio.gather(*(self._ask(w, ABORT, str(error)) for w, a in zip(
                     members, answers, strict=True) if not isinstance(a, BaseException)),
                     return_exceptions=True)
-                raise _group_error(failed, len(members))
+                raise error
             # From here on every worker serves the change at its next lookup, before the
             # commit message reaches it: once one answers with it, none answers without.
             self._generation.value = generation

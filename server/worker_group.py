@@ -27,9 +27,10 @@ from typing import Any
 
 import grpc
 
-from axon.server.errors import ServingError, WorkerGroupError
+from axon.server.errors import WorkerGroupError
 from axon.server.metrics import Metrics
 from axon.server.model_manager import IndexEntry, ModelManager, Prepared
+from axon.server.status import status_of
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class WorkerGroup:
         elif kind == ABORT:
             pending, self._pending = self._pending, None
             if pending is not None:
-                self._models.discard(pending[1])
+                self._models.discard(pending[1], message[2])
             self.tell(REPLY, message[1], None, None)
         else:
             self.spawn(self._answer(message))
@@ -180,8 +181,11 @@ class WorkerGroup:
                 result = [] if self._metrics is None else list(self._metrics.registry.collect())
             else:
                 raise ValueError(f"unknown message {kind!r}")
-        except ServingError as error:
-            self.tell(REPLY, operation, WorkerGroupError.to_wire(error), None)
+        except Exception as error:  # any error: the supervisor waits for every reply
+            # Unanswered, the supervisor would wait for this worker for ever, holding the
+            # group's change lock: every later load, unload and restart would wedge behind it.
+            code, said = status_of(error, f"worker {self.worker}: {kind}")
+            self.tell(REPLY, operation, (code.name, said), None)
             return
         self.tell(REPLY, operation, None, result)
 

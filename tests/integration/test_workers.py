@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -28,15 +30,16 @@ import pytest
 
 from axon.client.async_client import AsyncAxonClient
 from axon.client.common import NO_RETRIES, AxonClientError, RetryPolicy, infer_request
-from axon.client.server_process import ServerProcess, start_server
+from axon.client.server_process import ServerProcess, free_port, start_server
 from axon.client.sync_client import AxonClient
 from axon.cpus import usable_cpus
 from axon.model_repository import CONFIG_FILENAME
+from axon.protocol import open_inference_pb2 as oip
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
 from tests.support.http import get, json_infer, post_json
 from tests.support.repositories import BROKEN, DIGITS
 from tests.support.scrape import scrape
-from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request
+from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_request, trips_for
 
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
 CONNECTIONS = 32
@@ -66,10 +69,23 @@ def worker_pids(server: ServerProcess) -> dict[int, int]:
     return pids
 
 
-def channels(address: str, count: int = CONNECTIONS) -> list[grpc.Channel]:
-    """``count`` channels, each its own connection (distinct options)."""
+def channels(address: str, count: int = CONNECTIONS, first: int = 0) -> list[grpc.Channel]:
+    """``count`` channels, each its own connection (distinct options: ``first`` and on)."""
     return [grpc.insecure_channel(address, options=[("axon.connection", number)])
-            for number in range(count)]
+            for number in range(first, first + count)]
+
+
+def outcomes(opened: list[grpc.Channel], model: str = DIGITS) -> Counter[str]:
+    """One ModelInfer call on each of ``opened``: how many ended with each status code."""
+    seen: Counter[str] = Counter()
+    for channel in opened:
+        try:
+            oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(model, ONE),
+                                                                  timeout=10)
+            seen["OK"] += 1
+        except grpc.RpcError as error:
+            seen[error.code().name] += 1
+    return seen
 
 
 def wait_for(condition: object, what: str, timeout: float = 60) -> None:
@@ -170,6 +186,9 @@ class Callers:
         self.raw: Counter[str] = Counter()
         self.retried: Counter[str] = Counter()
         self.details: Counter[str] = Counter()
+        self.timeline: list[tuple[float, float, str]] = []
+        """Each raw call: when it was sent and when it ended (``time.monotonic()``), and
+        how."""
         self._stop = threading.Event()
         self._wait_for_ready = wait_for_ready
         self._channels = channels(address, raw)
@@ -185,15 +204,18 @@ class Callers:
     def _call_raw(self, channel: grpc.Channel) -> None:
         infer = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer
         while not self._stop.is_set():
+            sent = time.monotonic()
             try:
                 # Waiting for a connection, as a caller without retries should: a reconnection
                 # can fail while the kernel is still resetting the dead worker's connections.
                 infer(infer_request(DIGITS, ONE), timeout=20,
                       wait_for_ready=self._wait_for_ready)
-                self.raw["OK"] += 1
+                code = "OK"
             except grpc.RpcError as error:
-                self.raw[error.code().name] += 1
+                code = error.code().name
                 self.details[error.details() or ""] += 1
+            self.raw[code] += 1
+            self.timeline.append((sent, time.monotonic(), code))
 
     def _call(self, client: AxonClient) -> None:
         while not self._stop.is_set():
@@ -258,27 +280,15 @@ def test_load_and_unload_take_effect_in_every_worker_before_they_return(
     root = group_repository(serving_repository, tmp_path / "models")
     server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
     opened = channels(server.address)
-    infers = [oip_grpc.GRPCInferenceServiceStub(c).ModelInfer for c in opened]
-
-    def outcomes() -> Counter[str]:
-        seen: Counter[str] = Counter()
-        for infer in infers:
-            try:
-                infer(infer_request(DIGITS, ONE), timeout=10)
-                seen["OK"] += 1
-            except grpc.RpcError as error:
-                seen[error.code().name] += 1
-        return seen
-
     try:
         with AxonClient(server.address, retry=NO_RETRIES) as admin:
-            assert outcomes() == {"OK": CONNECTIONS}
+            assert outcomes(opened) == {"OK": CONNECTIONS}
             admin.unload_model(DIGITS)
             # Every connection, on whichever worker: unloaded the moment the call returned.
-            assert outcomes() == {"UNAVAILABLE": CONNECTIONS}
+            assert outcomes(opened) == {"UNAVAILABLE": CONNECTIONS}
             assert admin.health(DIGITS) == "NOT_SERVING"
             admin.load_model(DIGITS)
-            assert outcomes() == {"OK": CONNECTIONS}
+            assert outcomes(opened) == {"OK": CONNECTIONS}
             # A model no worker can load: the caller gets the error once, the index its
             # reason, and what serves goes on serving.
             with pytest.raises(AxonClientError) as refused:
@@ -287,7 +297,7 @@ def test_load_and_unload_take_effect_in_every_worker_before_they_return(
             assert "worker" not in str(refused.value)  # every worker said the same
             reason = {m.name: m.reason for m in admin.repository_index()}[BROKEN]
             assert "failed to load" in reason
-            assert outcomes() == {"OK": CONNECTIONS}
+            assert outcomes(opened) == {"OK": CONNECTIONS}
             with pytest.raises(AxonClientError) as unknown:
                 admin.unload_model("no-such-model")
             assert unknown.value.code == grpc.StatusCode.NOT_FOUND
@@ -296,6 +306,177 @@ def test_load_and_unload_take_effect_in_every_worker_before_they_return(
             channel.close()
         assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+def test_unload_and_load_under_load_take_effect_in_every_worker_when_they_return(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    callers = Callers(server.address, raw=16, retrying=0)
+
+    def more(code: str, than: int = 200) -> None:
+        start = callers.raw[code]
+        wait_for(lambda: callers.raw[code] > start + than, f"{than} more calls ending {code}")
+
+    try:
+        with AxonClient(server.address, retry=NO_RETRIES) as admin:
+            for _ in range(3):
+                more("OK")
+                admin.unload_model(DIGITS)
+                unloaded = time.monotonic()
+                more("UNAVAILABLE")
+                loading = time.monotonic()
+                admin.load_model(DIGITS)
+                loaded = time.monotonic()
+                more("OK")
+                # On any of 16 connections to either worker, a call sent after the unload
+                # returned and answered before the load began was refused; one sent after
+                # the load returned was answered. (One sent just before the load began may
+                # reach the server after it: on 2 busy cores, milliseconds later.)
+                between = [code for sent, done, code in callers.timeline
+                           if sent > unloaded and done < loading]
+                after = [code for sent, _, code in callers.timeline if sent > loaded]
+                assert between and set(between) == {"UNAVAILABLE"}, Counter(between)
+                assert after and set(after) == {"OK"}, Counter(after)
+        callers.stop()
+        assert server.metrics_port is not None
+        answered = scrape(server.metrics_port).matching("axon_worker_requests_total")
+    finally:
+        callers.stop()
+        assert server.stop() == 0
+    # Calls in flight as the unload came got their answers or were refused, nothing else;
+    # both workers took the load throughout.
+    assert set(callers.raw) == {"OK", "UNAVAILABLE"}, callers.raw
+    assert set(callers.details) == {f"model {DIGITS!r} is not loaded ({why})"
+                                    for why in ("unloaded", "loading")}, callers.details
+    assert len(answered) == 2 and min(answered.values()) > 100, answered
+    assert "Traceback" not in server.log()
+
+
+def test_a_model_one_worker_cannot_load_is_refused_by_the_group_and_reported(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    opened = channels(server.address)
+    try:
+        with AxonClient(server.address, retry=NO_RETRIES, connections=1) as admin:
+            assert outcomes(opened) == {"OK": CONNECTIONS}  # every connection open
+            admin.repository_index()
+            # Worker 1 runs out of file descriptors: it cannot read the repository, so it
+            # cannot load a model that worker 0 can.
+            victim = worker_pids(server)[1]
+            usual = resource.prlimit(victim, resource.RLIMIT_NOFILE)
+            open_now = len(os.listdir(f"/proc/{victim}/fd"))
+            resource.prlimit(victim, resource.RLIMIT_NOFILE, (open_now, usual[1]))
+            try:
+                with pytest.raises(AxonClientError) as refused:
+                    admin.load_model(SLOW)
+                # A worker's unexpected error is answered (it once went unanswered, and the
+                # group's model control waited for it for ever): INTERNAL, details logged.
+                with pytest.raises(AxonClientError) as unreadable:
+                    admin.repository_index()
+            finally:
+                resource.prlimit(victim, resource.RLIMIT_NOFILE, usual)
+            assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            said = refused.value.message
+            assert said.startswith("worker 1: cannot read the model repository: Too many "
+                                   "open files") and said.endswith("(no worker changed)"), said
+            assert unreadable.value.code == grpc.StatusCode.INTERNAL
+            assert "the server log has the details" in unreadable.value.message
+            # Neither worker serves it, and the index says why.
+            assert outcomes(opened, SLOW) == {"UNAVAILABLE": CONNECTIONS}
+            index = {m.name: m for m in admin.repository_index()}
+            assert index[SLOW].state == "UNAVAILABLE"
+            assert index[SLOW].reason == f"failed to load: {said}"
+            assert outcomes(opened) == {"OK": CONNECTIONS}  # what served goes on serving
+            # Once the worker can, the same call loads it in both.
+            admin.load_model(SLOW)
+            assert outcomes(opened, SLOW) == {"OK": CONNECTIONS}
+            assert {m.name: m.state for m in admin.repository_index()}[SLOW] == "READY"
+        assert server.metrics_port is not None
+        page = scrape(server.metrics_port)
+    finally:
+        for channel in opened:
+            channel.close()
+        assert server.stop() == 0
+    assert page.value("axon_model_load_failures_total", model=SLOW) == 1  # once, not per worker
+    log = server.log()
+    assert log.count("Traceback") == 1, log
+    assert re.search(r"internal error \w+ in worker 1: index", log), log
+
+
+def test_no_worker_is_ready_until_every_worker_has_loaded_every_model(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(serving_repository / DIGITS, root / DIGITS)
+    # About 2 s to load: a warm-up and three timed runs, all on images of zeros.
+    save_stall_model(root / SLOW / "1", SLOW, idle_trips=trips_for(0.5))
+    port = free_port()
+    log = tmp_path / "server.log"
+    opened = channels(f"127.0.0.1:{port}")
+    held: int | None = None
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(start_server, root, log, "--workers", "2",
+                               "--address", f"127.0.0.1:{port}")
+        try:
+            # One worker is held before it has loaded anything (as a rule, before it even
+            # listens); the other loads alone.
+            wait_for(lambda: len(group_workers(root)) == 2, "two worker processes")
+            held = group_workers(root)[0]
+            os.kill(held, signal.SIGSTOP)
+            wait_for(lambda: re.search(rf"worker \d: loaded {SLOW} ", log.read_text()),
+                     "the other worker to load every model")
+            while_held = ready_answers(opened)
+            os.kill(held, signal.SIGCONT)
+            held = None
+            starting.result(timeout=120)
+            # New connections, spread over both workers now.
+            once_started = ready_answers(fresh := channels(f"127.0.0.1:{port}", first=100),
+                                         wait_for_ready=True)
+            for channel in fresh:
+                channel.close()
+        finally:
+            if held is not None:
+                os.kill(held, signal.SIGCONT)
+            for channel in opened:
+                channel.close()
+            server = starting.result(timeout=120)
+            assert server.stop() == 0
+    # The worker with every model in says it is not ready while the other one loads.
+    assert while_held["False"] > 0 and "True" not in while_held, while_held
+    assert once_started == {"True": CONNECTIONS}
+    assert "Traceback" not in server.log()
+
+
+def group_workers(root: Path) -> list[int]:
+    """The worker processes, by process id, of the server serving ``root``: the children of
+    the process whose command line names it, that multiprocessing started as workers."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(root) in (entry / "cmdline").read_text():
+                for task in (entry / "task").iterdir():
+                    for child in (task / "children").read_text().split():
+                        if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
+                            workers.append(int(child))
+        except OSError:  # a process that ended meanwhile
+            continue
+    return sorted(workers)
+
+
+def ready_answers(opened: list[grpc.Channel], *, wait_for_ready: bool = False,
+                  ) -> Counter[str]:
+    """ServerReady on every connection at once: how many said True, False, or failed how."""
+    calls = [oip_grpc.GRPCInferenceServiceStub(channel).ServerReady.future(
+        oip.ServerReadyRequest(), timeout=10 if wait_for_ready else 1,
+        wait_for_ready=wait_for_ready) for channel in opened]
+    said: Counter[str] = Counter()
+    for call in calls:
+        try:
+            said[str(call.result().ready)] += 1
+        except grpc.RpcError as error:
+            said[error.code().name] += 1
+    return said
 
 
 def test_sigterm_drains_every_worker_under_load(serving_repository: Path,

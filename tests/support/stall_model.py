@@ -51,7 +51,10 @@ def card(name: str) -> ModelCard:
         created_at="2026-01-01T00:00:00+00:00")
 
 
-def stall_model(name: str) -> onnx.ModelProto:
+def stall_model(name: str, idle_trips: int = 0) -> onnx.ModelProto:
+    """``idle_trips``: loop turns for an image whose first pixel is 0, fewer as it nears 1 --
+    a model slow to load (the server warms and times it on images of zeros) and quick to
+    answer images whose first pixel is 1. 0: turns as many as the first pixel says."""
     scalar: list[str | int] = []
     body = helper.make_graph(
         [helper.make_node("Add", ["spun_in", "one"], ["spun_out"]),
@@ -63,9 +66,14 @@ def stall_model(name: str) -> onnx.ModelProto:
         outputs=[helper.make_tensor_value_info("go_out", TensorProto.BOOL, scalar),
                  helper.make_tensor_value_info("spun_out", TensorProto.FLOAT, scalar)],
         initializer=[numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    spin = [helper.make_node("Mul", ["first", "idle_trips"], ["scaled"]),
+            helper.make_node("Sub", ["idle_trips", "scaled"], ["left"]),
+            helper.make_node("Relu", ["left"], ["turns"])] if idle_trips else \
+        [helper.make_node("Identity", ["first"], ["turns"])]
     nodes = [
         helper.make_node("Gather", ["input", "first_column"], ["first"], axis=1),
-        helper.make_node("ReduceMax", ["first"], ["most"], keepdims=0),
+        *spin,
+        helper.make_node("ReduceMax", ["turns"], ["most"], keepdims=0),
         helper.make_node("Cast", ["most"], ["trips"], to=TensorProto.INT64),
         helper.make_node("Loop", ["trips", "true", "zero"], ["spun"], body=body),
         helper.make_node("Mul", ["spun", "zero"], ["nothing"]),
@@ -81,7 +89,9 @@ def stall_model(name: str) -> onnx.ModelProto:
         initializer=[numpy_helper.from_array(np.array(0, np.int64), "first_column"),
                      numpy_helper.from_array(np.array(True), "true"),
                      numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
-                     numpy_helper.from_array(WEIGHTS, "weights")])
+                     numpy_helper.from_array(WEIGHTS, "weights"),
+                     *([numpy_helper.from_array(np.array(idle_trips, np.float32), "idle_trips")]
+                       if idle_trips else [])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="axon-tests")
     model.ir_version = 8
@@ -91,11 +101,12 @@ def stall_model(name: str) -> onnx.ModelProto:
     return model
 
 
-def save_stall_model(folder: Path, name: str) -> Path:
-    """``folder/model.onnx`` (and its card), a version of the stall model called ``name``."""
+def save_stall_model(folder: Path, name: str, idle_trips: int = 0) -> Path:
+    """``folder/model.onnx`` (and its card), a version of the stall model called ``name``
+    (``idle_trips``: see ``stall_model``)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    onnx.save(stall_model(name), str(path))
+    onnx.save(stall_model(name, idle_trips), str(path))
     card(name).write_json(folder / "model.json")
     return path
 
