@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -113,6 +113,8 @@ class GroupLink:
     bind_first: bool
     """Bind the ports before loading (the group's first start: liveness answers meanwhile), or
     after (a restarted worker must not take calls it cannot answer yet)."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Models the group could not load, and why: a restarted worker says so too."""
 
 
 async def build_server(settings: ServerSettings, link: GroupLink | None = None) -> AxonServer:
@@ -173,7 +175,7 @@ async def build_server(settings: ServerSettings, link: GroupLink | None = None) 
     if link is not None:
         running.group = plane.group = WorkerGroup(link.worker, link.connection,
                                                   link.generation, models, metrics)
-        running.group.start()
+        running.group.start(link.failed)
     names = list(link.models) if link is not None else \
         list(settings.models) or repository.model_names()
     if not names and (link is None or link.worker == 0):

@@ -191,12 +191,19 @@ class ModelManager:
         """Drop what ``prepared`` built: another worker of the group could not prepare it
         (``reason``). The model stands as if it had failed here, so every worker describes it
         alike."""
-        slot = self._slot(prepared.name)
         if prepared.versions:
-            slot.failed = {v: reason for v in prepared.selected if v not in slot.versions}
-            if not slot.versions:
-                slot.reason = f"failed to load: {reason}"
+            self.load_failed_elsewhere(prepared.name, reason, prepared.selected)
         self._retire(prepared.versions.values())
+
+    def load_failed_elsewhere(self, name: str, reason: str,
+                              versions: tuple[int, ...] = ()) -> None:
+        """Stand ``name`` (``versions`` of it) as failed to load for ``reason``, as the rest
+        of its worker group has it: they could not load it, or this worker was started again
+        after they could not."""
+        slot = self._slot(name)
+        slot.failed = {v: reason for v in versions if v not in slot.versions}
+        if not slot.versions:
+            slot.reason = f"failed to load: {reason}"
 
     def _load_failed(self, name: str, slot: _ModelSlot, message: str) -> str:
         """Log, count and record a failed load of ``name``; return what the caller is told."""

@@ -174,6 +174,8 @@ class Supervisor:
         self._workers: dict[int, _Worker] = {}
         self._delays = RestartDelays()
         self._serving: list[str] = []
+        self._failed: dict[str, str] = {}
+        """Models the group could not load (since last loaded or unloaded), and why."""
         """The models the group serves: what a restarted worker loads."""
         self._operations = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -277,7 +279,7 @@ class Supervisor:
         ports = {"address": self._address, "http_address": self._http_address}
         start = WorkerStart(index, self._settings.model_dump() | ports,
                             theirs, self._generation, tuple(models), bind_first,
-                            logging.getLogger().getEffectiveLevel())
+                            logging.getLogger().getEffectiveLevel(), dict(self._failed))
         process = self._context.Process(target=run_worker, args=(start,),
                                         name=f"axon worker {index}")
         process.start()
@@ -295,7 +297,7 @@ class Supervisor:
         if not worker.connection.closed:
             self._loop.remove_reader(worker.connection.fileno())
             worker.connection.close()
-        gone = WorkerGroupError(f"worker {worker.index} stopped", grpc.StatusCode.UNAVAILABLE)
+        gone = WorkerGroupError(f"exited ({_status(status)})", grpc.StatusCode.UNAVAILABLE)
         for ask in worker.asks.values():
             if not ask.done():
                 ask.set_exception(gone)
@@ -465,6 +467,8 @@ class Supervisor:
                       if isinstance(a, BaseException)]
             if failed:
                 error = _group_error(failed, len(members))
+                if prepare == PREPARE_LOAD and name not in self._serving:
+                    self._failed[name] = str(error)
                 await asyncio.gather(*(self._ask(w, ABORT, str(error)) for w, a in zip(
                     members, answers, strict=True) if not isinstance(a, BaseException)),
                     return_exceptions=True)
@@ -474,6 +478,7 @@ class Supervisor:
             self._generation.value = generation
             await asyncio.gather(*(self._ask(w, COMMIT) for w in members),
                                  return_exceptions=True)
+            self._failed.pop(name, None)
             if prepare == PREPARE_LOAD:
                 if name not in self._serving:
                     self._serving.append(name)

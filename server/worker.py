@@ -38,6 +38,8 @@ class WorkerStart:
     models: tuple[str, ...]
     bind_first: bool
     log_level: int
+    failed: dict[str, str]
+    """Models the group could not load, and why."""
 
 
 def run_worker(start: WorkerStart) -> None:
@@ -55,7 +57,7 @@ async def _serve(start: WorkerStart) -> int:
 
     settings = ServerSettings.model_construct(**start.settings)
     link = GroupLink(start.worker, start.connection, start.generation, start.models,
-                     start.bind_first)
+                     start.bind_first, start.failed)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:

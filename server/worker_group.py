@@ -66,7 +66,11 @@ class WorkerGroup:
         """Called when the supervisor is gone: the worker should stop."""
         models.sync = self.sync
 
-    def start(self) -> None:
+    def start(self, failed: dict[str, str]) -> None:
+        """Listen to the supervisor. ``failed``: models the group could not load, and why (a
+        restarted worker describes them as its siblings do)."""
+        for name, reason in failed.items():
+            self._models.load_failed_elsewhere(name, reason)
         asyncio.get_running_loop().add_reader(self._connection.fileno(), self._receive)
 
     def stop(self) -> None:

@@ -44,6 +44,7 @@ from tests.support.stall_model import STALL_CONFIG, save_stall_model, stall_requ
 ONE = np.full((1, 784), 0.5, dtype=np.float32)
 CONNECTIONS = 32
 SLOW = "slow"
+SLOW_TO_LOAD = "slow-to-load"
 _PIDS = re.compile(r"(\d+) workers serve \S+ \(pids ([\d, ]+)\)")
 _BACK = re.compile(r"worker (\d+) \(pid (\d+)\) serves again")
 
@@ -75,12 +76,13 @@ def channels(address: str, count: int = CONNECTIONS, first: int = 0) -> list[grp
             for number in range(first, first + count)]
 
 
-def outcomes(opened: list[grpc.Channel], model: str = DIGITS) -> Counter[str]:
+def outcomes(opened: list[grpc.Channel], model: str = DIGITS,
+             images: np.ndarray = ONE) -> Counter[str]:
     """One ModelInfer call on each of ``opened``: how many ended with each status code."""
     seen: Counter[str] = Counter()
     for channel in opened:
         try:
-            oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(model, ONE),
+            oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(model, images),
                                                                   timeout=10)
             seen["OK"] += 1
         except grpc.RpcError as error:
@@ -477,6 +479,69 @@ def ready_answers(opened: list[grpc.Channel], *, wait_for_ready: bool = False,
         except grpc.RpcError as error:
             said[error.code().name] += 1
     return said
+
+
+def test_a_worker_killed_while_a_load_is_prepared_leaves_the_model_in_no_worker(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    # About 2 s to load: time to kill a worker while it prepares.
+    save_stall_model(root / SLOW_TO_LOAD / "1", SLOW_TO_LOAD, idle_trips=trips_for(0.5))
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    first_pixel_one = np.ones((1, 784), np.float32)  # answered at once by that model
+    try:
+        with AxonClient(server.address, retry=NO_RETRIES, connections=1) as admin, \
+                ThreadPoolExecutor(1) as pool:
+            admin.repository_index()
+            # The worker the admin's call does not reach: its death fails the change, not the
+            # admin's connection.
+            victim = next(pid for pid in worker_pids(server).values()
+                          if pid != connected_worker(server))
+            loading = pool.submit(admin.load_model, SLOW_TO_LOAD)
+            wait_for(lambda: {m.name: m.state for m in admin.repository_index()}.get(
+                SLOW_TO_LOAD) == "LOADING", "the load to be prepared")
+            os.kill(victim, signal.SIGKILL)
+            with pytest.raises(AxonClientError) as failed:
+                loading.result(timeout=60)
+            assert failed.value.code == grpc.StatusCode.UNAVAILABLE  # retried by the clients
+            assert re.fullmatch(r"worker \d: exited \(signal SIGKILL\) \(no worker changed\)",
+                                failed.value.message), failed.value.message
+            wait_for(lambda: "serves again" in server.log(), "the worker to serve again")
+            # New connections, over both workers: none serves the model, and each says why
+            # in the same words (the restarted one too); both serve it once it is loaded.
+            fresh = channels(server.address, first=100)
+            said: Counter[tuple[grpc.StatusCode, str | None]] = Counter()
+            for channel in fresh:
+                with pytest.raises(grpc.RpcError) as refused:
+                    oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                        infer_request(SLOW_TO_LOAD, first_pixel_one), timeout=10)
+                said[refused.value.code(), refused.value.details()] += 1
+            assert said == {(grpc.StatusCode.UNAVAILABLE, f"model {SLOW_TO_LOAD!r} is not "
+                             f"loaded (failed to load: {failed.value.message})"): CONNECTIONS}
+            assert outcomes(fresh) == {"OK": CONNECTIONS}
+            admin.load_model(SLOW_TO_LOAD)
+            assert outcomes(fresh, SLOW_TO_LOAD, first_pixel_one) == {"OK": CONNECTIONS}
+            for channel in fresh:
+                channel.close()
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log()
+
+
+def connected_worker(server: ServerProcess) -> int:
+    """The process id of the one worker holding an established connection on the server's
+    gRPC port (call it with one connection open)."""
+    port = f"{server.port:04X}"
+    sockets = set()
+    tables = (Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text())
+    for line in tables.splitlines():  # gRPC's sockets are IPv6, with mapped IPv4 addresses
+        fields = line.split()
+        if fields[1].endswith(f":{port}") and fields[3] == "01":  # local port, ESTABLISHED
+            sockets.add(f"socket:[{fields[9]}]")
+    holders = {pid for pid in worker_pids(server).values()
+               for fd in Path(f"/proc/{pid}/fd").iterdir()
+               if os.readlink(fd) in sockets}
+    assert len(holders) == 1, holders
+    return holders.pop()
 
 
 def test_sigterm_drains_every_worker_under_load(serving_repository: Path,
