@@ -28,13 +28,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from axon.benchmarks.bench import STEAL_ATTEMPTS, STEAL_LIMIT, cpu_times, process_cpu_seconds
+from axon.benchmarks.bench import least_stolen, process_cpu_seconds
 from axon.client.file_stream import image_paths
 from axon.client.server_process import ServerProcess, running_server
 from axon.image_formats import SERVED_FORMATS
@@ -73,7 +73,8 @@ class ClassifyRun:
     seconds: float
     server_cpu_us_per_image: float
     client_cpu_us_per_image: float
-    steal: float
+    steal: float = 0.0
+    """Share of the machine's CPU time its host took during the run."""
 
     @property
     def images_per_second(self) -> float:
@@ -124,14 +125,12 @@ def classify_against(server: ServerProcess, folder: Path, files: int, model: str
     exit), with the server's and the client's CPU."""
     server_before = process_cpu_seconds(server.process.pid)
     client_before = _reaped_children_cpu()
-    steal_before, total_before = cpu_times()
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "axon.cli", "classify", str(folder), "--address",
          server.address, "--model", model, "--format", "csv", *classify_args],
         capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
-    steal_after, total_after = cpu_times()
     client_cpu = _reaped_children_cpu() - client_before
     server_cpu = process_cpu_seconds(server.process.pid) - server_before
     if completed.returncode != 0:
@@ -140,8 +139,7 @@ def classify_against(server: ServerProcess, folder: Path, files: int, model: str
     answered = len(completed.stdout.splitlines()) - 1  # less the CSV header
     if answered != files:
         raise RuntimeError(f"axon classify answered {answered} of {files} files")
-    return ClassifyRun(files, seconds, server_cpu / files * 1e6, client_cpu / files * 1e6,
-                       (steal_after - steal_before) / max(1, total_after - total_before))
+    return ClassifyRun(files, seconds, server_cpu / files * 1e6, client_cpu / files * 1e6)
 
 
 def _reaped_children_cpu() -> float:
@@ -151,11 +149,11 @@ def _reaped_children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def least_stolen(measure: Callable[[], ClassifyRun]) -> ClassifyRun:
-    runs = [measure()]
-    while runs[-1].steal > STEAL_LIMIT and len(runs) < STEAL_ATTEMPTS:
-        runs.append(measure())
-    return min(runs, key=lambda run: run.steal)
+def least_stolen_run(measure: Callable[[], ClassifyRun]) -> ClassifyRun:
+    """``measure()``, repeated while the host steals CPU, as ``bench.least_stolen`` does; the
+    run kept, with its steal."""
+    run, steal, _ = least_stolen(measure)
+    return replace(run, steal=steal)
 
 
 def report(limits: list[Limit], runs: list[ClassifyRun]) -> list[str]:
@@ -197,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     limits, runs = [], []
     for round_number in range(1, args.rounds + 1):
         limits.append(single_core_limit(args.folder, path))
-        runs.append(least_stolen(lambda: classify_run(
+        runs.append(least_stolen_run(lambda: classify_run(
             args.folder, len(files), args.model_repository, args.model,
             shlex.split(args.classify_args))))
         print(f"round {round_number}: limit {limits[-1].images_per_second:,.0f} images/s, "

@@ -35,7 +35,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from axon.benchmarks.bench import measure
-from axon.benchmarks.classify_limit import ClassifyRun, classify_against, least_stolen
+from axon.benchmarks.classify_limit import ClassifyRun, classify_against, least_stolen_run
 from axon.benchmarks.scenarios import Scenario
 from axon.benchmarks.target import Target
 from axon.client.file_stream import image_paths
@@ -78,7 +78,7 @@ def measure_workers(workers: int, repository: Path, model: str, *, folder: Path,
                 rates[label], p99s[label] = row.images_per_second, row.p99_ms
                 cpus[label] = (row.server_cpu_us_per_request or 0.0) / \
                     (row.images_per_request or 1)
-            classified: ClassifyRun = least_stolen(lambda: classify_against(
+            classified: ClassifyRun = least_stolen_run(lambda: classify_against(
                 server, folder, files, model, []))
             rates["axon classify"] = classified.images_per_second
             cpus["axon classify"] = classified.server_cpu_us_per_image
