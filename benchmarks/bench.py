@@ -140,10 +140,19 @@ STEAL_ATTEMPTS = 3
 """Timed runs at most per measurement; the least-stolen one is kept."""
 
 
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, steal, total) CPU time of the whole machine, all cores, since boot, in clock
+    ticks (/proc/stat). Busy is the total less idle, iowait and steal: what ran here."""
+    first_line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    _, _, _, idle, iowait, _, _, steal = (int(v) for v in first_line.split()[1:9])
+    total = sum(int(v) for v in first_line.split()[1:9])
+    return total - idle - iowait - steal, steal, total
+
+
 def cpu_times() -> tuple[int, int]:
-    """(steal, total) CPU time of the whole machine since boot, in clock ticks (/proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return fields[7], sum(fields)
+    """(steal, total) CPU time of the whole machine since boot, in clock ticks."""
+    _, steal, total = machine_ticks()
+    return steal, total
 
 
 Run = TypeVar("Run")

@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from axon.benchmarks.bench import process_cpu_seconds, process_rss_bytes
+from axon.benchmarks.bench import machine_ticks, process_cpu_seconds, process_rss_bytes
 from axon.benchmarks.loadgen import Call, h2load_available, run_h2load, run_python
 from axon.benchmarks.scenarios import Scenario
 from axon.benchmarks.target import Target
@@ -49,13 +49,12 @@ def code_name(code: int) -> str:
     return next(c.name for c in grpc.StatusCode if c.value[0] == code)
 
 
-def machine_cpu_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, all cores, since boot (/proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    total = sum(fields)
-    busy = total - fields[3] - fields[4]  # less idle and iowait
+def machine_cpu_seconds() -> tuple[float, float, float]:
+    """(busy, total, steal) CPU seconds of the whole machine, all cores, since boot: see
+    ``bench.machine_ticks``."""
+    busy, steal, total = machine_ticks()
     ticks = os.sysconf("SC_CLK_TCK")
-    return busy / ticks, total / ticks
+    return busy / ticks, total / ticks, steal / ticks
 
 
 def describe_target(client: AxonClient, model: str, server_pid: int,
@@ -121,13 +120,21 @@ class Sample:
     """The server's utime + stime so far."""
     codes: Counter[tuple[str, str]]
     """The server's request counters (empty without a metrics port)."""
-    machine: tuple[float, float]
+    machine: tuple[float, float, float]
     """``machine_cpu_seconds()``: other work on the box shows here, not in the server's CPU."""
 
     def machine_busy(self, earlier: Sample) -> float:
         """Share of the machine's cores busy (everything on it) since ``earlier``."""
+        return self._share(0, earlier)
+
+    def machine_stolen(self, earlier: Sample) -> float:
+        """Share of the machine's CPU time its host took (steal) since ``earlier``: figures
+        from a window the host stole much of say little about Axon."""
+        return self._share(2, earlier)
+
+    def _share(self, field: int, earlier: Sample) -> float:
         total = self.machine[1] - earlier.machine[1]
-        return (self.machine[0] - earlier.machine[0]) / total if total else 0.0
+        return (self.machine[field] - earlier.machine[field]) / total if total else 0.0
 
 
 @dataclass

@@ -116,7 +116,8 @@ def phase_table(run: OverloadRun) -> str:
     header = ["phase", "offered req/s", "sent req/s", "OK req/s (server)",
               "other codes (server counted)", "not seen by Axon req/s", "probe calls",
               "probe errors by code", "probe OK p50 / p99 / max ms", "probe errors p50 / p99 ms",
-              "probe sent late p99 ms", "server CPU", "machine busy", "RSS MiB (end)"]
+              "probe sent late p99 ms", "server CPU", "machine busy", "host steal",
+              "RSS MiB (end)"]
     rows = []
     for phase in run.phases:
         probe = run.probe.between(phase.start, phase.stop)
@@ -135,8 +136,9 @@ def phase_table(run: OverloadRun) -> str:
             f"{ms(ok_latency, 50):.1f} / {ms(ok_latency, 99):.1f} / {ms(ok_latency, 100):.1f}",
             f"{ms(failed, 50):.1f} / {ms(failed, 99):.1f}",
             f"{ms(probe.lag[~np.isnan(probe.lag)], 99):.1f}", f"{cpu / phase.seconds:.0%}",
-            f"{last.machine_busy(first):.0%}", f"{run.sample_at(phase.stop).rss / MIB:.1f}"])
-    return markdown_table(header, [LEFT, *[RIGHT] * 6, LEFT, *[RIGHT] * 6], rows)
+            f"{last.machine_busy(first):.0%}", f"{last.machine_stolen(first):.1%}",
+            f"{run.sample_at(phase.stop).rss / MIB:.1f}"])
+    return markdown_table(header, [LEFT, *[RIGHT] * 6, LEFT, *[RIGHT] * 7], rows)
 
 
 def memory_line(run: OverloadRun) -> str:

@@ -50,6 +50,8 @@ class Row:
     generator_cpu_us: float
     machine_busy: float
     """Share of all cores busy during the run (everything on the machine)."""
+    host_steal: float
+    """Share of the machine's CPU time its host took during the run."""
 
 
 @contextlib.contextmanager
@@ -111,6 +113,7 @@ def measure(address: str, servers: list[ServerProcess], proxy: NginxProcess | No
                                                                 strict=True)),
         "generator": result.generator_cpu_seconds,
         "busy": (machine_after[0] - machine[0]) / max(machine_after[1] - machine[1], 1e-9),
+        "steal": (machine_after[2] - machine[2]) / max(machine_after[1] - machine[1], 1e-9),
         "requests": requests,
     }
 
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                           result.requests_per_second * scenario.images,
                           result.percentile_ms(50), result.percentile_ms(99),
                           cpu["replica"] * per, cpu["proxy"] * per, cpu["generator"] * per,
-                          cpu["busy"])
+                          cpu["busy"], cpu["steal"])
                 print(f"  {kind} x{replicas} {scenario.label}: {row.images_per_second:,.0f} "
                       f"images/s, p99 {row.p99_ms:.1f} ms", flush=True)
                 rows.append(row)
@@ -139,12 +142,13 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     header = ["layout", "replicas", "load", "requests/s", "images/s", "p50 ms", "p99 ms",
-              "replica CPU µs/req", "nginx CPU µs/req", "h2load CPU µs/req", "machine busy"]
-    return markdown_table(header, [LEFT, RIGHT, LEFT, *[RIGHT] * 8], ([
+              "replica CPU µs/req", "nginx CPU µs/req", "h2load CPU µs/req", "machine busy",
+              "host steal"]
+    return markdown_table(header, [LEFT, RIGHT, LEFT, *[RIGHT] * 9], ([
         r.layout, r.replicas, r.scenario, f"{r.requests_per_second:,.0f}",
         f"{r.images_per_second:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
         f"{r.replica_cpu_us:.0f}", f"{r.proxy_cpu_us:.0f}", f"{r.generator_cpu_us:.0f}",
-        f"{r.machine_busy:.0%}"] for r in rows))
+        f"{r.machine_busy:.0%}", f"{r.host_steal:.1%}"] for r in rows))
 
 
 def ratios(rows: list[Row]) -> list[str]:

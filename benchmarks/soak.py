@@ -55,7 +55,8 @@ def _print_sample(sample: Sample, previous: list[Sample]) -> None:
     answered = sum(n for (_, code), n in sample.codes.items() if code == "OK")
     others = sum(n for (_, code), n in sample.codes.items() if code != "OK")
     print(f"  {sample.at:5.0f} s  RSS {sample.rss / MIB:7.1f} MiB  server CPU {cpu:4.0%}  "
-          f"machine {sample.machine_busy(last):4.0%} busy  server counted OK {answered:,}, "
+          f"machine {sample.machine_busy(last):4.0%} busy, host steal "
+          f"{sample.machine_stolen(last):4.1%}  server counted OK {answered:,}, "
           f"other codes {others:,}", flush=True)
     previous.append(sample)
 

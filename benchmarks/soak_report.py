@@ -66,7 +66,7 @@ class SoakRun:
 def minute_table(run: SoakRun) -> str:
     apis = list(run.records)
     header = ["minute", *(f"{api} calls / failed / p50 ms / p99 ms" for api in apis),
-              "server CPU", "machine busy"]
+              "server CPU", "machine busy", "host steal"]
     rows = []
     for minute in range(math.ceil(run.seconds / 60)):
         first = min(run.samples, key=lambda s: abs(s.at - minute * 60))
@@ -79,7 +79,7 @@ def minute_table(run: SoakRun) -> str:
             cells.append(f"{len(part.due):,} / {sum(part.errors().values()):,} / "
                          f"{ms(ok, 50):.1f} / {ms(ok, 99):.1f}")
         rows.append([minute + 1, *cells, f"{(last.cpu_seconds - first.cpu_seconds) / span:.0%}",
-                     f"{last.machine_busy(first):.0%}"])
+                     f"{last.machine_busy(first):.0%}", f"{last.machine_stolen(first):.1%}"])
     return markdown_table(header, [RIGHT] * len(header), rows)
 
 
