@@ -80,6 +80,15 @@ STOP_MARGIN_S = 15.0
 """How long past the grace period a worker may take to close its models and exit before it is
 killed."""
 METRICS_TIMEOUT_S = 10.0
+WORKER_METRICS_TIMEOUT_S = 3.0
+"""How long a scrape waits for each worker's metrics; a worker later than that is shown with
+its last answer's, and as unresponsive."""
+WORKER_ANSWER_TIMEOUT_S = 10.0
+"""How long a statistics or index request waits for each worker: a stuck worker must not hold
+its callers until their deadlines."""
+MAX_UNANSWERED = 64
+"""Requests a worker may leave unanswered before the next is refused: the pipe to it never
+fills, so a stuck worker can never block the supervisor on a send."""
 
 
 class RestartDelays:
@@ -160,6 +169,8 @@ class _Worker:
     exited: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop()
                                                 .create_future())
     asks: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    metrics: asyncio.Future[list[Metric]] | None = None
+    """Its answer to the latest metrics request, awaited across scrapes while it is late."""
     member: bool = False
     """Takes part in the group's changes and answers (it has loaded the group's models)."""
     started: float = field(default_factory=time.monotonic)
@@ -174,9 +185,9 @@ class Supervisor:
         self._workers: dict[int, _Worker] = {}
         self._delays = RestartDelays()
         self._serving: list[str] = []
+        """The models the group serves: what a restarted worker loads."""
         self._failed: dict[str, str] = {}
         """Models the group could not load (since last loaded or unloaded), and why."""
-        """The models the group serves: what a restarted worker loads."""
         self._operations = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -406,6 +417,9 @@ class Supervisor:
                                    grpc.StatusCode.UNAVAILABLE) from exc
 
     async def _ask(self, worker: _Worker, kind: str, *arguments: object) -> Any:
+        if len(worker.asks) >= MAX_UNANSWERED:
+            raise WorkerGroupError(f"worker {worker.index} is not answering ({MAX_UNANSWERED} "
+                                   "requests to it unanswered)", grpc.StatusCode.UNAVAILABLE)
         operation = next(self._operations)
         answer: asyncio.Future[Any] = self._loop.create_future()
         worker.asks[operation] = answer
@@ -442,9 +456,14 @@ class Supervisor:
         """Every member's number and answer to ``kind``; those that die meanwhile are left out
         (what they counted died with them), an error any other gives is raised."""
         members = [w for w in self._workers.values() if w.member]
-        answers = await asyncio.gather(*(self._ask(w, kind, *arguments) for w in members),
-                                       return_exceptions=True)
+        answers = await asyncio.gather(*(asyncio.wait_for(
+            self._ask(w, kind, *arguments), WORKER_ANSWER_TIMEOUT_S) for w in members),
+            return_exceptions=True)
         for worker, answer in zip(members, answers, strict=True):
+            if isinstance(answer, TimeoutError) and not worker.exited.done():
+                raise WorkerGroupError(f"worker {worker.index} did not answer in "
+                                       f"{WORKER_ANSWER_TIMEOUT_S:g} s",
+                                       grpc.StatusCode.UNAVAILABLE)
             if isinstance(answer, BaseException) and not worker.exited.done():
                 raise answer
         results = [(w.index, a) for w, a in zip(members, answers, strict=True)
@@ -506,15 +525,38 @@ class Supervisor:
             return []
 
     async def _merged_metrics(self) -> list[Metric]:
-        replies: list[tuple[int, list[Metric]]] = await self._ask_members(METRICS)
-        self._last_metrics.update(replies)
+        members = [w for w in self._workers.values() if w.member]
+        for worker in members:
+            # One request at a time: a late worker's is awaited again, not sent again.
+            if worker.metrics is None or worker.metrics.done():
+                worker.metrics = asyncio.ensure_future(self._ask(worker, METRICS))
+                worker.metrics.add_done_callback(_retrieved)
+        asks = [w.metrics for w in members if w.metrics is not None]
+        if asks:
+            await asyncio.wait(asks, timeout=WORKER_METRICS_TIMEOUT_S)
+        unresponsive = GaugeMetricFamily(
+            "axon_worker_unresponsive", "1 while a worker process does not answer the "
+            "supervisor in time (a stuck event loop): its counters show its last answer's",
+            labels=["worker"])
+        for worker in members:
+            answer = worker.metrics
+            answered = answer is not None and answer.done() and not answer.cancelled() \
+                and answer.exception() is None
+            if answered:
+                self._last_metrics[worker.index] = answer.result()  # type: ignore[union-attr]
+            elif not worker.exited.done():
+                log.warning("worker %d did not report its metrics in %g s; its last ones are "
+                            "shown", worker.index, WORKER_METRICS_TIMEOUT_S)
+            unresponsive.add_metric([str(worker.index)], 0.0 if answered else 1.0)
+        replies = [(w.index, self._last_metrics[w.index]) for w in members
+                   if w.index in self._last_metrics]
         replies += self._retired.items()
         merged = merge_metrics(replies)
         merged.append(requests_per_worker(replies))
         workers = GaugeMetricFamily("axon_workers", "Worker processes serving (the workers "
                                     "setting; fewer while one is being restarted)")
-        workers.add_metric([], float(sum(w.member for w in self._workers.values())))
-        merged.append(workers)
+        workers.add_metric([], float(len(members)))
+        merged += [workers, unresponsive]
         return merged
 
     def _retire_metrics(self, index: int) -> None:
@@ -534,6 +576,12 @@ class _GroupCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._supervisor.collect()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark ``future``'s error as seen: a late answer's is not worth a warning at exit."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _group_error(failed: list[tuple[_Worker, BaseException]], members: int) -> ServingError:

@@ -527,6 +527,59 @@ def test_a_worker_killed_while_a_load_is_prepared_leaves_the_model_in_no_worker(
     assert "Traceback" not in server.log()
 
 
+def test_a_stuck_worker_shows_as_unresponsive_and_holds_up_no_one(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    assert server.metrics_port is not None
+    stuck: int | None = None
+    try:
+        with AxonClient(server.address, connections=CONNECTIONS) as client:
+            for _ in range(4 * CONNECTIONS):
+                client.infer(DIGITS, ONE)
+        with AxonClient(server.address, retry=NO_RETRIES, connections=1, timeout=60) as admin:
+            admin.repository_index()
+            before = scrape(server.metrics_port)
+            # The worker the admin's calls do not reach stops answering anything (SIGSTOP: as
+            # a stuck event loop would).
+            stuck = next(pid for pid in worker_pids(server).values()
+                         if pid != connected_worker(server))
+            number = next(n for n, pid in worker_pids(server).items() if pid == stuck)
+            os.kill(stuck, signal.SIGSTOP)
+            during = [scrape(server.metrics_port) for _ in range(3)]
+            with pytest.raises(AxonClientError) as waited:
+                admin.statistics(DIGITS)
+            os.kill(stuck, signal.SIGCONT)
+            stuck = None
+            after = scrape(server.metrics_port)
+            assert [s.name for s in admin.statistics(DIGITS)] == [DIGITS, DIGITS]
+    finally:
+        if stuck is not None:
+            os.kill(stuck, signal.SIGCONT)
+        assert server.stop() == 0
+    other = str(1 - number)
+    assert before.value("axon_worker_unresponsive", worker=str(number)) == 0
+    answered = before.value("axon_worker_requests_total", worker=str(number))
+    served = {"model": DIGITS, "version": "2", "method": "ModelInfer", "code": "OK",
+              "protocol": "grpc"}
+    assert answered > 0 and before.value("axon_requests_total", **served) >= 4 * CONNECTIONS
+    for page in during:
+        # The page still answers, the stuck worker flagged and its counters kept at their last
+        # values (a counter that went down would read as a reset).
+        assert page.value("axon_worker_unresponsive", worker=str(number)) == 1
+        assert page.value("axon_worker_unresponsive", worker=other) == 0
+        assert page.value("axon_worker_requests_total", worker=str(number)) == answered
+        assert page.value("axon_requests_total", **served) == \
+            before.value("axon_requests_total", **served)
+    assert after.value("axon_worker_unresponsive", worker=str(number)) == 0
+    # A caller of something every worker must answer gets a clear error, not its deadline.
+    assert waited.value.code == grpc.StatusCode.UNAVAILABLE
+    assert waited.value.message == f"worker {number} did not answer in 10 s"
+    log = server.log()
+    assert f"worker {number} did not report its metrics in 3 s" in log
+    assert "Traceback" not in log
+
+
 def connected_worker(server: ServerProcess) -> int:
     """The process id of the one worker holding an established connection on the server's
     gRPC port (call it with one connection open)."""
