@@ -69,6 +69,10 @@ class ServerSettings(BaseSettings):
         "auto", description="server processes sharing the gRPC and HTTP ports (and the "
         "metrics port, through a supervisor); auto: one per usable CPU. One process uses about "
         "one core: Python's gRPC path holds the interpreter lock")
+    worker_timeout_seconds: float = Field(30.0, ge=0, description="with worker processes, "
+                                          "how long a worker may leave its supervisor's "
+                                          "check unanswered (a stuck event loop) before it "
+                                          "is killed and started again; 0: never")
     max_inline_ms: float = Field(DEFAULT_BATCHING.max_inline_ms, ge=0, description="default "
                                  "longest expected execution run on the event loop itself when "
                                  "it has nothing else to do (no thread hand-off); 0: always on "

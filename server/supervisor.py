@@ -61,6 +61,7 @@ from axon.server.worker_group import (
     INDEX,
     LOAD,
     METRICS,
+    PING,
     PREPARE_LOAD,
     PREPARE_UNLOAD,
     READY,
@@ -86,6 +87,8 @@ its last answer's, and as unresponsive."""
 WORKER_ANSWER_TIMEOUT_S = 10.0
 """How long a statistics or index request waits for each worker: a stuck worker must not hold
 its callers until their deadlines."""
+WATCH_INTERVAL_S = 5.0
+"""How often the supervisor checks that every worker's event loop answers."""
 MAX_UNANSWERED = 64
 """Requests a worker may leave unanswered before the next is refused: the pipe to it never
 fills, so a stuck worker can never block the supervisor on a send."""
@@ -228,6 +231,8 @@ class Supervisor:
                 log.info("%d workers serve %s (pids %s)", self._count, self._address,
                          ", ".join(str(w.process.pid) for w in self._workers.values()))
                 announce(self._versions, self._settings.address, port, endpoint, http)
+                if self._settings.worker_timeout_seconds > 0:
+                    self._spawn_task(self._watch(self._settings.worker_timeout_seconds))
                 await stop.wait()
                 log.info("stopping %d workers: in-flight requests get up to %.1f s",
                          len(self._workers), self._settings.grace_seconds)
@@ -349,6 +354,26 @@ class Supervisor:
             worker.member = True
             self._send(worker, GROUP_READY)
             log.info("worker %d (pid %s) serves again", index, worker.process.pid)
+
+    async def _watch(self, timeout: float) -> None:
+        """Every few seconds, check that each worker's event loop answers; kill one that has
+        not for ``timeout`` s (it is started again, as if it had died). Alive but stuck, it
+        would keep the connections the kernel gives it, and their calls, for ever."""
+        while not self._stopping:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            members = [w for w in self._workers.values() if w.member]
+            await asyncio.gather(*(self._check(w, timeout) for w in members))
+
+    async def _check(self, worker: _Worker, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._ask(worker, PING), timeout)
+        except TimeoutError:
+            if worker.member and not worker.exited.done() and not self._stopping:
+                log.error("worker %d (pid %s) has not answered for %g s; killing it",
+                          worker.index, worker.process.pid, timeout)
+                worker.process.kill()
+        except WorkerGroupError:  # died meanwhile, or too many requests unanswered: next round
+            return
 
     async def _stop_workers(self, grace: float) -> None:
         """SIGTERM every worker (each drains as a one-process server does); kill those still

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Messages, supervisor -> worker: (kind, op, ...); worker -> supervisor: (kind, op, ...).
 PREPARE_LOAD, PREPARE_UNLOAD, COMMIT, ABORT = "prepare-load", "prepare-unload", "commit", "abort"
-STATISTICS, INDEX, METRICS = "statistics", "index", "metrics"
+STATISTICS, INDEX, METRICS, PING = "statistics", "index", "metrics", "ping"
 GROUP_READY, REPLY = "group-ready", "reply"
 REQUEST, READY, FAILED = "request", "ready", "failed"
 LOAD, UNLOAD = "load", "unload"
@@ -153,6 +153,8 @@ class WorkerGroup:
                     future.set_exception(WorkerGroupError.from_wire(error))
         elif kind == GROUP_READY:
             self.on_group_ready()
+        elif kind == PING:  # answered by the loop itself: it turns
+            self.tell(REPLY, message[1], None, None)
         elif kind == COMMIT:
             self.sync()
             self.tell(REPLY, message[1], None, None)

@@ -530,7 +530,9 @@ def test_a_worker_killed_while_a_load_is_prepared_leaves_the_model_in_no_worker(
 def test_a_stuck_worker_shows_as_unresponsive_and_holds_up_no_one(
         serving_repository: Path, tmp_path: Path) -> None:
     root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    # Never killed for it here (the next test has the watchdog).
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS,
+                          "--worker-timeout-seconds", "0")
     assert server.metrics_port is not None
     stuck: int | None = None
     try:
@@ -577,6 +579,33 @@ def test_a_stuck_worker_shows_as_unresponsive_and_holds_up_no_one(
     assert waited.value.message == f"worker {number} did not answer in 10 s"
     log = server.log()
     assert f"worker {number} did not report its metrics in 3 s" in log
+    assert "Traceback" not in log
+
+
+def test_a_worker_stuck_past_the_worker_timeout_is_killed_and_started_again(
+        serving_repository: Path, tmp_path: Path) -> None:
+    root = group_repository(serving_repository, tmp_path / "models")
+    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS,
+                          "--worker-timeout-seconds", "2")
+    try:
+        stuck = worker_pids(server)[1]
+        os.kill(stuck, signal.SIGSTOP)  # alive, answering nothing
+        wait_for(lambda: worker_pids(server)[1] != stuck, "worker 1 to be started again")
+        # New connections reach the new worker too.
+        with AxonClient(server.address, connections=CONNECTIONS) as client:
+            for _ in range(4 * CONNECTIONS):
+                client.infer(DIGITS, ONE)
+        assert server.metrics_port is not None
+        page = scrape(server.metrics_port)
+    finally:
+        assert server.stop() == 0
+    assert page.value("axon_worker_restarts_total", worker="1") == 1
+    assert page.value("axon_worker_restarts_total", worker="0") == 0
+    assert page.value("axon_worker_unresponsive", worker="1") == 0
+    assert page.value("axon_worker_requests_total", worker="1") > 0
+    log = server.log()
+    assert f"worker 1 (pid {stuck}) has not answered for 2 s; killing it" in log, log
+    assert re.search(rf"worker 1 \(pid {stuck}\) died \(signal SIGKILL\)", log), log
     assert "Traceback" not in log
 
 
