@@ -614,8 +614,10 @@ def connected_worker(server: ServerProcess) -> int:
     gRPC port (call it with one connection open)."""
     port = f"{server.port:04X}"
     sockets = set()
-    tables = (Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text())
-    for line in tables.splitlines():  # gRPC's sockets are IPv6, with mapped IPv4 addresses
+    # gRPC's sockets are IPv6 ones with mapped IPv4 addresses, where the kernel has IPv6.
+    tables = "".join(table.read_text() for table in (Path("/proc/net/tcp"),
+                                                     Path("/proc/net/tcp6")) if table.exists())
+    for line in tables.splitlines():
         fields = line.split()
         if fields[1].endswith(f":{port}") and fields[3] == "01":  # local port, ESTABLISHED
             sockets.add(f"socket:[{fields[9]}]")
