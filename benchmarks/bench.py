@@ -144,8 +144,8 @@ def machine_ticks() -> tuple[int, int, int]:
     """(busy, steal, total) CPU time of the whole machine, all cores, since boot, in clock
     ticks (/proc/stat). Busy is the total less idle, iowait and steal: what ran here."""
     first_line = Path("/proc/stat").read_text().split("\n", 1)[0]
-    _, _, _, idle, iowait, _, _, steal = (int(v) for v in first_line.split()[1:9])
-    total = sum(int(v) for v in first_line.split()[1:9])
+    fields = [int(v) for v in first_line.split()[1:9]]  # user nice system idle iowait ...
+    idle, iowait, steal, total = fields[3], fields[4], fields[7], sum(fields)
     return total - idle - iowait - steal, steal, total
 
 
