@@ -186,7 +186,7 @@ def process_cpu_seconds(pid: int) -> float:
     # utime, stime, and cutime + cstime: the children it has waited for.
     ticks = sum(int(value) for value in fields[11:15])
     total = ticks / os.sysconf("SC_CLK_TCK")
-    for child in _children(pid):
+    for child in child_pids(pid):
         try:
             total += process_cpu_seconds(child)
         except OSError:  # it ended meanwhile: its parent's cutime has it once waited for
@@ -205,7 +205,7 @@ def process_rss_bytes(pid: int) -> int:
             break
     else:
         raise RuntimeError(f"no VmRSS for process {pid}")
-    for child in _children(pid):
+    for child in child_pids(pid):
         try:
             total += process_rss_bytes(child)
         except (OSError, RuntimeError):  # it ended meanwhile (a zombie has no VmRSS)
@@ -213,7 +213,8 @@ def process_rss_bytes(pid: int) -> int:
     return total
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """The process ids of the live children of process ``pid`` (Linux /proc)."""
     children = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:

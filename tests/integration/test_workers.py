@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 import pytest
 
+from axon.benchmarks.bench import child_pids
 from axon.client.async_client import AsyncAxonClient
 from axon.client.common import NO_RETRIES, AxonClientError, RetryPolicy, infer_request
 from axon.client.server_process import ServerProcess, free_port, start_server
@@ -57,6 +58,13 @@ def group_repository(serving_repository: Path, root: Path) -> Path:
     save_stall_model(root / SLOW / "1", SLOW)
     (root / SLOW / CONFIG_FILENAME).write_text(json.dumps(STALL_CONFIG))
     return root
+
+
+def two_workers(serving_repository: Path, tmp_path: Path, *flags: str) -> ServerProcess:
+    """``axon serve --workers 2`` on ``group_repository``, serving the digit model."""
+    root = group_repository(serving_repository, tmp_path / "models")
+    return start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS,
+                        *flags)
 
 
 def worker_pids(server: ServerProcess) -> dict[int, int]:
@@ -166,8 +174,7 @@ async def infer_concurrently(address: str, calls: int) -> None:
 
 def test_one_connection_reaches_one_worker(serving_repository: Path, tmp_path: Path) -> None:
     """Why the clients open several: the kernel spreads connections, not calls."""
-    root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    server = two_workers(serving_repository, tmp_path)
     try:
         with AxonClient(server.address, connections=1) as client:
             for _ in range(100):
@@ -239,8 +246,7 @@ class Callers:
 
 def test_a_killed_worker_fails_only_its_calls_in_flight_and_comes_back(
         serving_repository: Path, tmp_path: Path) -> None:
-    root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    server = two_workers(serving_repository, tmp_path)
     callers = Callers(server.address, raw=16, retrying=4)
     try:
         wait_for(lambda: callers.raw["OK"] > 500, "calls before the kill")
@@ -279,8 +285,7 @@ def test_a_killed_worker_fails_only_its_calls_in_flight_and_comes_back(
 
 def test_load_and_unload_take_effect_in_every_worker_before_they_return(
         serving_repository: Path, tmp_path: Path) -> None:
-    root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    server = two_workers(serving_repository, tmp_path)
     opened = channels(server.address)
     try:
         with AxonClient(server.address, retry=NO_RETRIES) as admin:
@@ -312,8 +317,7 @@ def test_load_and_unload_take_effect_in_every_worker_before_they_return(
 
 def test_unload_and_load_under_load_take_effect_in_every_worker_when_they_return(
         serving_repository: Path, tmp_path: Path) -> None:
-    root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    server = two_workers(serving_repository, tmp_path)
     callers = Callers(server.address, raw=16, retrying=0)
 
     def more(code: str, than: int = 200) -> None:
@@ -357,8 +361,7 @@ def test_unload_and_load_under_load_take_effect_in_every_worker_when_they_return
 
 def test_a_model_one_worker_cannot_load_is_refused_by_the_group_and_reported(
         serving_repository: Path, tmp_path: Path) -> None:
-    root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    server = two_workers(serving_repository, tmp_path)
     opened = channels(server.address)
     try:
         with AxonClient(server.address, retry=NO_RETRIES, connections=1) as admin:
@@ -453,17 +456,14 @@ def test_no_worker_is_ready_until_every_worker_has_loaded_every_model(
 def group_workers(root: Path) -> list[int]:
     """The worker processes, by process id, of the server serving ``root``: the children of
     the process whose command line names it, that multiprocessing started as workers."""
-    workers = []
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and str(root) in (entry / "cmdline").read_text():
-                for task in (entry / "task").iterdir():
-                    for child in (task / "children").read_text().split():
-                        if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
-                            workers.append(int(child))
+                return sorted(child for child in child_pids(int(entry.name))
+                              if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text())
         except OSError:  # a process that ended meanwhile
             continue
-    return sorted(workers)
+    return []
 
 
 def ready_answers(opened: list[grpc.Channel], *, wait_for_ready: bool = False,
@@ -529,10 +529,8 @@ def test_a_worker_killed_while_a_load_is_prepared_leaves_the_model_in_no_worker(
 
 def test_a_stuck_worker_shows_as_unresponsive_and_holds_up_no_one(
         serving_repository: Path, tmp_path: Path) -> None:
-    root = group_repository(serving_repository, tmp_path / "models")
     # Never killed for it here (the next test has the watchdog).
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS,
-                          "--worker-timeout-seconds", "0")
+    server = two_workers(serving_repository, tmp_path, "--worker-timeout-seconds", "0")
     assert server.metrics_port is not None
     stuck: int | None = None
     try:
@@ -584,9 +582,7 @@ def test_a_stuck_worker_shows_as_unresponsive_and_holds_up_no_one(
 
 def test_a_worker_stuck_past_the_worker_timeout_is_killed_and_started_again(
         serving_repository: Path, tmp_path: Path) -> None:
-    root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS,
-                          "--worker-timeout-seconds", "2")
+    server = two_workers(serving_repository, tmp_path, "--worker-timeout-seconds", "2")
     try:
         stuck = worker_pids(server)[1]
         os.kill(stuck, signal.SIGSTOP)  # alive, answering nothing
@@ -707,8 +703,7 @@ def test_http_requests_reach_every_worker_and_model_control_acts_on_all(
         serving_repository: Path, tmp_path: Path) -> None:
     """Every worker serves the HTTP/REST port too; over HTTP, statistics and metrics describe
     the whole group and loads and unloads change every worker before they return."""
-    root = group_repository(serving_repository, tmp_path / "models")
-    server = start_server(root, tmp_path / "server.log", "--workers", "2", "--models", DIGITS)
+    server = two_workers(serving_repository, tmp_path)
     address, infer = server.http_address, f"/v2/models/{DIGITS}/versions/1/infer"
     request = json_infer(ONE)
 
