@@ -564,15 +564,13 @@ class Supervisor:
             "supervisor in time (a stuck event loop): its counters show its last answer's",
             labels=["worker"])
         for worker in members:
-            answer = worker.metrics
-            answered = answer is not None and answer.done() and not answer.cancelled() \
-                and answer.exception() is None
-            if answered:
-                self._last_metrics[worker.index] = answer.result()  # type: ignore[union-attr]
+            reply = _answer_of(worker.metrics)
+            if reply is not None:
+                self._last_metrics[worker.index] = reply
             elif not worker.exited.done():
                 log.warning("worker %d did not report its metrics in %g s; its last ones are "
                             "shown", worker.index, WORKER_METRICS_TIMEOUT_S)
-            unresponsive.add_metric([str(worker.index)], 0.0 if answered else 1.0)
+            unresponsive.add_metric([str(worker.index)], 0.0 if reply is not None else 1.0)
         replies = [(w.index, self._last_metrics[w.index]) for w in members
                    if w.index in self._last_metrics]
         replies += self._retired.items()
@@ -601,6 +599,13 @@ class _GroupCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._supervisor.collect()
+
+
+def _answer_of(future: asyncio.Future[list[Metric]] | None) -> list[Metric] | None:
+    """``future``'s result if it has one by now; None while pending, or if it failed."""
+    if future is None or not future.done() or future.cancelled() or future.exception():
+        return None
+    return future.result()
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
