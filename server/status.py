@@ -117,6 +117,11 @@ def _guard_unary(behaviour: Callable[[Any, Context], Awaitable[Any]], full_name:
             raise
         except Exception as error:  # the edge: every error becomes a status here
             code, message = status_of(error, full_name)
+            # Counted before the caller hears of it (abort sends the status at once): a
+            # scrape made after the caller's error sees it.
+            if call is not None and metrics is not None:
+                metrics.end(call, code.name)
+                call = None
             await context.abort(code, message)
         finally:
             if admitted and drain is not None:
