@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import types
 import typing
 from pathlib import Path
@@ -67,6 +68,12 @@ def problems(error: ValidationError) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Before numpy loads (here and in every worker process, which inherit the environment):
+    # the server's one BLAS call, the finiteness check's dot product, runs per request on the
+    # event loop, and numpy's OpenBLAS would hand a 64-image one to threads on other cores,
+    # which then spin for a while: the cores the gRPC path needs. onnxruntime has its own
+    # threads and does not use it.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from axon.server.main import serve
 
     return serve(settings_from(args))

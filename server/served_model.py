@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 
@@ -87,6 +88,13 @@ class ServedModel:
 
     def check_values(self, batch: Array) -> None:
         """Raise InvalidInputError unless every value is finite."""
+        # The sum of squares is finite only if every value is, and it is one BLAS call: ~3 µs
+        # a request cheaper here than isfinite + all, two ufunc passes (docs/performance.md,
+        # "The request checks"). When it is not finite (a NaN, an infinity, or finite values
+        # whose squares overflow float32), the exact check decides.
+        flat = batch.reshape(-1)
+        if math.isfinite(flat.dot(flat)):
+            return
         if not np.isfinite(batch).all():
             bad = int(np.count_nonzero(~np.isfinite(batch)))
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {bad} NaN or "

@@ -120,6 +120,33 @@ def test_the_default_policy_serves_only_the_latest_version(repository: ModelRepo
     run_with(repository, scenario)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def test_input_values_are_refused_exactly_when_one_is_not_finite(
+        repository: ModelRepository) -> None:
+    # The check first sums the squares: for these finite values that sum overflows, so the
+    # exact check must decide, and accept them.
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        model = manager.get(NAME)
+        extremes = np.resize(np.array([FLOAT32_MAX, -FLOAT32_MAX, 3e19, 1e-45, -0.0, 0.0],
+                                      np.float32), (64, 784))
+        model.check_values(extremes)
+        model.check_values(np.zeros((1, 784), np.float32))
+        for value in (np.nan, np.inf, -np.inf):
+            one = np.zeros((1, 784), np.float32)
+            one[0, 783] = value
+            with pytest.raises(InvalidInputError, match="holds 1 NaN or infinite values"):
+                model.check_values(one)
+        mixed = extremes.copy()
+        mixed[5, 7], mixed[63, 0] = -np.inf, np.nan
+        with pytest.raises(InvalidInputError, match="holds 2 NaN or infinite values"):
+            model.check_values(mixed)
+
+    run_with(repository, scenario)
+
+
 def test_get_without_a_version_gives_the_highest_loaded(repository: ModelRepository) -> None:
     async def scenario(manager: ModelManager) -> None:
         assert await manager.load(NAME) == [2, 3]
