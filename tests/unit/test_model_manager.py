@@ -123,6 +123,8 @@ def test_the_default_policy_serves_only_the_latest_version(repository: ModelRepo
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+# pytest shows every warning whatever the module's own filter, which hides this one in a server.
+@pytest.mark.filterwarnings("ignore:overflow encountered in dot:RuntimeWarning")
 def test_input_values_are_refused_exactly_when_one_is_not_finite(
         repository: ModelRepository) -> None:
     # The check first sums the squares: for these finite values that sum overflows, so the
