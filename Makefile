@@ -106,7 +106,10 @@ proto-check: venv
 # run, on the compact and the default digit nets (trained first if missing), then `axon
 # classify` over 10,000 exported test digits against one core's decode + model limit. Prints
 # each target as met or MISSED; last, what Axon's ModelInfer handler costs per call against the
-# naive server's without gRPC (benchmarks/handler_cost.py: no target, a low-noise figure). Needs h2load (Debian: nghttp2-client). BENCH_ARGS go to both
+# naive server's without gRPC (benchmarks/handler_cost.py: no target, a low-noise figure; with
+# numpy's OpenBLAS on one thread, as axon serve runs it) and the same pieces timed live in both
+# servers under a lone caller (benchmarks/live_segments.py). Needs h2load (Debian:
+# nghttp2-client). BENCH_ARGS go to both
 # `axon bench` runs, e.g. BENCH_ARGS='--rounds 5'. Axon runs as one process against the
 # one-process baseline (per-process cost is what these targets hold to); what more worker
 # processes add: python -m axon.benchmarks.workers (docs/performance.md, "Worker processes").
@@ -126,7 +129,9 @@ bench: venv
 		$(MNIST_FLAG)
 	$(BIN)/python -m axon.benchmarks.classify_limit $(BENCH_DIGITS) --model mnist \
 		--model-repository $(REPOSITORY)
-	$(BIN)/python -m axon.benchmarks.handler_cost --model mnist-compact \
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m axon.benchmarks.handler_cost --model mnist-compact \
+		--model-repository $(REPOSITORY)
+	$(BIN)/python -m axon.benchmarks.live_segments --model mnist-compact \
 		--model-repository $(REPOSITORY)
 
 # Reliability benchmarks (docs/reliability-security.md), on the same model as `make bench`.

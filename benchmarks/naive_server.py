@@ -13,10 +13,11 @@ servers share whatever the interpreter costs.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,14 @@ class NaiveServer:
 
 
 @contextmanager
-def running_naive_server(model_path: Path, name: str, timeout: float = 60) -> Iterator[NaiveServer]:
-    """The naive server on ``model_path`` on a free loopback port, on this interpreter."""
+def running_naive_server(model_path: Path, name: str, timeout: float = 60, *,
+                         launcher: Sequence[str] = (sys.executable, "-m", __name__),
+                         env: dict[str, str] | None = None) -> Iterator[NaiveServer]:
+    """The naive server on ``model_path`` on a free loopback port, on this interpreter;
+    ``launcher`` is the command that takes this module's arguments."""
     process = subprocess.Popen(
-        [sys.executable, "-m", __name__, str(model_path), name, "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [*launcher, str(model_path), name, "0"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         assert process.stdout is not None
         deadline = time.monotonic() + timeout

@@ -1,0 +1,235 @@
+"""Where a single-image ModelInfer call's time goes in a serving process under load, piece by
+piece, next to the naive server's: wall time inside each piece of the handler, live.
+
+``handler_cost`` times the handlers in a tight loop, where their code and data stay in the
+caches. In a server, gRPC's core runs between two calls and evicts them, and the same Python
+then costs 2-4x as much (docs/performance.md, "A lone call, live"). This benchmark starts Axon
+(one process) and the naive server with every piece of the handler wrapped in a timer, loads
+each with h2load in alternating rounds, and prints the mean wall time per call of each piece.
+
+    python -m axon.benchmarks.live_segments [--model mnist-compact] [--scenario 1x1]
+        [--seconds 5] [--rounds 2]
+
+The timers cost about 0.1 µs each, so the pieces add up to a little more than an untimed call.
+With more than one caller, calls wait for their batch inside ``ServedModel.infer``: read the
+pieces around it, not it. Only a lone caller's calls run start to end without a pause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from axon.benchmarks.loadgen import Call, h2load_available, run_h2load
+from axon.benchmarks.scenarios import parse_scenarios
+from axon.markdown import LEFT, RIGHT, markdown_table
+
+OUTPUT_ENV = "AXON_LIVE_SEGMENTS_OUT"
+"""Where a timed server writes its pieces' totals (JSON) when it exits."""
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+Totals = dict[str, list[float]]
+"""Piece -> [calls, seconds]."""
+WHOLE = "ModelInfer, whole"
+ONNXRUNTIME = "onnxruntime, inside the row above"
+OUTSIDE_ONNXRUNTIME = "the whole call but onnxruntime"
+
+
+def _timed(totals: Totals, name: str, function: Callable[..., Any], *,
+           coroutine: bool = False) -> Callable[..., Any]:
+    total = totals.setdefault(name, [0, 0.0])
+    if coroutine:
+        @functools.wraps(function)
+        async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                total[0] += 1
+                total[1] += time.perf_counter() - started
+        return timed_coroutine
+
+    @functools.wraps(function)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            total[0] += 1
+            total[1] += time.perf_counter() - started
+    return timed
+
+
+def _write_on_exit(totals: Totals) -> None:
+    path = os.environ[OUTPUT_ENV]
+    atexit.register(lambda: Path(path).write_text(json.dumps(totals)))
+
+
+def _serve_axon(argv: Sequence[str]) -> int:
+    """``axon serve`` with its ModelInfer path timed piece by piece."""
+    import onnxruntime as ort
+
+    from axon.cli import main
+    from axon.server import data_plane, metrics, served_model, status
+    from axon.server.servicers import inference
+
+    totals: Totals = {WHOLE: [0, 0.0]}
+    guard_unary = status._guard_unary
+
+    def timed_guard(behaviour: Any, full_name: str, method: str, *rest: Any) -> Any:
+        guarded = guard_unary(behaviour, full_name, method, *rest)
+        return _timed(totals, WHOLE, guarded, coroutine=True) \
+            if full_name == MODEL_INFER else guarded
+
+    status._guard_unary = timed_guard  # type: ignore[assignment]
+    # In call order.
+    pieces: list[tuple[object, str, str, bool]] = [
+        (metrics.Metrics, "begin", "metrics: begin", False),
+        (inference.InferenceServicer, "_infer", "servicer: _infer", True),
+        (data_plane.DataPlane, "resolve", "model lookup", False),
+        (inference, "request_batch", "request checks and input", False),
+        (served_model.ServedModel, "check_values", "finiteness check, inside the row above", False),
+        (inference, "requested_outputs", "outputs asked for", False),
+        (served_model.ServedModel, "infer", "batcher, statistics, model", True),
+        (ort.InferenceSession, "run", ONNXRUNTIME, False),
+        (inference, "infer_response", "response", False),
+        (metrics.Metrics, "end", "metrics: end", False),
+    ]
+    for owner, attribute, label, coroutine in pieces:
+        setattr(owner, attribute, _timed(totals, label, getattr(owner, attribute),
+                                         coroutine=coroutine))
+    _write_on_exit(totals)
+    return main(list(argv))  # start_server passes "serve" and its flags
+
+
+def _serve_naive(argv: Sequence[str]) -> int:
+    """The naive server with its ModelInfer, and onnxruntime inside it, timed."""
+    import asyncio
+    import signal
+
+    import onnxruntime as ort
+
+    from axon.benchmarks import naive_server
+
+    totals: Totals = {}
+    for owner, attribute, label, coroutine in (
+            (naive_server.NaiveServicer, "ModelInfer", WHOLE, True),
+            (ort.InferenceSession, "run", ONNXRUNTIME, False)):
+        setattr(owner, attribute, _timed(totals, label, getattr(owner, attribute),
+                                         coroutine=coroutine))
+    _write_on_exit(totals)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    path, name, port = argv
+    asyncio.run(naive_server.serve(path, name, int(port)))
+    return 0
+
+
+def _mean_us(totals: Totals, piece: str) -> str:
+    calls, seconds = totals.get(piece, (0, 0.0))
+    return f"{seconds / calls * 1e6:.1f}" if calls else ""
+
+
+def _outside_onnxruntime_us(totals: Totals) -> str:
+    (calls, whole), (runs, model) = totals.get(WHOLE, (0, 0.0)), totals.get(ONNXRUNTIME, (0, 0.0))
+    return f"{(whole / calls - model / runs) * 1e6:.1f}" if calls and runs else ""
+
+
+def report(axon: Totals, naive: Totals, heading: str) -> str:
+    rows = [[piece, f"{int(axon[piece][0]):,}", _mean_us(axon, piece), _mean_us(naive, piece)]
+            for piece in axon]
+    rows.append([OUTSIDE_ONNXRUNTIME, "", _outside_onnxruntime_us(axon),
+                 _outside_onnxruntime_us(naive)])
+    table = markdown_table(["piece", "calls", "Axon µs per call", "naive server µs per call"],
+                           [LEFT, RIGHT, RIGHT, RIGHT], rows)
+    return f"{heading}\n{table}"
+
+
+def measure(repository: Path, model: str, scenario_text: str, seconds: float,
+            rounds: int) -> tuple[Totals, Totals, list[tuple[str, float, float]]]:
+    """Both servers timed under the same load in alternating rounds; their totals and each
+    round's (server, requests/s, p50 ms)."""
+    from axon.benchmarks.common import describe_target
+    from axon.benchmarks.naive_server import running_naive_server
+    from axon.client.server_process import running_server
+    from axon.client.sync_client import AxonClient
+    from axon.model_repository import ModelRepository
+
+    scenario = parse_scenarios(scenario_text)[0]
+    models = ModelRepository(repository)
+    version = models.latest_version(model)
+    if version is None:
+        raise SystemExit(f"live_segments: model {model!r} has no version in {repository}")
+    me = [sys.executable, "-m", "axon.benchmarks.live_segments"]
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="axon-live-") as folder:
+        work = Path(folder)
+        outputs = {"axon": work / "axon.json", "naive": work / "naive.json"}
+        with running_server(repository, work / "axon.log", "--models", model, "--workers", "1",
+                            "--no-http", env={OUTPUT_ENV: str(outputs["axon"])},
+                            launcher=[*me, "--as-axon"]) as axon_server, \
+                running_naive_server(models.model_file(model, version), model,
+                                     launcher=[*me, "--as-naive"],
+                                     env={OUTPUT_ENV: str(outputs["naive"])}) as naive_server, \
+                AxonClient(axon_server.address) as client:
+            client.wait_ready()
+            # Answered once by Axon for real before anything is timed.
+            axon_call = describe_target(client, model, axon_server.process.pid).call(
+                "infer", scenario.images)
+            calls = {"axon": axon_call,
+                     "naive": Call(naive_server.address, axon_call.method, axon_call.body)}
+            for round_ in range(rounds):
+                order = ["naive", "axon"] if round_ % 2 == 0 else ["axon", "naive"]
+                for name in order:
+                    run_h2load(calls[name], scenario, 1.0)  # warm-up, counted in the totals too
+                    result = run_h2load(calls[name], scenario, seconds)
+                    rows.append((name, result.requests_per_second, result.percentile_ms(50)))
+        totals = {name: json.loads(path.read_text()) for name, path in outputs.items()}
+    return totals["axon"], totals["naive"], rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--as-axon"]:
+        return _serve_axon(arguments[1:])
+    if arguments[:1] == ["--as-naive"]:
+        return _serve_naive(arguments[1:])
+    parser = argparse.ArgumentParser(prog="python -m axon.benchmarks.live_segments",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--model", default="mnist-compact")
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--scenario", default="1x1", help="one closed-loop scenario (default "
+                        "1x1: a lone caller, whose calls never pause)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per round (default 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
+    args = parser.parse_args(arguments)
+    if not h2load_available():
+        parser.error("needs h2load (Debian package nghttp2-client)")
+    if parse_scenarios(args.scenario)[0].rate is not None:
+        parser.error("--scenario must be a closed loop, CALLERSxIMAGES")
+    if not (args.model_repository / args.model).is_dir():
+        parser.error(f"no model {args.model!r} in {args.model_repository} (train it first: "
+                     "axon train, or make bench)")
+    axon, naive, rows = measure(args.model_repository, args.model, args.scenario, args.seconds,
+                                args.rounds)
+    for name in ("axon", "naive"):
+        mine = [row for row in rows if row[0] == name]
+        print(f"{name}: {statistics.median(r[1] for r in mine):,.0f} requests/s, p50 "
+              f"{statistics.median(r[2] for r in mine):.3f} ms (median of {len(mine)} rounds)")
+    print(report(axon, naive, f"{args.model}, {args.scenario}, h2load, {args.rounds} rounds of "
+                              f"{args.seconds:g} s each (and 1 s of warm-up): wall time per call "
+                              "of each piece, every call of the run"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
