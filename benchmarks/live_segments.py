@@ -2,10 +2,11 @@
 piece, next to the naive server's: wall time inside each piece of the handler, live.
 
 ``handler_cost`` times the handlers in a tight loop, where their code and data stay in the
-caches. In a server, gRPC's core runs between two calls and evicts them, and the same Python
-then costs 2-4x as much (docs/performance.md, "A lone call, live"). This benchmark starts Axon
-(one process) and the naive server with every piece of the handler wrapped in a timer, loads
-each with h2load in alternating rounds, and prints the mean wall time per call of each piece.
+caches. In a server, gRPC's core runs between two calls and evicts them, and the same code
+then costs about twice as much, some pieces more (docs/performance.md, "A lone call, live").
+This benchmark starts Axon (one process) and the naive server with every piece of the
+handler wrapped in a timer, loads each with h2load in alternating rounds, and prints the mean
+wall time per call of each piece.
 
     python -m axon.benchmarks.live_segments [--model mnist-compact] [--scenario 1x1]
         [--seconds 5] [--rounds 2]
