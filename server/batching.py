@@ -190,7 +190,7 @@ PREFERRED_TOLERANCE = 0.1
 WORTH_WAITING_TOLERANCE = 0.2
 """Measured (docs/performance.md, "Raised to 6 ms"): with it the default digit net holds batches
 back up to 16 images and the compact net up to 128, in every fresh start tried. At 25 % the
-default net's cost per image at 8 sat on the line (1.25-1.33x the best), so one start in four
+default net's cost per image at 8 sat on the line (1.25-1.33x the best), so some starts
 chose 8 and formed 8-image batches at 64 callers; the compact net's at 64 did the same between
 64 and 128. At 10 % (with earlier rules) the compact net lost 4 % of its throughput at 16
 callers x 64 images, holding 64-image requests back for a second one."""
