@@ -60,6 +60,14 @@ def group_repository(serving_repository: Path, root: Path) -> Path:
     return root
 
 
+def infer_on_new_connections(address: str, calls: int, connections: int = CONNECTIONS) -> None:
+    """``calls`` single-image calls over ``connections`` new connections: the kernel deals
+    connections, not calls, to the workers (a restarted one too)."""
+    with AxonClient(address, connections=connections) as client:
+        for _ in range(calls):
+            client.infer(DIGITS, ONE)
+
+
 def two_workers(serving_repository: Path, tmp_path: Path, *flags: str) -> ServerProcess:
     """``axon serve --workers 2`` on ``group_repository``, serving the digit model."""
     root = group_repository(serving_repository, tmp_path / "models")
@@ -176,9 +184,7 @@ def test_one_connection_reaches_one_worker(serving_repository: Path, tmp_path: P
     """Why the clients open several: the kernel spreads connections, not calls."""
     server = two_workers(serving_repository, tmp_path)
     try:
-        with AxonClient(server.address, connections=1) as client:
-            for _ in range(100):
-                client.infer(DIGITS, ONE)
+        infer_on_new_connections(server.address, 100, connections=1)
         assert server.metrics_port is not None
         answered = scrape(server.metrics_port).matching("axon_worker_requests_total")
     finally:
@@ -256,9 +262,7 @@ def test_a_killed_worker_fails_only_its_calls_in_flight_and_comes_back(
         time.sleep(1.0)
         callers.stop()
         # The restarted worker takes new connections (those open went to the other one).
-        with AxonClient(server.address, connections=CONNECTIONS) as client:
-            for _ in range(2 * CONNECTIONS):
-                client.infer(DIGITS, ONE)
+        infer_on_new_connections(server.address, 2 * CONNECTIONS)
         assert server.metrics_port is not None
         page = scrape(server.metrics_port)
     finally:
@@ -534,9 +538,7 @@ def test_a_stuck_worker_shows_as_unresponsive_and_holds_up_no_one(
     assert server.metrics_port is not None
     stuck: int | None = None
     try:
-        with AxonClient(server.address, connections=CONNECTIONS) as client:
-            for _ in range(4 * CONNECTIONS):
-                client.infer(DIGITS, ONE)
+        infer_on_new_connections(server.address, 4 * CONNECTIONS)
         with AxonClient(server.address, retry=NO_RETRIES, connections=1, timeout=60) as admin:
             admin.repository_index()
             before = scrape(server.metrics_port)
@@ -588,9 +590,7 @@ def test_a_worker_stuck_past_the_worker_timeout_is_killed_and_started_again(
         os.kill(stuck, signal.SIGSTOP)  # alive, answering nothing
         wait_for(lambda: worker_pids(server)[1] != stuck, "worker 1 to be started again")
         # New connections reach the new worker too.
-        with AxonClient(server.address, connections=CONNECTIONS) as client:
-            for _ in range(4 * CONNECTIONS):
-                client.infer(DIGITS, ONE)
+        infer_on_new_connections(server.address, 4 * CONNECTIONS)
         assert server.metrics_port is not None
         page = scrape(server.metrics_port)
     finally:
