@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from axon.benchmarks.bench import STEAL_LIMIT, cpu_times
 from axon.benchmarks.loadgen import Call, h2load_available, run_h2load
 from axon.benchmarks.scenarios import parse_scenarios
 from axon.markdown import LEFT, RIGHT, markdown_table
@@ -156,9 +157,10 @@ def report(axon: Totals, naive: Totals, heading: str) -> str:
 
 
 def measure(repository: Path, model: str, scenario_text: str, seconds: float,
-            rounds: int) -> tuple[Totals, Totals, list[tuple[str, float, float]]]:
+            rounds: int) -> tuple[Totals, Totals, list[tuple[str, float, float, float]]]:
     """Both servers timed under the same load in alternating rounds; their totals and each
-    round's (server, requests/s, p50 ms)."""
+    round's (server, requests/s, p50 ms, share of the machine's CPU the host stole during it,
+    warm-up included: every call is in the totals)."""
     from axon.benchmarks.common import describe_target
     from axon.benchmarks.naive_server import running_naive_server
     from axon.client.server_process import running_server
@@ -171,12 +173,14 @@ def measure(repository: Path, model: str, scenario_text: str, seconds: float,
     if version is None:
         raise SystemExit(f"live_segments: model {model!r} has no version in {repository}")
     me = [sys.executable, "-m", "axon.benchmarks.live_segments"]
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="axon-live-") as folder:
         work = Path(folder)
         outputs = {"axon": work / "axon.json", "naive": work / "naive.json"}
         with running_server(repository, work / "axon.log", "--models", model, "--workers", "1",
-                            "--no-http", env={OUTPUT_ENV: str(outputs["axon"])},
+                            "--no-http",
+                            # As `axon serve` sets it, which here runs after numpy has loaded.
+                            env={OUTPUT_ENV: str(outputs["axon"]), "OPENBLAS_NUM_THREADS": "1"},
                             launcher=[*me, "--as-axon"]) as axon_server, \
                 running_naive_server(models.model_file(model, version), model,
                                      launcher=[*me, "--as-naive"],
@@ -191,9 +195,13 @@ def measure(repository: Path, model: str, scenario_text: str, seconds: float,
             for round_ in range(rounds):
                 order = ["naive", "axon"] if round_ % 2 == 0 else ["axon", "naive"]
                 for name in order:
+                    steal_before, total_before = cpu_times()
                     run_h2load(calls[name], scenario, 1.0)  # warm-up, counted in the totals too
                     result = run_h2load(calls[name], scenario, seconds)
-                    rows.append((name, result.requests_per_second, result.percentile_ms(50)))
+                    steal_after, total_after = cpu_times()
+                    stolen = (steal_after - steal_before) / max(1, total_after - total_before)
+                    rows.append((name, result.requests_per_second, result.percentile_ms(50),
+                                 stolen))
         totals = {name: json.loads(path.read_text()) for name, path in outputs.items()}
     return totals["axon"], totals["naive"], rows
 
@@ -226,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         mine = [row for row in rows if row[0] == name]
         print(f"{name}: {statistics.median(r[1] for r in mine):,.0f} requests/s, p50 "
               f"{statistics.median(r[2] for r in mine):.3f} ms (median of {len(mine)} rounds)")
+    most_stolen = max(row[3] for row in rows)
+    print(f"most host CPU steal in a round: {most_stolen:.1%}"
+          + (" (over 5 %: run again for figures to keep)" if most_stolen > STEAL_LIMIT else ""))
     print(report(axon, naive, f"{args.model}, {args.scenario}, h2load, {args.rounds} rounds of "
                               f"{args.seconds:g} s each (and 1 s of warm-up): wall time per call "
                               "of each piece, every call of the run"))
