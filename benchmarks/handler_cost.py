@@ -50,7 +50,9 @@ from axon.server.servicers.inference import InferenceServicer
 from axon.server.status import guard
 from axon.server.version_policy import VersionPolicy
 
-Handler = Callable[[pb.ModelInferRequest, Any], Awaitable[pb.ModelInferResponse]]
+Handler = Callable[[pb.ModelInferRequest, Any], Awaitable[pb.ModelInferResponse | bytes]]
+"""A ModelInfer handler; Axon's answers with the response serialized (server/wire.py), the
+naive server's with a message gRPC then serializes."""
 
 
 class HandlerFailedError(RuntimeError):
@@ -121,7 +123,9 @@ async def measure(repository: Path, model: str, sizes: Sequence[int], calls: int
 async def _check_same_answers(axon: Handler, naive: Handler, body: bytes) -> None:
     answers = []
     for handler in (axon, naive):
-        response = await handler(pb.ModelInferRequest.FromString(body), _Context())
+        answer = await handler(pb.ModelInferRequest.FromString(body), _Context())
+        response = pb.ModelInferResponse.FromString(answer) if isinstance(answer, bytes) \
+            else answer
         answers.append([np.frombuffer(raw, np.float32) for raw in response.raw_output_contents])
     if len(answers[0]) != len(answers[1]) or not all(
             np.array_equal(a, n) for a, n in zip(*answers, strict=False)):
@@ -133,7 +137,8 @@ async def _per_call_us(handler: Handler, body: bytes, calls: int) -> float:
     started = time.perf_counter()
     for _ in range(calls):
         response = await handler(pb.ModelInferRequest.FromString(body), context)
-        response.SerializeToString()
+        if not isinstance(response, bytes):  # as gRPC would before sending it
+            response.SerializeToString()
     return (time.perf_counter() - started) / calls * 1e6
 
 

@@ -6,6 +6,9 @@ handlers with a parser that turns such bytes into an ``Undecodable`` marker inst
 transport edge (``server/status.py``) refuses the marker as invalid input. The parser is
 swapped once, at registration, so a call pays nothing for it. Streams parse as they are read
 and are handled where they are read (``server/servicers/streams.py``).
+
+The same registration lets a handler answer with its response already serialized (bytes), as
+the inference methods do (``server/wire.py``); messages are serialized as before.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from axon.server.wire import passing_bytes
 
 
 class Undecodable:
@@ -45,16 +50,23 @@ class _Registrations:
 def register_tolerantly(add_to_server: Callable[[Any, Any], None], servicer: Any,
                         server: grpc.aio.Server) -> None:
     """``add_to_server(servicer, server)``, with the unary methods' request parsers made
-    tolerant of bytes that do not parse."""
+    tolerant of bytes that do not parse, and every method free to answer with its response
+    already serialized (server/wire.py)."""
     registrations = _Registrations()
     add_to_server(servicer, registrations)
     for service, handlers in registrations.handlers.items():
-        tolerant = {method: handler if handler.request_streaming else handler._replace(
-                        request_deserializer=_tolerant(handler.request_deserializer, method))
+        tolerant = {method: _tolerant_handler(handler, method)
                     for method, handler in handlers.items()}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service,
                                                                               tolerant),))
         server.add_registered_method_handlers(service, tolerant)
+
+
+def _tolerant_handler(handler: Any, method: str) -> Any:
+    handler = handler._replace(response_serializer=passing_bytes(handler.response_serializer))
+    if handler.request_streaming:
+        return handler
+    return handler._replace(request_deserializer=_tolerant(handler.request_deserializer, method))
 
 
 def _tolerant(parse: Callable[[bytes], Any] | None,

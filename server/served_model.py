@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,12 +25,14 @@ warnings.filterwarnings("ignore", message="overflow encountered in dot", categor
                         module=__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class OutputChoice:
-    """One output a request asks for: which of the model's outputs, and whether as classes."""
+class OutputChoice(NamedTuple):
+    """One output a request asks for: which of the model's outputs, and whether as classes.
 
-    index: int
-    """Into the model's outputs."""
+    (A tuple: every response looks its template up by the choices, and a tuple hashes in C.)
+    """
+
+    output: int
+    """Which of the model's outputs (an index into them)."""
     classes: int = 0
     """The classification extension's k: the output as the k highest "score:index:label"
     strings of each item; 0: the tensor itself."""
@@ -55,8 +57,9 @@ class ServedModel:
         self.output_indexes = tuple(range(len(self.output_names)))
         self.output_choices = tuple(OutputChoice(index) for index in self.output_indexes)
         """Every output as a tensor: what a request that names no outputs gets."""
-        self.response_templates: dict[tuple[object, ...], bytes] = {}
-        """Serialized response headers by outputs and shapes (server/servicers/tensors.py)."""
+        self.response_templates: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        """The serialized parts every response with the same outputs and shapes shares, by
+        outputs and shapes (server/servicers/tensors.py)."""
 
     @property
     def batching(self) -> BatchingSettings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -137,9 +137,11 @@ def choose_output(model: ServedModel, name: str, classification: object = None) 
     return OutputChoice(index, min(classification, math.prod(model.runtime.outputs[index].shape)))
 
 
-@dataclass(frozen=True, slots=True)
-class OutputTensor:
-    """An output as the protocol carries it: FP32 rows, or classification strings."""
+class OutputTensor(NamedTuple):
+    """An output as the protocol carries it: FP32 rows, or classification strings.
+
+    (A tuple: one is made per output of every response, and a tuple is the cheapest to make.)
+    """
 
     name: str
     datatype: str
@@ -161,8 +163,8 @@ def output_tensors(model: ServedModel, outputs: Sequence[Array],
     """The requested outputs of one answered request, in request order."""
     tensors = []
     for choice in choices:
-        array = outputs[choice.index]
-        name = model.output_names[choice.index]
+        array = outputs[choice.output]
+        name = model.output_names[choice.output]
         if choice.classes:
             strings = class_strings(model, array, choice.classes)
             tensors.append(OutputTensor(name, BYTES_DATATYPE, (len(array), choice.classes),

@@ -21,6 +21,7 @@ from axon.server.servicers.tensors import (
     request_batch,
     request_deadline,
     requested_outputs,
+    stream_response,
 )
 from axon.server.status import outcome_of
 from axon.server.tensors import earliest
@@ -75,24 +76,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelConfigResponse(config=self._plane.model_config(request.name,
                                                                       request.version))
 
-    async def ModelInfer(self, request: pb.ModelInferRequest,
-                         context: Context) -> pb.ModelInferResponse:
+    # The two inference methods answer with the response already serialized (see
+    # server/wire.py; app.py registers them to send bytes as they are), which the generated
+    # base class's annotations do not foresee.
+    async def ModelInfer(self, request: pb.ModelInferRequest,  # type: ignore[override]
+                         context: Context) -> bytes:
         return await self._infer(request, deadline_of(context))
 
-    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
-                               context: Context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(  # type: ignore[override]
+            self, request_iterator: AsyncIterator[pb.ModelInferRequest],
+            context: Context) -> AsyncIterator[bytes]:
         deadline = deadline_of(context)
 
-        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        async def answer(request: pb.ModelInferRequest) -> bytes:
             outcome = await outcome_of(lambda: self._infer(request, deadline),
                                        "ModelStreamInfer", self._metrics, context)
             if outcome.result is not None:
-                return pb.ModelStreamInferResponse(infer_response=outcome.result)
+                return stream_response(outcome.result)
             return pb.ModelStreamInferResponse(
                 error_message=f"{outcome.code.name}: {outcome.message}",
                 infer_response=pb.ModelInferResponse(
                     model_name=request.model_name, model_version=request.model_version,
-                    id=request.id))
+                    id=request.id)).SerializeToString()
 
         async for response in answer_concurrently(request_iterator, answer,
                                                   self._max_stream_in_flight):
@@ -122,8 +127,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                                  request.parameters)
         return pb.RepositoryModelUnloadResponse()
 
-    async def _infer(self, request: pb.ModelInferRequest,
-                     deadline: float | None) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
         model = self._plane.resolve(request.model_name, request.model_version)
         batch = request_batch(request, model)
         choices = requested_outputs(request, model)

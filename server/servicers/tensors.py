@@ -21,9 +21,13 @@ from axon.server.tensors import (
     output_tensors,
     refuse_unsupported,
 )
+from axon.server.wire import bytes_field, field_tag
 
 _MAX_TEMPLATES = 1024
 """Response templates kept per model version (one per batch size and output choice)."""
+_ID = field_tag(pb.ModelInferResponse.ID_FIELD_NUMBER)
+_RAW_OUTPUT_CONTENTS = field_tag(pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER)
+_STREAM_INFER_RESPONSE = field_tag(pb.ModelStreamInferResponse.INFER_RESPONSE_FIELD_NUMBER)
 
 
 def parameter_value(parameter: pb.InferParameter) -> Any:
@@ -82,12 +86,13 @@ def request_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
 
 
 def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: Sequence[Array],
-                   choices: tuple[OutputChoice, ...]) -> pb.ModelInferResponse:
-    """The response for ``request``: raw contents, one entry per requested output.
+                   choices: tuple[OutputChoice, ...]) -> bytes:
+    """The serialized ModelInferResponse for ``request``: raw contents, one entry per requested
+    output.
 
     Everything but the id and the contents is the same for every response of one model version
-    with the same outputs and shapes: it is built once, kept serialized, and parsed back per
-    response, which costs a third of building the message field by field.
+    with the same outputs and shapes: it is serialized once, and each response is those bytes
+    with the id and contents encoded around them (server/wire.py).
     """
     tensors = output_tensors(model, outputs, choices)
     key = (choices, *(tensor.shape for tensor in tensors))
@@ -96,13 +101,22 @@ def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: S
     if template is None:
         if len(templates) >= _MAX_TEMPLATES:
             templates.clear()
-        template = templates[key] = pb.ModelInferResponse(
-            model_name=model.name, model_version=str(model.version),
-            outputs=[pb.ModelInferResponse.InferOutputTensor(
+        template = templates[key] = (
+            pb.ModelInferResponse(model_name=model.name,
+                                  model_version=str(model.version)).SerializeToString(),
+            pb.ModelInferResponse(outputs=[pb.ModelInferResponse.InferOutputTensor(
                 name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-                for tensor in tensors]).SerializeToString()
-    response = pb.ModelInferResponse.FromString(template)
+                for tensor in tensors]).SerializeToString())
+    head, outputs_part = template
+    parts = [head]
     if request.id:
-        response.id = request.id
-    response.raw_output_contents.extend([tensor.raw() for tensor in tensors])
-    return response
+        parts += bytes_field(_ID, request.id.encode())
+    parts.append(outputs_part)
+    for tensor in tensors:
+        parts += bytes_field(_RAW_OUTPUT_CONTENTS, tensor.raw())
+    return b"".join(parts)
+
+
+def stream_response(serialized_response: bytes) -> bytes:
+    """A ModelStreamInferResponse carrying a serialized ModelInferResponse."""
+    return b"".join(bytes_field(_STREAM_INFER_RESPONSE, serialized_response))
