@@ -89,7 +89,7 @@ def configure(command: str, bench: argparse.ArgumentParser) -> None:
                        "'--no-metrics'), measure both in alternating rounds and print their "
                        "ratios")
     bench.add_argument("--rounds", type=positive, default=3, help="A/B mode: rounds per "
-                       "scenario and server")
+                       "scenario and server; each round starts both servers afresh")
     add_security_arguments(bench)
     bench.set_defaults(handler=_bench)
 
@@ -135,9 +135,7 @@ def _bench(args: argparse.Namespace) -> int:
                 path, png_image(*target.image_shape), n, args.threads)
             for n in sorted({s.images for s in scenarios})}
         if args.baseline_args is not None or args.baseline:
-            baseline = _naive_target(stack, args, target, path) if args.baseline \
-                else _target(stack, args, args.baseline_args)[0]
-            return _compare(args, target, baseline, generators=generators,
+            return _compare(args, stack, target, path, generators=generators,
                             scenarios=scenarios, ceilings=ceilings)
         if len(args.protocol) > 1:
             return _compare_protocols(args, target, generators=generators,
@@ -227,25 +225,39 @@ def _measure_and_tell(args: argparse.Namespace, target: Target, scenario: Scenar
     return row
 
 
-def _compare(args: argparse.Namespace, variant: Target, baseline: Target, *,
+def _compare(args: argparse.Namespace, first: ExitStack, variant: Target, path: Path, *,
              generators: list[str], scenarios: list[Scenario],
              ceilings: dict[int, float]) -> int:
     """Both servers on each scenario in alternating rounds (ABBA...), so drift in the machine's
-    speed falls on both sides alike."""
+    speed falls on both sides alike; ``variant`` was started in ``first``.
+
+    Each round starts both servers afresh: on these machines one server process runs the same
+    code several percent faster or slower than the next for its whole life (where its memory
+    lands), so a median over one pair of processes says as much about the pair as about the
+    code (docs/performance.md, "One process is not the next").
+    """
     from axon.benchmarks.bench import Pair, comparison_table, save_pairs, target_verdicts
 
-    pairs = []
-    for generator in generators:
-        for scenario in scenarios:
-            sides: dict[str, list[Measurement]] = {"variant": [], "baseline": []}
-            for round_index in range(args.rounds):
-                order = [("variant", variant), ("baseline", baseline)]
+    loads = [(generator, scenario) for generator in generators for scenario in scenarios]
+    sides: dict[int, dict[str, list[Measurement]]] = {
+        index: {"variant": [], "baseline": []} for index in range(len(loads))}
+    for round_index in range(args.rounds):
+        with ExitStack() as fresh:
+            servers = first if round_index == 0 else fresh
+            if round_index > 0:
+                variant = _target(servers, args, "")[0]
+            baseline = _naive_target(servers, args, variant, path) if args.baseline \
+                else _target(servers, args, args.baseline_args)[0]
+            order = [("variant", variant), ("baseline", baseline)]
+            for index, (generator, scenario) in enumerate(loads):
                 for side, target in order if round_index % 2 == 0 else order[::-1]:
                     print(f"round {round_index + 1}, {side}:", file=sys.stderr, end="")
-                    sides[side].append(_measure_and_tell(
+                    sides[index][side].append(_measure_and_tell(
                         args, target, scenario, generator, ceilings[scenario.images]))
-            pairs.append(Pair(generator, args.api, scenario, sides["variant"],
-                              sides["baseline"]))
+            first.close()  # the first round's servers, once it is over
+    pairs = [Pair(generator, args.api, scenario, sides[index]["variant"],
+                  sides[index]["baseline"])
+             for index, (generator, scenario) in enumerate(loads)]
     baseline_name = "the naive server" if args.baseline else \
         f"{args.serve_args} {args.baseline_args}".strip()
     print(comparison_table(pairs, args.serve_args or "default settings", baseline_name))

@@ -253,6 +253,10 @@ def test_bench_a_b_mode_alternates_two_servers_and_prints_ratios(
     assert len(pair["variant"]) == len(pair["baseline"]) == 3
     assert all(row["errors"] == 0 for row in pair["variant"] + pair["baseline"])
     assert "with --no-metrics" in result.stderr
+    started = re.findall(r"\(pid (\d+)\)( with --no-metrics)?", result.stderr)
+    variants = {pid for pid, flags in started if not flags}
+    baselines = {pid for pid, flags in started if flags}
+    assert len(variants) == len(baselines) == 3  # both servers started afresh each round
     rounds = re.findall(r"round (\d), (variant|baseline):", result.stderr)
     assert rounds == [("1", "variant"), ("1", "baseline"), ("2", "baseline"),
                       ("2", "variant"), ("3", "variant"), ("3", "baseline")]
