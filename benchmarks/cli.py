@@ -242,8 +242,9 @@ def _compare(args: argparse.Namespace, first: ExitStack, variant: Target, path: 
     sides: dict[int, dict[str, list[Measurement]]] = {
         index: {"variant": [], "baseline": []} for index in range(len(loads))}
     for round_index in range(args.rounds):
-        with ExitStack() as fresh:
-            servers = first if round_index == 0 else fresh
+        # Leaving the round stops its servers (the first round's variant was started in
+        # ``first``, which it leaves the same way).
+        with first if round_index == 0 else ExitStack() as servers:
             if round_index > 0:
                 variant = _target(servers, args, "")[0]
             baseline = _naive_target(servers, args, variant, path) if args.baseline \
@@ -254,7 +255,6 @@ def _compare(args: argparse.Namespace, first: ExitStack, variant: Target, path: 
                     print(f"round {round_index + 1}, {side}:", file=sys.stderr, end="")
                     sides[index][side].append(_measure_and_tell(
                         args, target, scenario, generator, ceilings[scenario.images]))
-            first.close()  # the first round's servers, once it is over
     pairs = [Pair(generator, args.api, scenario, sides[index]["variant"],
                   sides[index]["baseline"])
              for index, (generator, scenario) in enumerate(loads)]
