@@ -37,9 +37,14 @@ def test_every_piece_of_a_call_is_timed_in_both_servers(
     naive = {piece: float(cells[2]) for piece, cells in pieces.items() if cells[2]}
     assert set(naive) == {WHOLE, ONNXRUNTIME, OUTSIDE_ONNXRUNTIME}
     for piece, cells in pieces.items():
-        if piece != OUTSIDE_ONNXRUNTIME:
-            # Each runs once per call (onnxruntime also when the model loads and warms up).
-            assert int(cells[0].replace(",", "")) >= calls, piece
+        if piece == OUTSIDE_ONNXRUNTIME:
+            continue
+        # Each runs once per call (onnxruntime also when the model loads and warms up), but the
+        # response only for calls that got one: when h2load's run ends it drops the call in
+        # flight, which may be waiting for its batch then. One caller, a warm-up and a timed
+        # run in the one round: at most two such calls.
+        least = calls - 2 if piece == "response" else calls
+        assert int(cells[0].replace(",", "")) >= least, piece
     steps = ["model lookup", "request checks and input", "outputs asked for",
              "batcher, statistics, model", "response"]
     assert all(axon[step] > 0 for step in steps)
