@@ -9,7 +9,7 @@ others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -73,6 +73,9 @@ class SessionSettings:
     """onnxruntime provider names, most preferred first (see ``resolve_providers``)."""
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    solo_threads: int | None = None
+    """onnxruntime threads of an execution that runs with no other in flight (``ModelRuntime.
+    add_solo_session``); None: the model's instances; 1: none."""
     graph_optimization: GraphOptimization = "all"
     device_id: int = 0
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -90,18 +93,11 @@ class ModelRuntime:
     """A loaded ONNX model: ``run(batch)`` returns every output, in the model's order."""
 
     def __init__(self, path: Path, settings: SessionSettings) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
-        options.inter_op_num_threads = settings.inter_op_threads
-        options.graph_optimization_level = _GRAPH_LEVELS[settings.graph_optimization]
-        # Spinning worker threads burn a core waiting for work that, in a server, arrives
-        # between gRPC calls; they would steal the CPU the transport needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3
         providers = [(name, _provider_options(name, settings)) for name in settings.providers]
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers)
+            self._session = ort.InferenceSession(
+                str(path), _session_options(settings, settings.intra_op_threads),
+                providers=providers)
             self.card = ModelCard.from_metadata(
                 self._session.get_modelmeta().custom_metadata_map)
         except ModelCardError as exc:
@@ -109,6 +105,11 @@ class ModelRuntime:
         except Exception as exc:  # onnxruntime raises bare RuntimeErrors of several kinds
             raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from exc
         self.path = path
+        self._settings = settings
+        self.run_solo: Callable[[npt.NDArray[np.float32]], list[npt.NDArray[np.float32]]] \
+            | None = None
+        """``run`` on more threads, once ``add_solo_session`` made it."""
+        self.solo_threads = 1
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or inputs[0].type != "tensor(float)":
             raise ModelLoadError(f"{path}: expected one float32 input, found "
@@ -129,6 +130,44 @@ class ModelRuntime:
         outputs: list[npt.NDArray[np.float32]] = self._session.run(
             self._output_names, {self.input.name: batch})
         return outputs
+
+    def add_solo_session(self, threads: int) -> None:
+        """Make ``run_solo``: the model in a second session of ``threads`` intra-op threads,
+        for an execution with no other in flight, when the CPUs of the idle instances are
+        free (the batcher decides when it pays).
+
+        Only on the CPU provider (a GPU provider's work is not split over CPU threads) and
+        only when ``run`` has one thread (with ``intra_op_threads`` 0 or more, every
+        execution is split already). The model's weights are then held twice. The answers are
+        the same, bit for bit: onnxruntime's CPU kernels split a batch between threads by rows
+        and columns of the result, not within a row's sums (tests/unit/test_batch_invariance.py).
+        """
+        if self.provider != CPU_PROVIDER or self._settings.intra_op_threads != 1 \
+                or threads <= 1 or self.run_solo is not None:
+            return
+        session = ort.InferenceSession(str(self.path), _session_options(self._settings, threads),
+                                       providers=[CPU_PROVIDER])
+        names, feed = self._output_names, self.input.name
+
+        def run_solo(batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+            outputs: list[npt.NDArray[np.float32]] = session.run(names, {feed: batch})
+            return outputs
+
+        self.run_solo = run_solo
+        self.solo_threads = threads
+
+
+def _session_options(settings: SessionSettings, intra_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = _GRAPH_LEVELS[settings.graph_optimization]
+    # Spinning worker threads burn a core waiting for work that, in a server, arrives
+    # between gRPC calls; they would steal the CPU the transport needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
 
 
 def _item_shape(shape: Sequence[int | str | None]) -> tuple[int, ...]:

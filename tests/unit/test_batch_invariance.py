@@ -1,6 +1,8 @@
 """The batcher's promise that batched answers equal unbatched ones rests on onnxruntime giving
-each row the same bits whatever the batch around it. Checked here on the graphs Axon exports
-(Gemm -> Relu -> ... -> Gemm -> Softmax, as torch.onnx writes them) at every preset's size."""
+each row the same bits whatever the batch around it, and whichever session runs it (a batch
+with no other execution in flight may run on a second session of more threads,
+``ModelRuntime.add_solo_session``). Checked here on the graphs Axon exports (Gemm -> Relu ->
+... -> Gemm -> Softmax, as torch.onnx writes them) at every preset's size."""
 
 from __future__ import annotations
 
@@ -59,3 +61,17 @@ def test_every_row_of_a_batch_equals_its_own_run(widths: tuple[int, ...], thread
         together = runner.run(["logits", "probabilities"], {"input": batch[:size]})
         for got, want in zip(together, alone, strict=True):
             assert np.array_equal(got, want[:size]), f"batch of {size} differs"
+
+
+@pytest.mark.parametrize("widths", [(20,), (256, 128), (1024, 1024)],
+                         ids=["primer", "compact", "default"])
+def test_a_batch_on_two_threads_equals_it_on_one(widths: tuple[int, ...]) -> None:
+    model = dense_net(widths)
+    one, two = session(model, 1), session(model, 2)
+    batch: npt.NDArray[np.float32] = np.random.default_rng(2).standard_normal(
+        (256, 784)).astype(np.float32)
+    for size in (1, 7, 16, 64, 100, 256):
+        names = ["logits", "probabilities"]
+        for got, want in zip(two.run(names, {"input": batch[:size]}),
+                             one.run(names, {"input": batch[:size]}), strict=True):
+            assert np.array_equal(got, want), f"batch of {size} differs"

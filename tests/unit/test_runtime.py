@@ -115,6 +115,25 @@ def test_run_gives_what_a_plain_onnxruntime_session_gives(model_path: Path) -> N
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_the_solo_session_gives_run_s_answers_on_more_threads(model_path: Path) -> None:
+    runtime = ModelRuntime(model_path, SessionSettings())
+    assert runtime.run_solo is None and runtime.solo_threads == 1
+    runtime.add_solo_session(2)
+    assert runtime.run_solo is not None and runtime.solo_threads == 2
+    batch = np.random.default_rng(3).random((64, 784), dtype=np.float32)
+    for got, want in zip(runtime.run_solo(batch), runtime.run(batch), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("intra_op_threads", "solo_threads"), [(1, 1), (0, 2), (2, 4)],
+                         ids=["one thread asked", "every core already", "two already"])
+def test_no_solo_session_where_it_would_add_nothing(model_path: Path, intra_op_threads: int,
+                                                    solo_threads: int) -> None:
+    runtime = ModelRuntime(model_path, SessionSettings(intra_op_threads=intra_op_threads))
+    runtime.add_solo_session(solo_threads)
+    assert runtime.run_solo is None and runtime.solo_threads == 1
+
+
 def test_a_corrupt_model_file_is_a_load_error_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / MODEL_FILENAME
     path.write_bytes(b"this is not an ONNX model")
