@@ -24,8 +24,11 @@ small model does, and every hand-off between threads costs tens of microseconds:
 A batch runs inline on the event loop when the loop has nothing else to do and the batch is
 expected to take at most ``max_inline_ms`` (measured per batch size, ``ExecutionTimes``):
 no thread hand-off. Otherwise it runs on one of ``instances`` worker threads while the loop
-goes on serving. Each request gets back its own rows of every output; requests whose caller
-cancelled, or whose deadline passed while queued, are dropped before execution.
+goes on serving. An execution that starts with no other in flight may run on ``execute_solo``
+(the model on the idle instances' threads too), from the batch size on which the load-time
+profile found that to pay (``ExecutionTimes.solo_from``). Each request gets back its own rows of
+every output; requests whose caller cancelled, or whose deadline passed while queued, are
+dropped before execution.
 
 It knows nothing of gRPC or onnxruntime: it is given an ``execute(batch) -> outputs`` function.
 """
@@ -40,7 +43,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -97,6 +100,13 @@ class ExecutionTimes:
         self._ns_per_item: dict[int, float] = {}
         """Bucket (``items.bit_length()``) -> time per item."""
         self._preferred: int | None = None
+        self.solo_from: int | None = None
+        """The smallest batch that runs on the solo session (the model on more threads) when
+        no other execution is in flight; None: never. From it on, in the profile, the solo
+        session saved SOLO_TIME_PER_CPU times the CPU it added. Set by ``profile`` only: live
+        times are measured with the rest of the server competing for the cores."""
+        self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
+        """Batch size -> the profile's timings on one thread and on the solo session."""
         self.handoff_ns: float | None = None
         """What running on a worker thread adds to an execution's wall time: waking the
         thread, taking the interpreter lock there and back, waking the loop."""
@@ -156,30 +166,86 @@ class ExecutionTimes:
                                       if cost <= best * (1 + WORTH_WAITING_TOLERANCE))
 
     def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
-                budget_ns: int = 1_000_000_000) -> None:
-        """Time batches of 1, 2, 4, ... ``limit`` items of zeros (best of three runs each,
-        after one untimed), within ``budget_ns`` of running time: the batcher's first
-        estimates, made before the model takes traffic."""
+                budget_ns: int = 1_000_000_000, execute_solo: Execute | None = None) -> None:
+        """Time batches of 1, 2, 4, ... ``limit`` items of zeros (the best of several runs
+        each, after one untimed), within ``budget_ns`` of running time: the batcher's first
+        estimates, made before the model takes traffic. With ``execute_solo`` (the model on
+        more threads), time that too and set ``solo_from``."""
         spent = 0
         sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
+        sessions = [execute] if execute_solo is None else [execute, execute_solo]
         for size in sizes:
             if spent >= budget_ns:
                 break
-            batch = np.zeros((size, *item_shape), np.float32)
-            # A shape's first run plans and allocates its buffers: up to several times a later
-            # run's time, and enough, timed, to move the sizes chosen from one start to the next.
-            started = time.perf_counter_ns()
-            execute(batch)
-            spent += time.perf_counter_ns() - started
-            runs = []
-            for _ in range(3):
-                started = time.perf_counter_ns()
-                execute(batch)
-                runs.append(time.perf_counter_ns() - started)
-            spent += sum(runs)
-            self._ns_per_item[size.bit_length()] = min(runs) / size
+            timings = _timed_runs(sessions, np.zeros((size, *item_shape), np.float32))
+            spent += sum(timing.spent_ns for timing in timings)
+            self._ns_per_item[size.bit_length()] = timings[0].wall_ns / size
+            if execute_solo is not None:
+                self.solo_profile[size] = (timings[0], timings[1])
         self._choose()
         self._profiled = True
+        paying = [size for size, (single, solo) in self.solo_profile.items()
+                  if single.wall_ns - solo.wall_ns >= SOLO_TIME_PER_CPU * (solo.cpu_ns
+                                                                          - single.cpu_ns)]
+        # From a size on, and for every larger one: a size that pays between two that do not
+        # is noise, and would send batches back and forth between the sessions.
+        self.solo_from = next((size for size in paying if all(
+            other in paying for other in self.solo_profile if other > size)), None)
+
+
+class Timing(NamedTuple):
+    """A profiled batch size: its best run's wall time, the least CPU a run took (the whole
+    process's: a model loaded while others serve traffic counts theirs too, and chooses less
+    surely), and the time the runs took in all."""
+
+    wall_ns: int
+    cpu_ns: int
+    spent_ns: int
+
+
+def _timed_runs(sessions: Sequence[Execute], batch: Array) -> list[Timing]:
+    """Each session's timing of ``batch``: ``PROFILE_RUNS`` timed runs after an untimed one;
+    with two sessions to compare, enough for ``PROFILE_MIN_NS`` of runs, the sessions taking
+    turns so that a burst of other work on the machine falls on both alike."""
+    spent = [0] * len(sessions)
+    for index, execute in enumerate(sessions):
+        # A shape's first run plans and allocates its buffers: up to several times a later
+        # run's time, and enough, timed, to move the sizes chosen from one start to the next.
+        started = time.perf_counter_ns()
+        execute(batch)
+        spent[index] = time.perf_counter_ns() - started
+    runs = PROFILE_RUNS if len(sessions) == 1 else \
+        max(PROFILE_RUNS, min(PROFILE_MAX_RUNS, PROFILE_MIN_NS // max(1, min(spent))))
+    walls: list[list[int]] = [[] for _ in sessions]
+    cpus: list[list[int]] = [[] for _ in sessions]
+    for _ in range(runs):
+        for index, execute in enumerate(sessions):
+            cpu_started = time.process_time_ns()
+            started = time.perf_counter_ns()
+            execute(batch)
+            walls[index].append(time.perf_counter_ns() - started)
+            cpus[index].append(time.process_time_ns() - cpu_started)
+            spent[index] += walls[index][-1]
+    return [Timing(min(wall), min(cpu), total)
+            for wall, cpu, total in zip(walls, cpus, spent, strict=True)]
+
+
+PROFILE_RUNS = 3
+PROFILE_MAX_RUNS = 50
+PROFILE_MIN_NS = 5_000_000
+"""Comparing the sessions, a short batch is timed more often: the best of a few runs of 100 µs
+is the luck of a moment, and the solo session's time, which needs two cores at once, is the
+more disturbed (it adds 0.1-0.2 s to loading the digit nets)."""
+
+
+SOLO_TIME_PER_CPU = 2
+"""The solo session runs a batch size whose time it cuts by at least this many times the CPU it
+adds. Waking the other threads costs a fixed ~30-70 µs of CPU per execution on this class of
+machine, so small batches lose and long ones gain: the default digit net's single image saves
+~20 µs for ~35 µs of CPU, its 64 images save 1.1 ms for 2 % more (2.34 ms on one thread, 1.26
+on two). At 2, CPU is bought only where it buys clearly more time, and a lone caller's single
+images, whose CPU per call is a serving target, stay on one thread by a wide margin
+(docs/performance.md, "A batch on the idle instances' cores")."""
 
 
 EXECUTION_OVERHEAD_NS = 100_000
@@ -289,6 +355,8 @@ class LoopLoad:
         self._period_ns = period_ns
         self._wall_ns = 0
         self._cpu_ns = 0
+        self._waited_ns = 0
+        self._waited_at_sample_ns = 0
         self.busy = 0.0
         self.saturated = False
         """Busy from SATURATED_FROM on, until it falls below SATURATED_UNTIL (bigger batches
@@ -300,27 +368,34 @@ class LoopLoad:
             return
         cpu_ns = time.thread_time_ns()
         if elapsed < 4 * self._period_ns:
-            share = (cpu_ns - self._cpu_ns) / elapsed
-            self.busy += self._WEIGHT * (share - self.busy)
+            busy_ns = cpu_ns - self._cpu_ns + self._waited_ns - self._waited_at_sample_ns
+            self.busy += self._WEIGHT * (busy_ns / elapsed - self.busy)
         else:  # quiet for a while: start afresh
             self.busy = 0.0
         self._wall_ns, self._cpu_ns = now_ns, cpu_ns
+        self._waited_at_sample_ns = self._waited_ns
         if self.busy >= SATURATED_FROM:
             self.saturated = True
         elif self.busy < SATURATED_UNTIL:
             self.saturated = False
+
+    def waited(self, ns: int) -> None:
+        """The loop's thread spent ``ns`` off the CPU but not free: waiting, inside a solo
+        execution it ran, for the model's other threads (busy all the same)."""
+        self._waited_ns += ns
 
 
 class _ThreadJob:
     """A batch handed to a worker thread, and what came of it."""
 
     __slots__ = ("batch", "dispatched_ns", "error", "gather_ns", "infer_ns", "inputs",
-                 "outputs")
+                 "outputs", "solo")
 
     def __init__(self, batch: list[_Request], inputs: Array, gather_ns: int,
-                 dispatched_ns: int) -> None:
+                 dispatched_ns: int, solo: Execute | None) -> None:
         self.batch = batch
         self.inputs = inputs
+        self.solo = solo
         self.gather_ns = gather_ns
         self.dispatched_ns = dispatched_ns
         self.outputs: Outputs = ()
@@ -345,10 +420,14 @@ class DynamicBatcher:
 
     def __init__(self, execute: Execute, settings: BatchingSettings,
                  observer: BatchObserver | None = None, name: str = "model",
-                 load: LoopLoad | None = None) -> None:
+                 load: LoopLoad | None = None, *, execute_solo: Execute | None = None) -> None:
+        """``execute_solo``: the model on more threads, for a batch of ``times.solo_from``
+        items or more with no other execution in flight (``ExecutionTimes.profile`` sets
+        it)."""
         self.settings = settings
         self.times = ExecutionTimes()
         self._execute = execute
+        self._execute_solo = execute_solo
         self._observer = observer
         self._name = name
         self._queue: deque[_Request] = deque()
@@ -550,7 +629,8 @@ class DynamicBatcher:
             self._observer.request_dequeued(0)
         self._running += 1
         try:
-            outputs, infer_ns = self._timed_execute(inputs)
+            outputs, infer_ns = self._timed_execute(inputs, self._solo(len(inputs)),
+                                                    on_loop=True)
         except Exception as exc:
             error = self._failure(len(inputs), exc)
             if error is exc:
@@ -566,7 +646,8 @@ class DynamicBatcher:
         self._running += 1
         inputs, gather_ns = self._gather(batch)
         try:
-            outputs, infer_ns = self._timed_execute(inputs)
+            outputs, infer_ns = self._timed_execute(inputs, self._solo(len(inputs)),
+                                                    on_loop=True)
         except Exception as exc:
             self._running -= 1
             self._buffers.give_back(inputs)
@@ -586,14 +667,14 @@ class DynamicBatcher:
         # needs it it may wait for the busy loop to let go.
         inputs, gather_ns = self._gather(batch)
         self._running_items += len(inputs)
-        job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns())
+        job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns(), self._solo(len(inputs)))
         self._executor.submit(self._execute_in_thread, job)
 
     def _execute_in_thread(self, job: _ThreadJob) -> None:
         loop = self._loop
         assert loop is not None
         try:
-            job.outputs, job.infer_ns = self._timed_execute(job.inputs)
+            job.outputs, job.infer_ns = self._timed_execute(job.inputs, job.solo)
         except Exception as exc:
             job.error = exc
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left to answer
@@ -665,11 +746,36 @@ class DynamicBatcher:
         np.concatenate([r.inputs for r in batch], out=inputs)
         return inputs, time.monotonic_ns() - started
 
-    def _timed_execute(self, inputs: Array) -> tuple[Outputs, int]:
+    def _solo(self, items: int) -> Execute | None:
+        """The solo session, when a batch of ``items`` that is starting (counted in
+        ``_running``) has no other execution beside it and is long enough for it to pay."""
+        solo_from = self.times.solo_from
+        if self._running == 1 and solo_from is not None and items >= solo_from:
+            return self._execute_solo
+        return None
+
+    def _timed_execute(self, inputs: Array, solo: Execute | None = None, *,
+                       on_loop: bool = False) -> tuple[Outputs, int]:
+        """Run ``inputs`` (on ``solo`` when given); ``on_loop``: on the event loop's thread."""
+        if solo is not None:
+            return self._timed_solo(solo, inputs, on_loop=on_loop)
         started = time.monotonic_ns()
         outputs = self._execute(inputs)
         infer_ns = time.monotonic_ns() - started
         self.times.record(len(inputs), infer_ns)
+        return outputs, infer_ns
+
+    def _timed_solo(self, solo: Execute, inputs: Array, *,
+                    on_loop: bool) -> tuple[Outputs, int]:
+        cpu_started = time.thread_time_ns() if on_loop else 0
+        started = time.monotonic_ns()
+        outputs = solo(inputs)
+        infer_ns = time.monotonic_ns() - started
+        if on_loop:
+            # Part of the time the loop's thread waits for the model's others: the loop's time
+            # all the same. Seen as idle, LoopLoad would stop batches waiting for company.
+            self._load.waited(infer_ns - (time.thread_time_ns() - cpu_started))
+        # Not recorded in the times: they predict what a batch costs on one thread.
         return outputs, infer_ns
 
     def _check_drained(self) -> None:

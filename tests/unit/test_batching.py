@@ -112,13 +112,18 @@ async def wait_until(condition: Callable[[], bool], timeout: float = LONG / 2) -
 @asynccontextmanager
 async def batcher_for(model: FakeModel, settings: BatchingSettings,
                       observer: ModelStatistics | None = None,
-                      load: LoopLoad | None = None) -> AsyncIterator[DynamicBatcher]:
-    """A batcher over ``model``; on exit the model is released and the batcher closed."""
-    batcher = DynamicBatcher(model.execute, settings, observer, name="fake", load=load)
+                      load: LoopLoad | None = None,
+                      solo: FakeModel | None = None) -> AsyncIterator[DynamicBatcher]:
+    """A batcher over ``model`` (and ``solo`` as its solo session); on exit the models are
+    released and the batcher closed."""
+    batcher = DynamicBatcher(model.execute, settings, observer, name="fake", load=load,
+                             execute_solo=None if solo is None else solo.execute)
     try:
         yield batcher
     finally:
         model.gate.set()
+        if solo is not None:
+            solo.gate.set()
         await batcher.close()
 
 
@@ -533,6 +538,87 @@ def test_batches_joined_into_kept_arrays_keep_each_callers_rows() -> None:
     assert model.executed_ids == [0, 1, 2, 10, 11, 12, 20, 21, 22]
 
 
+def test_a_batch_alone_runs_on_the_solo_session_from_the_size_it_pays() -> None:
+    single, solo = FakeModel(), FakeModel()
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(64, delay_s=LONG, inline=True),
+                               solo=solo) as batcher:
+            batcher.times.record(1, 1_000)  # cheap: each request runs inline, alone
+            batcher.times.solo_from = 4
+            for request in (rows(1), rows(*range(10, 14)), rows(2, 3), rows(*range(20, 28))):
+                assert_own_rows(request, await batcher.submit(request))
+            # The solo session's times are not one thread's: none is recorded (8 items are
+            # still estimated from 2's time per item, the largest measured).
+            two = batcher.times.predict_ns(2)
+            assert two is not None and batcher.times.predict_ns(8) == 4 * two
+
+    asyncio.run(scenario())
+    assert single.batch_sizes == [1, 2]
+    assert solo.batch_sizes == [4, 8]
+
+
+def test_beside_an_execution_in_flight_a_batch_runs_on_one_thread() -> None:
+    """The solo session uses the CPUs of the instances that are idle: with an execution
+    already running on one, the next runs on one thread."""
+    single, solo = FakeModel(held=True), FakeModel(held=True)
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(1, delay_s=0, instances=2),
+                               solo=solo) as batcher:
+            batcher.times.solo_from = 1
+            first = await executing(solo, batcher, rows(1))
+            second = await executing(single, batcher, rows(2))
+            solo.gate.set()
+            single.gate.set()
+            assert_own_rows(rows(1), await first)
+            assert_own_rows(rows(2), await second)
+            third = await batcher.submit(rows(3))  # alone again
+            assert_own_rows(rows(3), third)
+
+    asyncio.run(scenario())
+    assert solo.executed_ids == [1, 3]
+    assert single.executed_ids == [2]
+
+
+def busy_for(microseconds: float) -> None:
+    """Spin (CPU time, unlike a sleep) for ``microseconds``."""
+    deadline = time.perf_counter() + microseconds / 1e6
+    while time.perf_counter() < deadline:
+        pass
+
+
+def test_the_profile_sends_to_the_solo_session_the_sizes_where_it_saves_more_than_it_costs(
+        ) -> None:
+    """Single: 40 µs per item. Solo: half that, plus 220 µs of waking its threads, all of it
+    CPU. Time saved 20n - 220 µs, CPU added 220 - 20n: it pays from 11 items, so from 16 of the
+    sizes profiled (by 200 µs; 8 fails by 120)."""
+    times = ExecutionTimes()
+
+    def single(batch: Array) -> list[Array]:
+        busy_for(40 * len(batch))
+        return reference(batch)
+
+    def solo(batch: Array) -> list[Array]:
+        busy_for(20 * len(batch) + 220)
+        return reference(batch)
+
+    times.profile(single, (WIDTH,), 32, execute_solo=solo)
+    assert sorted(times.solo_profile) == [1, 2, 4, 8, 16, 32]
+    assert times.solo_from == 16
+
+    def slower(batch: Array) -> list[Array]:
+        busy_for(45 * len(batch) + 100)
+        return reference(batch)
+
+    never = ExecutionTimes()
+    never.profile(single, (WIDTH,), 32, execute_solo=slower)
+    assert never.solo_from is None
+    alone = ExecutionTimes()
+    alone.profile(single, (WIDTH,), 32)
+    assert alone.solo_from is None and not alone.solo_profile
+
+
 def test_execution_times_predict_and_choose_the_preferred_size() -> None:
     times = ExecutionTimes()
     assert times.predict_ns(4) is None and times.preferred_size(256) == 256
@@ -657,3 +743,15 @@ def test_loop_load_is_saturated_by_a_busy_thread_and_not_by_a_sleeping_one() -> 
         time.sleep(0.006)
         load.sample(time.monotonic_ns())
     assert load.busy < 0.6 and not load.saturated
+
+
+def test_loop_load_counts_the_loop_s_wait_inside_a_solo_execution_as_busy() -> None:
+    """Off the CPU, but waiting for the model's other threads: the loop was not free."""
+    load = LoopLoad(period_ns=5_000_000)
+    load.sample(time.monotonic_ns())
+    for _ in range(12):
+        started = time.monotonic_ns()
+        time.sleep(0.006)
+        load.waited(time.monotonic_ns() - started)
+        load.sample(time.monotonic_ns())
+    assert load.busy > 0.75 and load.saturated
