@@ -273,6 +273,8 @@ def _model_manager(settings: ServerSettings, repository: ModelRepository,
     session = SessionSettings(
         providers=choice.usable, intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
+        solo_threads=None if settings.solo_execution_threads == "auto"
+        else settings.solo_execution_threads,
         graph_optimization=settings.graph_optimization, device_id=settings.device_id)
     return ModelManager(repository, VersionPolicy.parse(settings.version_policy), session,
                         settings.batching, on_change=on_change, observer=metrics)

@@ -50,6 +50,11 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per execution "
                                   "(0: one per core)")
     inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads")
+    solo_execution_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="onnxruntime threads of an execution with no other in flight, "
+        "from the batch size on which the load-time profile found them to save at least "
+        "twice the CPU they add in time; auto: the model's instances (the CPUs they would "
+        "use); 1: never. Holds each model's weights a second time (CPU provider only)")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimisation level")
     max_batch_size: int = Field(DEFAULT_BATCHING.max_batch_size, ge=1, description="default "

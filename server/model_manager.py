@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from axon.batching_settings import BatchingSettings
+from axon.cpus import usable_cpus
 from axon.model_repository import (
     ModelRepository,
     RepositoryError,
@@ -392,14 +393,36 @@ class ModelManager:
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
                             path, runtime.card.name, runtime.card.version, name, version)
+            solo_threads = self._session.solo_threads
+            # An execution with no other in flight may use the CPUs the model's other
+            # instances would (a config.json may ask for more instances than there are).
+            runtime.add_solo_session(min(batching.instances, usable_cpus())
+                                     if solo_threads is None else solo_threads)
             served = ServedModel(name, version, runtime, batching, observers.get(version))
             if runtime.provider != TENSORRT_PROVIDER:  # TensorRT builds an engine per shape
                 # Batches of 1 to max_batch_size, timed: whether a batch may run on the event
-                # loop, and the size past which batching no longer pays (server/batching.py).
-                served.batcher.times.profile(runtime.run, runtime.input.shape,
-                                             batching.max_batch_size)
+                # loop, the size past which batching no longer pays, and the size from which
+                # a batch alone runs on the solo session (server/batching.py).
+                times = served.batcher.times
+                times.profile(runtime.run, runtime.input.shape, batching.max_batch_size,
+                              execute_solo=runtime.run_solo)
+                _log_solo(served)
             built[version] = served
         return built
+
+
+def _log_solo(model: ServedModel) -> None:
+    times, threads = model.batcher.times, model.runtime.solo_threads
+    if times.solo_from is None:
+        if model.runtime.run_solo is not None:
+            log.info("%s v%d: no batch size gains enough on %d onnxruntime threads; every "
+                     "execution runs on one", model.name, model.version, threads)
+        return
+    single, solo = times.solo_profile[times.solo_from]
+    log.info("%s v%d: a batch of %d images or more with no other execution in flight runs on "
+             "%d onnxruntime threads (%d images: %.0f µs on one thread; %.0f µs on %d, %.0f µs "
+             "of CPU)", model.name, model.version, times.solo_from, threads, times.solo_from,
+             single.wall_ns / 1000, solo.wall_ns / 1000, threads, solo.cpu_ns / 1000)
 
 
 def _signature(model: ServedModel) -> str:

@@ -52,7 +52,8 @@ class ServedModel:
         self.statistics = ModelStatistics()
         observer: BatchObserver = self.statistics if metrics is None \
             else _BothObservers(self.statistics, metrics)
-        self.batcher = DynamicBatcher(runtime.run, batching, observer, f"{name} v{version}")
+        self.batcher = DynamicBatcher(runtime.run, batching, observer, f"{name} v{version}",
+                                      execute_solo=runtime.run_solo)
         self.output_names = tuple(spec.name for spec in runtime.outputs)
         self.output_indexes = tuple(range(len(self.output_names)))
         self.output_choices = tuple(OutputChoice(index) for index in self.output_indexes)
