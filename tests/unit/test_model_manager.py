@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from axon.batching_settings import BatchingSettings
+from axon.cpus import usable_cpus
 from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
 from axon.server.errors import (
     InvalidInputError,
@@ -87,11 +89,13 @@ Scenario = Callable[[ModelManager], Awaitable[None]]
 
 def run_with(repository: ModelRepository, scenario: Scenario,
              policy: str = "latest",
-             on_change: Callable[[str, bool], Coroutine[Any, Any, None]] | None = None) -> None:
+             on_change: Callable[[str, bool], Coroutine[Any, Any, None]] | None = None, *,
+             session: SessionSettings | None = None,
+             batching: BatchingSettings = BATCHING) -> None:
     """Run ``scenario`` against a fresh manager, closed afterwards."""
     async def main() -> None:
-        manager = ModelManager(repository, VersionPolicy.parse(policy), SessionSettings(),
-                               BATCHING, on_change=on_change)
+        manager = ModelManager(repository, VersionPolicy.parse(policy),
+                               session or SessionSettings(), batching, on_change=on_change)
         try:
             await scenario(manager)
         finally:
@@ -118,6 +122,27 @@ def test_the_default_policy_serves_only_the_latest_version(repository: ModelRepo
         assert logits.shape == probabilities.shape == (2, 10)
 
     run_with(repository, scenario)
+
+
+@pytest.mark.parametrize(("solo_threads", "instances", "threads"),
+                         [(None, 2, min(2, usable_cpus())), (None, 1, 1), (1, 2, 1), (3, 1, 3)],
+                         ids=["auto: the instances", "auto, one instance: none", "off",
+                              "asked for"])
+def test_a_loaded_model_gets_a_solo_session_of_the_threads_asked_for(
+        repository: ModelRepository, solo_threads: int | None, instances: int,
+        threads: int) -> None:
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        model = manager.get(NAME)
+        assert model.runtime.solo_threads == threads
+        assert (model.runtime.run_solo is not None) == (threads > 1)
+        # The profile compared the sessions at every size (whichever it then chose).
+        assert bool(model.batcher.times.solo_profile) == (threads > 1)
+        logits, _ = await model.infer(np.zeros((64, 784), np.float32))
+        assert logits.shape == (64, 10)
+
+    run_with(repository, scenario, session=SessionSettings(solo_threads=solo_threads),
+             batching=replace(BATCHING, instances=instances))
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -47,6 +47,7 @@ def test_defaults() -> None:
     assert settings.workers == "auto" and settings.worker_count == usable_cpus()
     assert settings.batching.instances == 1
     assert (settings.intra_op_threads, settings.inter_op_threads) == (1, 1)
+    assert settings.solo_execution_threads == "auto"
     assert settings.graph_optimization == "all"
     assert settings.model_control and settings.reflection
 
@@ -72,6 +73,14 @@ def test_auto_instances_share_the_cpus_among_the_workers(
     assert settings.worker_count == workers
     assert settings.batching.instances == instances
     assert load_settings(workers=workers, instances=3).batching.instances == 3
+
+
+def test_solo_execution_threads_are_a_count_or_auto() -> None:
+    assert load_settings(solo_execution_threads="3").solo_execution_threads == 3
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        load_settings(solo_execution_threads=0)
+    with pytest.raises(ValidationError, match="auto"):
+        load_settings(solo_execution_threads="all")
 
 
 def test_workers_must_be_a_count_or_auto() -> None:
