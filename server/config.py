@@ -54,7 +54,8 @@ class ServerSettings(BaseSettings):
         "auto", description="onnxruntime threads of an execution with no other in flight, "
         "from the batch size on which the load-time profile found them to save at least "
         "twice the CPU they add in time; auto: the model's instances (the CPUs they would "
-        "use); 1: never. Holds each model's weights a second time (CPU provider only)")
+        "use, at most the usable ones); 1: never. Holds each model's weights a second "
+        "time (CPU provider only)")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimisation level")
     max_batch_size: int = Field(DEFAULT_BATCHING.max_batch_size, ge=1, description="default "
