@@ -41,7 +41,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
@@ -184,13 +184,20 @@ class ExecutionTimes:
                 self.solo_profile[size] = (timings[0], timings[1])
         self._choose()
         self._profiled = True
-        paying = [size for size, (single, solo) in self.solo_profile.items()
-                  if single.wall_ns - solo.wall_ns >= SOLO_TIME_PER_CPU * (solo.cpu_ns
-                                                                          - single.cpu_ns)]
-        # From a size on, and for every larger one: a size that pays between two that do not
-        # is noise, and would send batches back and forth between the sessions.
-        self.solo_from = next((size for size in paying if all(
-            other in paying for other in self.solo_profile if other > size)), None)
+        self.solo_from = first_solo_size(self.solo_profile)
+
+
+def first_solo_size(profile: Mapping[int, tuple[Timing, Timing]]) -> int | None:
+    """From ``profile`` (batch size -> timings on one thread and on the solo session), the
+    smallest size from which on, for every larger size too, the solo session cut the time by at
+    least SOLO_TIME_PER_CPU times the CPU it added; None: no such size."""
+    paying = [size for size, (single, solo) in profile.items()
+              if single.wall_ns - solo.wall_ns >= SOLO_TIME_PER_CPU * (solo.cpu_ns
+                                                                      - single.cpu_ns)]
+    # For every larger one too: a size that pays between two that do not is noise, and would
+    # send batches back and forth between the sessions.
+    return next((size for size in sorted(paying)
+                 if all(other in paying for other in profile if other > size)), None)
 
 
 class Timing(NamedTuple):

@@ -26,6 +26,8 @@ from axon.server.batching import (
     GatherBuffers,
     LoopLoad,
     RecentPeak,
+    Timing,
+    first_solo_size,
 )
 from axon.server.errors import (
     DeadlineExpiredError,
@@ -588,11 +590,11 @@ def busy_for(microseconds: float) -> None:
         pass
 
 
-def test_the_profile_sends_to_the_solo_session_the_sizes_where_it_saves_more_than_it_costs(
+def test_the_profile_times_both_sessions_and_sends_the_sizes_that_pay_to_the_solo_one(
         ) -> None:
-    """Single: 40 µs per item. Solo: half that, plus 220 µs of waking its threads, all of it
-    CPU. Time saved 20n - 220 µs, CPU added 220 - 20n: it pays from 11 items, so from 16 of the
-    sizes profiled (by 200 µs; 8 fails by 120)."""
+    """Single: 40 µs per item. Solo: half that, plus 220 µs, all of it on one thread: from 11
+    items on it saves time and costs no CPU, so from 16 of the sizes profiled (by 200 µs; 8
+    loses 60 µs)."""
     times = ExecutionTimes()
 
     def single(batch: Array) -> list[Array]:
@@ -617,6 +619,31 @@ def test_the_profile_sends_to_the_solo_session_the_sizes_where_it_saves_more_tha
     alone = ExecutionTimes()
     alone.profile(single, (WIDTH,), 32)
     assert alone.solo_from is None and not alone.solo_profile
+
+
+def timing(wall_us: float, cpu_us: float) -> Timing:
+    return Timing(round(wall_us * 1000), round(cpu_us * 1000), 0)
+
+
+def test_the_solo_session_takes_the_sizes_that_save_twice_the_cpu_they_add() -> None:
+    # The default digit net's tight-loop times (µs): 1 and 4 images lose, 8 saves 86 µs for 64
+    # µs of CPU (not twice), 16 on save far more than twice.
+    default_net = {1: (timing(103, 103), timing(104, 163)),
+                   4: (timing(149, 149), timing(126, 206)),
+                   8: (timing(288, 288), timing(202, 352)),
+                   16: (timing(577, 577), timing(353, 640)),
+                   64: (timing(2340, 2340), timing(1257, 2387))}
+    assert first_solo_size(default_net) == 16
+    # Exactly twice pays; a microsecond short does not.
+    assert first_solo_size({8: (timing(300, 300), timing(200, 350))}) == 8
+    assert first_solo_size({8: (timing(300, 300), timing(201, 350))}) is None
+
+
+def test_a_size_that_pays_between_two_that_do_not_is_taken_for_noise() -> None:
+    pays, loses = (timing(300, 300), timing(100, 300)), (timing(300, 300), timing(300, 400))
+    assert first_solo_size({4: loses, 8: pays, 16: loses, 32: pays, 64: pays}) == 32
+    assert first_solo_size({4: pays, 8: pays, 16: loses}) is None
+    assert first_solo_size({}) is None
 
 
 def test_execution_times_predict_and_choose_the_preferred_size() -> None:
