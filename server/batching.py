@@ -107,6 +107,9 @@ class ExecutionTimes:
         times are measured with the rest of the server competing for the cores."""
         self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
         """Batch size -> the profile's timings on one thread and on the solo session."""
+        self._solo_share: dict[int, float] = {}
+        """Batch size (from ``solo_from`` on) -> its time on the solo session over its time on
+        one thread, in the profile: what choosing sizes scales one thread's times by."""
         self.handoff_ns: float | None = None
         """What running on a worker thread adds to an execution's wall time: waking the
         thread, taking the interpreter lock there and back, waking the loop."""
@@ -140,7 +143,8 @@ class ExecutionTimes:
     def preferred_size(self, limit: int) -> int:
         """The smallest batch whose cost per item, counting EXECUTION_OVERHEAD_NS per
         execution, is within PREFERRED_TOLERANCE of the best measured (at most ``limit``):
-        past it, waiting for more requests would only add to their latency."""
+        past it, waiting for more requests would only add to their latency. A size the solo
+        session runs is costed at its time there (``_solo_share``)."""
         if self._preferred is None:
             self._choose()
         return min(self._preferred or limit, limit)
@@ -154,8 +158,13 @@ class ExecutionTimes:
         return min(self._worth_waiting or limit, limit)
 
     def _choose(self) -> None:
-        costs = {1 << (bucket - 1): per_item + EXECUTION_OVERHEAD_NS / (1 << (bucket - 1))
-                 for bucket, per_item in self._ns_per_item.items()}
+        # A batch of a size the solo session runs holds its instance (or the loop) for its
+        # time there, not for one thread's: the compact digit net's 256 images take 0.6-0.65x
+        # as long on two threads, which makes 256 worth waiting for where one thread's times
+        # would stop at 128 (docs/performance.md, "Batches sized for the solo session").
+        costs = {size: per_item * self._solo_share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
+                 for size, per_item in ((1 << (bucket - 1), per_item)
+                                        for bucket, per_item in self._ns_per_item.items())}
         if not costs:
             return
         best = min(costs.values())
@@ -182,9 +191,13 @@ class ExecutionTimes:
             self._ns_per_item[size.bit_length()] = timings[0].wall_ns / size
             if execute_solo is not None:
                 self.solo_profile[size] = (timings[0], timings[1])
+        self.solo_from = first_solo_size(self.solo_profile)
+        if self.solo_from is not None:
+            self._solo_share = {size: solo.wall_ns / single.wall_ns
+                                for size, (single, solo) in self.solo_profile.items()
+                                if size >= self.solo_from}
         self._choose()
         self._profiled = True
-        self.solo_from = first_solo_size(self.solo_profile)
 
 
 def first_solo_size(profile: Mapping[int, tuple[Timing, Timing]]) -> int | None:
