@@ -108,8 +108,9 @@ class ExecutionTimes:
         self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
         """Batch size -> the profile's timings on one thread and on the solo session."""
         self._solo_share: dict[int, float] = {}
-        """Batch size (from ``solo_from`` on) -> its time on the solo session over its time on
-        one thread, in the profile: what choosing sizes scales one thread's times by."""
+        """Batch size (from ``solo_from`` on, and short enough to run on the event loop) ->
+        its time on the solo session over its time on one thread, in the profile: what
+        choosing sizes scales one thread's times by."""
         self.handoff_ns: float | None = None
         """What running on a worker thread adds to an execution's wall time: waking the
         thread, taking the interpreter lock there and back, waking the loop."""
@@ -158,10 +159,10 @@ class ExecutionTimes:
         return min(self._worth_waiting or limit, limit)
 
     def _choose(self) -> None:
-        # A batch of a size the solo session runs holds its instance (or the loop) for its
-        # time there, not for one thread's: the compact digit net's 256 images take 0.6-0.65x
-        # as long on two threads, which makes 256 worth waiting for where one thread's times
-        # would stop at 128 (docs/performance.md, "Batches sized for the solo session").
+        # A batch the solo session runs holds the loop for its time there, not for one
+        # thread's: the compact digit net's 256 images take 0.6-0.65x as long on two
+        # threads, which makes 256 worth waiting for where one thread's times would stop at
+        # 128 (docs/performance.md, "Batches sized for the solo session").
         costs = {size: per_item * self._solo_share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
                  for size, per_item in ((1 << (bucket - 1), per_item)
                                         for bucket, per_item in self._ns_per_item.items())}
@@ -175,11 +176,15 @@ class ExecutionTimes:
                                       if cost <= best * (1 + WORTH_WAITING_TOLERANCE))
 
     def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
-                budget_ns: int = 1_000_000_000, execute_solo: Execute | None = None) -> None:
+                budget_ns: int = 1_000_000_000, *, execute_solo: Execute | None = None,
+                inline_ns: int = 0) -> None:
         """Time batches of 1, 2, 4, ... ``limit`` items of zeros (the best of several runs
         each, after one untimed), within ``budget_ns`` of running time: the batcher's first
         estimates, made before the model takes traffic. With ``execute_solo`` (the model on
-        more threads), time that too and set ``solo_from``."""
+        more threads), time that too and set ``solo_from``; the sizes from it on that take at
+        most ``inline_ns`` on one thread are then chosen by their solo time. (A batch that
+        short runs on the event loop, where no other execution is ever beside it, so on the
+        solo session; a longer one runs on a worker thread, where another may be.)"""
         spent = 0
         sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
         sessions = [execute] if execute_solo is None else [execute, execute_solo]
@@ -195,7 +200,7 @@ class ExecutionTimes:
         if self.solo_from is not None:
             self._solo_share = {size: solo.wall_ns / single.wall_ns
                                 for size, (single, solo) in self.solo_profile.items()
-                                if size >= self.solo_from}
+                                if size >= self.solo_from and single.wall_ns <= inline_ns}
         self._choose()
         self._profiled = True
 

@@ -405,7 +405,7 @@ class ModelManager:
                 # a batch alone runs on the solo session (server/batching.py).
                 times = served.batcher.times
                 times.profile(runtime.run, runtime.input.shape, batching.max_batch_size,
-                              execute_solo=runtime.run_solo)
+                              execute_solo=runtime.run_solo, inline_ns=batching.max_inline_ns)
                 _log_solo(served)
             built[version] = served
         return built

@@ -627,7 +627,7 @@ def test_sizes_the_solo_session_runs_are_costed_at_its_time_when_choosing_batch_
     so from 64 items on it saves time for no more CPU. Per item, with 100 µs per execution on
     top, one thread's times stop gaining within 20 % at 128 (5.0 µs against 4.5 at 256); the
     solo session's keep gaining to 256 (3.8 µs at 128 against 2.9): a batcher that runs 256
-    there holds batches back for 256."""
+    there, on the event loop, holds batches back for 256."""
 
     def single(batch: Array) -> list[Array]:
         busy_for(4 * len(batch) + 30)
@@ -641,7 +641,7 @@ def test_sizes_the_solo_session_runs_are_costed_at_its_time_when_choosing_batch_
     one_thread.profile(single, (WIDTH,), 256)
     assert one_thread.worth_waiting_size(256) == 128
     with_solo = ExecutionTimes()
-    with_solo.profile(single, (WIDTH,), 256, execute_solo=solo)
+    with_solo.profile(single, (WIDTH,), 256, execute_solo=solo, inline_ns=5_000_000)
     assert with_solo.solo_from == 64
     assert with_solo.worth_waiting_size(256) == 256
     assert with_solo.preferred_size(256) == 256
@@ -650,6 +650,12 @@ def test_sizes_the_solo_session_runs_are_costed_at_its_time_when_choosing_batch_
     for _ in range(16):
         with_solo.record(128, 128 * 4_000)
     assert with_solo.preferred_size(256) == 256
+    # Sizes too long for the loop run on worker threads, maybe beside another execution: one
+    # thread's times choose them.
+    on_threads = ExecutionTimes()
+    on_threads.profile(single, (WIDTH,), 256, execute_solo=solo, inline_ns=200_000)
+    assert on_threads.solo_from == 64
+    assert on_threads.worth_waiting_size(256) == 128
 
 
 def timing(wall_us: float, cpu_us: float) -> Timing:
