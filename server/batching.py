@@ -144,8 +144,7 @@ class ExecutionTimes:
     def preferred_size(self, limit: int) -> int:
         """The smallest batch whose cost per item, counting EXECUTION_OVERHEAD_NS per
         execution, is within PREFERRED_TOLERANCE of the best measured (at most ``limit``):
-        past it, waiting for more requests would only add to their latency. A size the solo
-        session runs is costed at its time there (``_solo_share``)."""
+        past it, waiting for more requests would only add to their latency."""
         if self._preferred is None:
             self._choose()
         return min(self._preferred or limit, limit)
@@ -153,27 +152,33 @@ class ExecutionTimes:
     def worth_waiting_size(self, limit: int) -> int:
         """The same within WORTH_WAITING_TOLERANCE: the size up to which a batch that could run
         now is worth holding back for requests still on their way (a wait costs latency, so
-        only a clear saving per item pays for it)."""
+        only a clear saving per item pays for it). A size the solo session would run on the
+        event loop is costed at its time there (``_solo_share``)."""
         if self._preferred is None:
             self._choose()
         return min(self._worth_waiting or limit, limit)
 
     def _choose(self) -> None:
-        # A batch the solo session runs holds the loop for its time there, not for one
-        # thread's: the compact digit net's 256 images take 0.6-0.65x as long on two
-        # threads, which makes 256 worth waiting for where one thread's times would stop at
-        # 128 (docs/performance.md, "Batches sized for the solo session").
-        costs = {size: per_item * self._solo_share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
-                 for size, per_item in ((1 << (bucket - 1), per_item)
-                                        for bucket, per_item in self._ns_per_item.items())}
+        costs = {1 << (bucket - 1): per_item + EXECUTION_OVERHEAD_NS / (1 << (bucket - 1))
+                 for bucket, per_item in self._ns_per_item.items()}
         if not costs:
             return
         best = min(costs.values())
         self._preferred = min(size for size, cost in costs.items()
                               if cost <= best * (1 + PREFERRED_TOLERANCE))
         if not self._profiled:
-            self._worth_waiting = min(size for size, cost in costs.items()
-                                      if cost <= best * (1 + WORTH_WAITING_TOLERANCE))
+            # A batch held back is cut when the loop falls idle, and runs there when it is
+            # short enough: alone, so on the solo session from solo_from on, holding the loop
+            # for its time there, not for one thread's. The compact digit net's 256 images take
+            # 0.6-0.65x as long on two threads, which makes 256 worth waiting for where one
+            # thread's times stop at 128 (docs/performance.md, "Batches sized for the solo
+            # session"). The preferred size's batches start while the loop is busy, on worker
+            # threads, maybe beside another execution: one thread's times choose it.
+            held = {size: cost - (1 - self._solo_share.get(size, 1.0))
+                    * self._ns_per_item[size.bit_length()] for size, cost in costs.items()}
+            best_held = min(held.values())
+            self._worth_waiting = min(size for size, cost in held.items()
+                                      if cost <= best_held * (1 + WORTH_WAITING_TOLERANCE))
 
     def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
                 budget_ns: int = 1_000_000_000, *, execute_solo: Execute | None = None,

@@ -627,7 +627,8 @@ def test_sizes_the_solo_session_runs_are_costed_at_its_time_when_choosing_batch_
     so from 64 items on it saves time for no more CPU. Per item, with 100 µs per execution on
     top, one thread's times stop gaining within 20 % at 128 (5.0 µs against 4.5 at 256); the
     solo session's keep gaining to 256 (3.8 µs at 128 against 2.9): a batcher that runs 256
-    there, on the event loop, holds batches back for 256."""
+    there, on the event loop, holds batches back for 256. The preferred size, whose batches
+    start on worker threads, stays one thread's."""
 
     def single(batch: Array) -> list[Array]:
         busy_for(4 * len(batch) + 30)
@@ -644,12 +645,7 @@ def test_sizes_the_solo_session_runs_are_costed_at_its_time_when_choosing_batch_
     with_solo.profile(single, (WIDTH,), 256, execute_solo=solo, inline_ns=5_000_000)
     assert with_solo.solo_from == 64
     assert with_solo.worth_waiting_size(256) == 256
-    assert with_solo.preferred_size(256) == 256
-    # Live times are one thread's (solo runs are not recorded); the profile's ratio still
-    # applies to them when the sizes are chosen again.
-    for _ in range(16):
-        with_solo.record(128, 128 * 4_000)
-    assert with_solo.preferred_size(256) == 256
+    assert with_solo.preferred_size(256) == one_thread.preferred_size(256)
     # Sizes too long for the loop run on worker threads, maybe beside another execution: one
     # thread's times choose them.
     on_threads = ExecutionTimes()
