@@ -110,7 +110,7 @@ class ExecutionTimes:
         self._solo_share: dict[int, float] = {}
         """Batch size (from ``solo_from`` on, and short enough to run on the event loop) ->
         its time on the solo session over its time on one thread, in the profile: what
-        choosing sizes scales one thread's times by."""
+        choosing the size worth waiting for scales one thread's times by."""
         self.handoff_ns: float | None = None
         """What running on a worker thread adds to an execution's wall time: waking the
         thread, taking the interpreter lock there and back, waking the loop."""
@@ -159,8 +159,8 @@ class ExecutionTimes:
         return min(self._worth_waiting or limit, limit)
 
     def _choose(self) -> None:
-        costs = {1 << (bucket - 1): per_item + EXECUTION_OVERHEAD_NS / (1 << (bucket - 1))
-                 for bucket, per_item in self._ns_per_item.items()}
+        ns_per_item = {1 << (bucket - 1): ns for bucket, ns in self._ns_per_item.items()}
+        costs = {size: ns + EXECUTION_OVERHEAD_NS / size for size, ns in ns_per_item.items()}
         if not costs:
             return
         best = min(costs.values())
@@ -174,8 +174,8 @@ class ExecutionTimes:
             # thread's times stop at 128 (docs/performance.md, "Batches sized for the solo
             # session"). The preferred size's batches start while the loop is busy, on worker
             # threads, maybe beside another execution: one thread's times choose it.
-            held = {size: cost - (1 - self._solo_share.get(size, 1.0))
-                    * self._ns_per_item[size.bit_length()] for size, cost in costs.items()}
+            held = {size: ns * self._solo_share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
+                    for size, ns in ns_per_item.items()}
             best_held = min(held.values())
             self._worth_waiting = min(size for size, cost in held.items()
                                       if cost <= best_held * (1 + WORTH_WAITING_TOLERANCE))
@@ -186,10 +186,11 @@ class ExecutionTimes:
         """Time batches of 1, 2, 4, ... ``limit`` items of zeros (the best of several runs
         each, after one untimed), within ``budget_ns`` of running time: the batcher's first
         estimates, made before the model takes traffic. With ``execute_solo`` (the model on
-        more threads), time that too and set ``solo_from``; the sizes from it on that take at
-        most ``inline_ns`` on one thread are then chosen by their solo time. (A batch that
-        short runs on the event loop, where no other execution is ever beside it, so on the
-        solo session; a longer one runs on a worker thread, where another may be.)"""
+        more threads), time that too and set ``solo_from``; the size worth waiting for is
+        then chosen with the solo times of the sizes from it on that take at most
+        ``inline_ns`` on one thread. (A batch that short, held back for company, runs on the
+        event loop once it falls idle, where no other execution is ever beside it: on the solo
+        session.)"""
         spent = 0
         sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
         sessions = [execute] if execute_solo is None else [execute, execute_solo]
