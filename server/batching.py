@@ -107,10 +107,6 @@ class ExecutionTimes:
         times are measured with the rest of the server competing for the cores."""
         self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
         """Batch size -> the profile's timings on one thread and on the solo session."""
-        self._solo_share: dict[int, float] = {}
-        """Batch size (from ``solo_from`` on, and short enough to run on the event loop) ->
-        its time on the solo session over its time on one thread, in the profile: what
-        choosing the size worth waiting for scales one thread's times by."""
         self.handoff_ns: float | None = None
         """What running on a worker thread adds to an execution's wall time: waking the
         thread, taking the interpreter lock there and back, waking the loop."""
@@ -152,13 +148,15 @@ class ExecutionTimes:
     def worth_waiting_size(self, limit: int) -> int:
         """The same within WORTH_WAITING_TOLERANCE: the size up to which a batch that could run
         now is worth holding back for requests still on their way (a wait costs latency, so
-        only a clear saving per item pays for it). A size the solo session would run on the
-        event loop is costed at its time there (``_solo_share``)."""
+        only a clear saving per item pays for it). After ``profile``, a size the solo session
+        would run on the event loop is costed at its time there."""
         if self._preferred is None:
             self._choose()
         return min(self._worth_waiting or limit, limit)
 
-    def _choose(self) -> None:
+    def _choose(self, solo_share: Mapping[int, float] | None = None) -> None:
+        """``solo_share``: batch size -> its solo time over its one-thread time, for the sizes
+        the solo session would run on the event loop (``profile``'s)."""
         ns_per_item = {1 << (bucket - 1): ns for bucket, ns in self._ns_per_item.items()}
         costs = {size: ns + EXECUTION_OVERHEAD_NS / size for size, ns in ns_per_item.items()}
         if not costs:
@@ -174,7 +172,8 @@ class ExecutionTimes:
             # thread's times stop at 128 (docs/performance.md, "Batches sized for the solo
             # session"). The preferred size's batches start while the loop is busy, on worker
             # threads, maybe beside another execution: one thread's times choose it.
-            held = {size: ns * self._solo_share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
+            share = solo_share or {}
+            held = {size: ns * share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
                     for size, ns in ns_per_item.items()}
             best_held = min(held.values())
             self._worth_waiting = min(size for size, cost in held.items()
@@ -202,12 +201,11 @@ class ExecutionTimes:
             self._ns_per_item[size.bit_length()] = timings[0].wall_ns / size
             if execute_solo is not None:
                 self.solo_profile[size] = (timings[0], timings[1])
-        self.solo_from = first_solo_size(self.solo_profile)
-        if self.solo_from is not None:
-            self._solo_share = {size: solo.wall_ns / single.wall_ns
-                                for size, (single, solo) in self.solo_profile.items()
-                                if size >= self.solo_from and single.wall_ns <= inline_ns}
-        self._choose()
+        solo_from = self.solo_from = first_solo_size(self.solo_profile)
+        self._choose({size: solo.wall_ns / single.wall_ns
+                      for size, (single, solo) in self.solo_profile.items()
+                      if solo_from is not None and size >= solo_from
+                      and single.wall_ns <= inline_ns})
         self._profiled = True
 
 
