@@ -65,10 +65,13 @@ def resolve(models: ModelManager, name: str, version: str) -> ServedModel:
     """The model version a request names; the call is labelled with it for the metrics -- with
     the name alone when a model the server knows cannot answer (unloaded, loading, no such
     version), so an outage of that model shows under its name."""
-    if models.knows(name):
-        attribute_call(name)
-    model = models.get(name, version)
-    attribute_call(model.name, model.version)
+    try:
+        model = models.get(name, version)
+    except Exception:
+        if models.knows(name):
+            attribute_call(name)
+        raise
+    attribute_call(model.name, model.version_label)
     return model
 
 

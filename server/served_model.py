@@ -18,11 +18,18 @@ from axon.server.runtime import ModelRuntime
 from axon.server.statistics import ModelStatistics
 
 PLATFORM = "onnxruntime_onnx"
+FP32_BYTES = 4
 
 # Values so large that their squares overflow are legal input: check_values' quick sum then
 # overflows, on purpose, and the exact check decides.
 warnings.filterwarnings("ignore", message="overflow encountered in dot", category=RuntimeWarning,
                         module=__name__)
+
+
+ResponseTemplate = tuple[bytes, bytes, tuple[bytes, ...]]
+"""What every ModelInfer response with the same outputs and shapes shares, serialized: the
+head, the outputs' descriptions, each FP32 output's contents key and length
+(server/servicers/tensors.py)."""
 
 
 class OutputChoice(NamedTuple):
@@ -54,26 +61,27 @@ class ServedModel:
             else _BothObservers(self.statistics, metrics)
         self.batcher = DynamicBatcher(runtime.run, batching, observer, f"{name} v{version}",
                                       execute_solo=runtime.run_solo)
+        # Read by every request's checks: plain attributes, not properties (a property is a
+        # Python call per read).
+        self.input_name = runtime.input.name
+        self.item_shape: tuple[int, ...] = runtime.input.shape
+        """Shape of one item, without the batch dimension."""
+        self.item_bytes = math.prod(self.item_shape) * FP32_BYTES
+        """Raw FP32 bytes of one item."""
+        self.max_batch_size = batching.max_batch_size
+        self.version_label = str(version)
+        """The version as metrics label it."""
         self.output_names = tuple(spec.name for spec in runtime.outputs)
         self.output_indexes = tuple(range(len(self.output_names)))
         self.output_choices = tuple(OutputChoice(index) for index in self.output_indexes)
         """Every output as a tensor: what a request that names no outputs gets."""
-        self.response_templates: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        self.response_templates: dict[tuple[object, ...], ResponseTemplate] = {}
         """The serialized parts every response with the same outputs and shapes shares, by
         outputs and shapes (server/servicers/tensors.py)."""
 
     @property
     def batching(self) -> BatchingSettings:
         return self.batcher.settings
-
-    @property
-    def input_name(self) -> str:
-        return self.runtime.input.name
-
-    @property
-    def item_shape(self) -> tuple[int, ...]:
-        """Shape of one item, without the batch dimension."""
-        return self.runtime.input.shape
 
     @property
     def provider(self) -> str:
@@ -88,7 +96,7 @@ class ServedModel:
         if len(shape) != 1 + len(self.item_shape) or shape[1:] != self.item_shape:
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} must have shape "
                                     f"{self._expected_shape()}, got {list(shape)}")
-        if not 0 < shape[0] <= self.batching.max_batch_size:
+        if not 0 < shape[0] <= self.max_batch_size:
             raise InvalidInputError(f"input {self.input_name!r} of {self.name} holds {shape[0]} "
                                     f"items; expected {self._expected_shape()}")
 

@@ -18,11 +18,10 @@ import numpy as np
 
 from axon.server.batching import Array
 from axon.server.errors import InvalidInputError, shown, shown_all
-from axon.server.served_model import OutputChoice, ServedModel
+from axon.server.served_model import FP32_BYTES, OutputChoice, ServedModel
 
 MODEL_DATATYPE = "FP32"
 BYTES_DATATYPE = "BYTES"
-FP32_BYTES = 4
 WIRE_FP32 = np.dtype("<f4")
 """The protocol's FP32: little-endian, whatever the server's byte order."""
 MAX_RANK = 8

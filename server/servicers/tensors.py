@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
+
+import numpy as np
 
 from axon.protocol import open_inference_pb2 as pb
 from axon.server.batching import Array
 from axon.server.errors import InvalidInputError
-from axon.server.served_model import OutputChoice, ServedModel
+from axon.server.served_model import FP32_BYTES, OutputChoice, ResponseTemplate, ServedModel
 from axon.server.tensors import (
     CLASSIFICATION,
+    MODEL_DATATYPE,
     TIMEOUT,
+    WIRE_FP32,
+    OutputTensor,
     batch_from_bytes,
     batch_from_values,
     check_input,
@@ -21,13 +28,14 @@ from axon.server.tensors import (
     output_tensors,
     refuse_unsupported,
 )
-from axon.server.wire import bytes_field, field_tag
+from axon.server.wire import bytes_field, field_tag, varint
 
 _MAX_TEMPLATES = 1024
 """Response templates kept per model version (one per batch size and output choice)."""
 _ID = field_tag(pb.ModelInferResponse.ID_FIELD_NUMBER)
 _RAW_OUTPUT_CONTENTS = field_tag(pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER)
 _STREAM_INFER_RESPONSE = field_tag(pb.ModelStreamInferResponse.INFER_RESPONSE_FIELD_NUMBER)
+_SHAPE = attrgetter("shape")
 
 
 def parameter_value(parameter: pb.InferParameter) -> Any:
@@ -62,13 +70,34 @@ def request_deadline(request: pb.ModelInferRequest, started: float) -> float | N
 def request_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
     """The request's input tensor as a float32 array the model accepts, or InvalidInputError.
 
-    (Every request passes here: the common case is kept to a few attribute reads.)
+    Every request passes here, so a well-formed one (the model's input, FP32, raw contents of
+    the declared shape) is checked in a few comparisons; anything else takes the path that
+    says precisely what is wrong.
     """
     if request.parameters:
         refuse_unsupported(request.parameters)
     inputs = request.inputs
-    if len(inputs) != 1 or inputs[0].name != model.input_name:
-        check_input_names(model, [tensor.name for tensor in inputs])
+    if len(inputs) == 1:
+        tensor = inputs[0]
+        shape = tuple(tensor.shape)
+        raw_contents = request.raw_input_contents
+        # shape[1:] equal to the item shape makes shape[0] exist.
+        if tensor.name == model.input_name and tensor.datatype == MODEL_DATATYPE \
+                and shape[1:] == model.item_shape and 0 < shape[0] <= model.max_batch_size \
+                and len(raw_contents) == 1 and not tensor.parameters \
+                and not tensor.HasField("contents"):
+            raw = raw_contents[0]
+            if len(raw) == shape[0] * model.item_bytes:
+                batch: Array = np.frombuffer(raw, dtype=WIRE_FP32).reshape(shape)
+                model.check_values(batch)
+                return batch
+    return _checked_batch(request, model)
+
+
+def _checked_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
+    """``request_batch`` for any request: each rule in turn, the first broken one raised."""
+    inputs = request.inputs
+    check_input_names(model, [tensor.name for tensor in inputs])
     tensor = inputs[0]
     shape = check_input(model, tensor.datatype, tensor.shape)
     if tensor.parameters:
@@ -94,20 +123,37 @@ def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: S
     with the same outputs and shapes: it is serialized once, and each response is those bytes
     with the id and contents encoded around them (server/wire.py).
     """
+    if choices is not model.output_choices:
+        return _chosen_outputs_response(request, model, outputs, choices)
+    # Every output as a tensor (a request that names none): each output's contents are its
+    # shape's size, so their fields' keys and lengths are part of the template too.
+    key = (choices, *map(_SHAPE, outputs))
+    template = model.response_templates.get(key)
+    if template is None:
+        template = _new_template(model, key, [
+            OutputTensor(name, MODEL_DATATYPE, array.shape, array)
+            for name, array in zip(model.output_names, outputs, strict=True)])
+    head, outputs_part, content_keys = template
+    parts = [head]
+    if request.id:
+        parts += bytes_field(_ID, request.id.encode())
+    parts.append(outputs_part)
+    for content_key, array in zip(content_keys, outputs, strict=True):
+        parts.append(content_key)
+        parts.append(array.astype(WIRE_FP32, copy=False).tobytes())
+    return b"".join(parts)
+
+
+def _chosen_outputs_response(request: pb.ModelInferRequest, model: ServedModel,
+                             outputs: Sequence[Array],
+                             choices: tuple[OutputChoice, ...]) -> bytes:
+    """``infer_response`` for a request that names its outputs (or asks for classes)."""
     tensors = output_tensors(model, outputs, choices)
     key = (choices, *(tensor.shape for tensor in tensors))
-    templates = model.response_templates
-    template = templates.get(key)
+    template = model.response_templates.get(key)
     if template is None:
-        if len(templates) >= _MAX_TEMPLATES:
-            templates.clear()
-        template = templates[key] = (
-            pb.ModelInferResponse(model_name=model.name,
-                                  model_version=str(model.version)).SerializeToString(),
-            pb.ModelInferResponse(outputs=[pb.ModelInferResponse.InferOutputTensor(
-                name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-                for tensor in tensors]).SerializeToString())
-    head, outputs_part = template
+        template = _new_template(model, key, tensors)
+    head, outputs_part, _ = template
     parts = [head]
     if request.id:
         parts += bytes_field(_ID, request.id.encode())
@@ -115,6 +161,25 @@ def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: S
     for tensor in tensors:
         parts += bytes_field(_RAW_OUTPUT_CONTENTS, tensor.raw())
     return b"".join(parts)
+
+
+def _new_template(model: ServedModel, key: tuple[object, ...],
+                  tensors: Sequence[OutputTensor]) -> ResponseTemplate:
+    """The parts of the responses with ``key``'s outputs and shapes that do not change: the
+    head, the outputs' descriptions and, for FP32 outputs, each contents field's key and
+    length."""
+    templates = model.response_templates
+    if len(templates) >= _MAX_TEMPLATES:
+        templates.clear()
+    template = templates[key] = (
+        pb.ModelInferResponse(model_name=model.name,
+                              model_version=str(model.version)).SerializeToString(),
+        pb.ModelInferResponse(outputs=[pb.ModelInferResponse.InferOutputTensor(
+            name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            for tensor in tensors]).SerializeToString(),
+        tuple(_RAW_OUTPUT_CONTENTS + varint(math.prod(tensor.shape) * FP32_BYTES)
+              for tensor in tensors if tensor.datatype == MODEL_DATATYPE))
+    return template
 
 
 def stream_response(serialized_response: bytes) -> bytes:

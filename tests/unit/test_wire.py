@@ -36,6 +36,7 @@ def _model() -> ServedModel:
     """What ``infer_response`` reads of a served model."""
     return cast(ServedModel, SimpleNamespace(
         name="digits", version=3, output_names=("logits", "probabilities"),
+        output_choices=(OutputChoice(0), OutputChoice(1)),
         response_templates={}, card=SimpleNamespace(labels=LABELS)))
 
 
@@ -60,12 +61,15 @@ def _expected(request_id: str, outputs: list[np.ndarray],
     return response
 
 
-@pytest.mark.parametrize("choices", [(OutputChoice(0), OutputChoice(1)),
+@pytest.mark.parametrize("choices", [None,  # the request names no outputs: the model's own
+                                     (OutputChoice(0), OutputChoice(1)),
                                      (OutputChoice(1),),
                                      (OutputChoice(1, classes=3), OutputChoice(0))])
 def test_an_answer_is_the_bytes_protobuf_writes_for_the_same_message(
-        choices: tuple[OutputChoice, ...]) -> None:
+        choices: tuple[OutputChoice, ...] | None) -> None:
     model = _model()
+    if choices is None:
+        choices = model.output_choices
     rng = np.random.default_rng(0)
     # Twice per id and batch size: the second answer is made from the kept template.
     for request_id in ("", "request-7", "ünïcode", "", "request-7"):
