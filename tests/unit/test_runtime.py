@@ -16,7 +16,13 @@ import pytest
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from axon.server.errors import ModelLoadError
 from axon.server.providers import CPU_PROVIDER, provider_name
-from axon.server.runtime import ModelRuntime, SessionSettings, TensorSpec, resolve_providers
+from axon.server.runtime import (
+    ModelRuntime,
+    SessionSettings,
+    TensorSpec,
+    _runner,
+    resolve_providers,
+)
 from axon.training.train import TrainResult
 from tests.support.repositories import publish_run
 
@@ -123,6 +129,66 @@ def test_the_solo_session_gives_run_s_answers_on_more_threads(model_path: Path) 
     batch = np.random.default_rng(3).random((64, 784), dtype=np.float32)
     for got, want in zip(runtime.run_solo(batch), runtime.run(batch), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_on_the_cpu_provider_runs_skip_onnxruntime_s_python_wrapper(
+        model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # If an onnxruntime release drops the compiled session this fails, rather than every
+    # execution silently taking the slower public path.
+    runtime = ModelRuntime(model_path, SessionSettings())
+    runtime.add_solo_session(2)
+    batch = np.random.default_rng(4).random((3, 784), dtype=np.float32)
+    expected = runtime.run(batch)
+
+    def public_run(*args: object) -> None:
+        raise AssertionError("InferenceSession.run was called")
+
+    monkeypatch.setattr(ort.InferenceSession, "run", public_run)
+    assert runtime.run_solo is not None
+    for run in (runtime.run, runtime.run_solo):
+        for got, want in zip(run(batch), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+class _Session:
+    """What ``_runner`` reads of an onnxruntime session, the public run recorded."""
+
+    def __init__(self, providers: list[str], compiled: object | None) -> None:
+        self._providers = providers
+        if compiled is not None:
+            self._sess = compiled
+        self.public_runs: list[tuple[object, ...]] = []
+
+    def get_providers(self) -> list[str]:
+        return self._providers
+
+    def run(self, *args: object) -> list[str]:
+        self.public_runs.append(args)
+        return ["public"]
+
+
+class _Compiled:
+    def run(self, *args: object) -> list[str]:
+        return ["compiled"]
+
+
+@pytest.mark.parametrize(("providers", "compiled"), [
+    ([CPU_PROVIDER], None),
+    ([CUDA, CPU_PROVIDER], _Compiled()),
+], ids=["no compiled session", "a GPU provider, whose failures fall back"])
+def test_runs_take_onnxruntime_s_public_path_where_the_direct_one_is_missing_or_unsafe(
+        providers: list[str], compiled: object | None) -> None:
+    session = _Session(providers, compiled)
+    batch = np.zeros((1, 784), np.float32)
+    assert _runner(session, ["logits"], "input")(batch) == ["public"]
+    assert session.public_runs == [(["logits"], {"input": batch})]
+
+
+def test_a_cpu_session_with_a_compiled_one_is_run_directly() -> None:
+    session = _Session([CPU_PROVIDER], _Compiled())
+    assert _runner(session, ["logits"], "input")(
+        np.zeros((1, 784), np.float32)) == ["compiled"]
+    assert session.public_runs == []
 
 
 @pytest.mark.parametrize(("intra_op_threads", "solo_threads"), [(1, 1), (0, 2), (2, 4)],
