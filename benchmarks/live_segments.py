@@ -79,10 +79,8 @@ def _write_on_exit(totals: Totals) -> None:
 
 def _serve_axon(argv: Sequence[str]) -> int:
     """``axon serve`` with its ModelInfer path timed piece by piece."""
-    import onnxruntime as ort
-
     from axon.cli import main
-    from axon.server import data_plane, metrics, served_model, status
+    from axon.server import metrics, runtime, served_model, status
     from axon.server.servicers import inference
 
     totals: Totals = {WHOLE: [0, 0.0]}
@@ -97,19 +95,26 @@ def _serve_axon(argv: Sequence[str]) -> int:
     # In call order.
     pieces: list[tuple[object, str, str, bool]] = [
         (metrics.Metrics, "begin", "metrics: begin", False),
-        (inference.InferenceServicer, "_infer", "servicer: _infer", True),
-        (data_plane.DataPlane, "resolve", "model lookup", False),
+        (inference.InferenceServicer, "ModelInfer", "servicer: ModelInfer", True),
+        (inference, "resolve", "model lookup", False),
         (inference, "request_batch", "request checks and input", False),
         (served_model.ServedModel, "check_values", "finiteness check, inside the row above", False),
         (inference, "requested_outputs", "outputs asked for", False),
         (served_model.ServedModel, "infer", "batcher, statistics, model", True),
-        (ort.InferenceSession, "run", ONNXRUNTIME, False),
         (inference, "infer_response", "response", False),
         (metrics.Metrics, "end", "metrics: end", False),
     ]
     for owner, attribute, label, coroutine in pieces:
         setattr(owner, attribute, _timed(totals, label, getattr(owner, attribute),
                                          coroutine=coroutine))
+    # Axon calls onnxruntime through the runner it makes per session, not always through
+    # InferenceSession.run (server/runtime.py): its runners are timed.
+    make_runner = runtime._runner
+
+    def timed_runner(*args: Any) -> Any:
+        return _timed(totals, ONNXRUNTIME, make_runner(*args))
+
+    runtime._runner = timed_runner  # type: ignore[assignment]
     _write_on_exit(totals)
     return main(list(argv))  # start_server passes "serve" and its flags
 

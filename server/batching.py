@@ -454,6 +454,9 @@ class DynamicBatcher:
         items or more with no other execution in flight (``ExecutionTimes.profile`` sets
         it)."""
         self.settings = settings
+        # Read per request: kept as numbers, not recomputed by the settings' properties.
+        self._max_inline_ns = settings.max_inline_ns
+        self._max_queue_delay_ns = settings.max_queue_delay_ns
         self.times = ExecutionTimes()
         self._execute = execute
         self._execute_solo = execute_solo
@@ -533,7 +536,7 @@ class DynamicBatcher:
         now_ns = time.monotonic_ns()
         waited_ns = now_ns - self._queue[0].enqueued_ns
         if self._closed or self._queued_items >= self._preferred_size() \
-                or waited_ns >= self.settings.max_queue_delay_ns \
+                or waited_ns >= self._max_queue_delay_ns \
                 or (loop_idle and self._queued_items >= self._fill_target(now_ns)):
             self._dispatch(loop_idle)
         elif loop_idle:
@@ -547,7 +550,7 @@ class DynamicBatcher:
         """Decide again once the oldest request has waited out the delay, or the recent crowd
         is forgotten, whichever comes first."""
         if self._timer is None and self._loop is not None:
-            wait_ns = min(self.settings.max_queue_delay_ns - waited_ns,
+            wait_ns = min(self._max_queue_delay_ns - waited_ns,
                           self._peak.next_change_ns(now_ns))
             self._timer = self._loop.call_later(max(wait_ns, 0) / 1e9, self._timer_fired)
 
@@ -556,7 +559,7 @@ class DynamicBatcher:
         if self._queue and self._running < self.settings.instances:
             now_ns = time.monotonic_ns()
             waited_ns = now_ns - self._queue[0].enqueued_ns
-            if waited_ns >= self.settings.max_queue_delay_ns \
+            if waited_ns >= self._max_queue_delay_ns \
                     or self._queued_items >= self._fill_target(now_ns):
                 self._dispatch()
             else:
@@ -605,7 +608,7 @@ class DynamicBatcher:
         the loop has nothing else to do or the run costs less than handing it to a worker
         thread would add (a busy loop's time is what every other call waits for)."""
         predicted = self.times.predict_ns(items)
-        if predicted is None or predicted > self.settings.max_inline_ns:
+        if predicted is None or predicted > self._max_inline_ns:
             return False
         if loop_idle:
             return True
@@ -654,21 +657,30 @@ class DynamicBatcher:
 
     def _run_alone(self, inputs: Array) -> Outputs:
         """Run one request inline, now, without queueing it."""
-        if self._observer is not None:
-            self._observer.request_dequeued(0)
+        observer = self._observer
+        if observer is not None:
+            observer.request_dequeued(0)
+        items = len(inputs)
+        solo, solo_from = self._execute_solo, self.times.solo_from
         self._running += 1
         try:
-            outputs, infer_ns = self._timed_execute(inputs, self._solo(len(inputs)),
-                                                    on_loop=True)
+            # ``_solo`` and ``_timed_execute`` written out: this is every lone caller's path.
+            if solo is not None and solo_from is not None and items >= solo_from:
+                outputs, infer_ns = self._timed_solo(solo, inputs, on_loop=True)
+            else:
+                started = time.monotonic_ns()
+                outputs = self._execute(inputs)
+                infer_ns = time.monotonic_ns() - started
+                self.times.record(items, infer_ns)
         except Exception as exc:
-            error = self._failure(len(inputs), exc)
+            error = self._failure(items, exc)
             if error is exc:
                 raise
             raise error from exc
         finally:
             self._running -= 1
-        if self._observer is not None:
-            self._observer.batch_executed(len(inputs), 0, infer_ns, 0)
+        if observer is not None:
+            observer.batch_executed(items, 0, infer_ns, 0)
         return outputs
 
     def _run_inline(self, batch: list[_Request]) -> None:

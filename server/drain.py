@@ -32,9 +32,11 @@ class Drain:
     def __init__(self, max_calls: int | None = None) -> None:
         self._max_calls = max_calls
         self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.closing = asyncio.Event()
+        # Plain values, not asyncio Events: every call passes enter and exit, and an Event's
+        # methods are Python calls. Only close waits, on a future it makes.
+        self._all_ended: asyncio.Future[None] | None = None
+        self.closing = False
+        """Whether ``close`` was called: no call is admitted any more."""
         self.pending_reads: set[asyncio.Future[Any]] = set()
         """Streams' pending reads of their next message, cancelled when the drain starts."""
 
@@ -45,29 +47,31 @@ class Drain:
     def enter(self) -> None:
         """Admit a call; raises ``ShuttingDownError`` (UNAVAILABLE) once closing,
         ``TooManyCallsError`` (RESOURCE_EXHAUSTED) at the bound."""
-        if self.closing.is_set():
+        if self.closing:
             raise ShuttingDownError(STOPPING)
         if self._max_calls is not None and self._in_flight >= self._max_calls:
             raise TooManyCallsError(f"the server is answering {self._in_flight} calls, its limit "
                                     "(--max-concurrent-rpcs); retry later")
         self._in_flight += 1
-        self._idle.clear()
 
     def exit(self) -> None:
         self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
+        if self._in_flight == 0 and self._all_ended is not None \
+                and not self._all_ended.done():
+            self._all_ended.set_result(None)
 
     async def close(self, grace: float) -> bool:
         """Refuse new calls and stop streams reading, then wait up to ``grace`` seconds for
         the admitted calls to end. True if they all did."""
-        self.closing.set()
+        self.closing = True
         for read in list(self.pending_reads):
             read.cancel()
-        if self._idle.is_set():
+        if self._in_flight == 0:
             return True
+        if self._all_ended is None:
+            self._all_ended = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+            await asyncio.wait_for(asyncio.shield(self._all_ended), timeout=grace)
         except TimeoutError:
             return False
         return True
@@ -90,7 +94,7 @@ class DrainedMessages(Generic[MessageT]):
         return self
 
     async def __anext__(self) -> MessageT:
-        if self._drain.closing.is_set():
+        if self._drain.closing:
             self.cut = True
             raise StopAsyncIteration
         # A task of its own, so that ``Drain.close`` can cancel the wait for the next message
@@ -101,7 +105,7 @@ class DrainedMessages(Generic[MessageT]):
         try:
             return await read
         except asyncio.CancelledError:
-            if read.cancelled() and self._drain.closing.is_set():
+            if read.cancelled() and self._drain.closing:
                 self.cut = True
                 raise StopAsyncIteration from None
             raise

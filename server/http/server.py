@@ -186,7 +186,7 @@ async def start_http(edge: HttpEdge, drain: Drain, address: str, *, body_timeout
         kind = _Aborting if answer.abort else web.Response
         response = kind(body=answer.body, status=answer.status,
                         content_type=answer.content_type, headers=answer.headers)
-        if answer.close or answer.abort or drain.closing.is_set():
+        if answer.close or answer.abort or drain.closing:
             response.force_close()  # stopping: the client reconnects elsewhere
         return response
 

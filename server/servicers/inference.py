@@ -14,7 +14,7 @@ from axon import __version__
 from axon.protocol import open_inference_pb2 as pb
 from axon.protocol import open_inference_pb2_grpc as pb_grpc
 from axon.server.batching import Array
-from axon.server.data_plane import EXTENSIONS, SERVER_NAME, DataPlane
+from axon.server.data_plane import EXTENSIONS, SERVER_NAME, DataPlane, resolve
 from axon.server.metrics import Metrics
 from axon.server.served_model import OutputChoice, ServedModel
 from axon.server.servicers.streams import answer_concurrently
@@ -138,7 +138,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _prepare(self, request: pb.ModelInferRequest, deadline: float | None
                  ) -> tuple[ServedModel, Array, tuple[OutputChoice, ...], float | None]:
         """The model, input, outputs asked for and deadline of ``request``, all checked."""
-        model = self._plane.resolve(request.model_name, request.model_version)
+        model = resolve(self._plane.models, request.model_name, request.model_version)
         batch = request_batch(request, model)
         choices = requested_outputs(request, model)
         if request.parameters:

@@ -50,8 +50,8 @@ def test_every_piece_of_a_call_is_timed_in_both_servers(
     assert all(axon[step] > 0 for step in steps)
     # The pieces run one after another inside the servicer, which runs inside the whole call
     # (each figure is rounded to 0.1 µs).
-    assert sum(axon[step] for step in steps) <= axon["servicer: _infer"] + 0.3
-    assert axon["servicer: _infer"] < axon[WHOLE]
+    assert sum(axon[step] for step in steps) <= axon["servicer: ModelInfer"] + 0.3
+    assert axon["servicer: ModelInfer"] < axon[WHOLE]
     for server in (axon, naive):
         assert 0 < server[ONNXRUNTIME] < server[WHOLE]
         assert server[OUTSIDE_ONNXRUNTIME] == pytest.approx(
