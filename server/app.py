@@ -32,6 +32,7 @@ from axon.server.http.edge import HttpEdge, Limits
 from axon.server.http.router import Router
 from axon.server.http.routes import Routes
 from axon.server.http.server import HttpServer, start_http
+from axon.server.infer_requests import InferRequestReader
 from axon.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from axon.server.model_manager import ModelManager
 from axon.server.model_states import watch_models
@@ -153,7 +154,8 @@ async def build_server(settings: ServerSettings, link: GroupLink | None = None) 
     server = _grpc_server(settings, interceptors, shared=link is not None)
     drain = Drain(settings.max_concurrent_rpcs)
     register_tolerantly(open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-                        guard(inference, INFERENCE_SERVICE, metrics, drain), server)
+                        guard(inference, INFERENCE_SERVICE, metrics, drain), server,
+                        parsers={"ModelInfer": InferRequestReader()})
     register_tolerantly(classification_pb2_grpc.add_ClassifierServicer_to_server,
                         guard(classifier, CLASSIFIER_SERVICE, metrics, drain), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

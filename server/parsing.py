@@ -13,7 +13,7 @@ the inference methods do (``server/wire.py``); messages are serialized as before
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -48,25 +48,29 @@ class _Registrations:
 
 
 def register_tolerantly(add_to_server: Callable[[Any, Any], None], servicer: Any,
-                        server: grpc.aio.Server) -> None:
+                        server: grpc.aio.Server,
+                        parsers: Mapping[str, Callable[[bytes], Any]] | None = None) -> None:
     """``add_to_server(servicer, server)``, with the unary methods' request parsers made
     tolerant of bytes that do not parse, and every method free to answer with its response
-    already serialized (server/wire.py)."""
+    already serialized (server/wire.py). ``parsers``: a unary method's own parser (by method
+    name) in place of its message's, raising DecodeError as protobuf does."""
     registrations = _Registrations()
     add_to_server(servicer, registrations)
     for service, handlers in registrations.handlers.items():
-        tolerant = {method: _tolerant_handler(handler, method)
+        tolerant = {method: _tolerant_handler(handler, method, (parsers or {}).get(method))
                     for method, handler in handlers.items()}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service,
                                                                               tolerant),))
         server.add_registered_method_handlers(service, tolerant)
 
 
-def _tolerant_handler(handler: Any, method: str) -> Any:
+def _tolerant_handler(handler: Any, method: str,
+                      parser: Callable[[bytes], Any] | None = None) -> Any:
     handler = handler._replace(response_serializer=passing_bytes(handler.response_serializer))
     if handler.request_streaming:
         return handler
-    return handler._replace(request_deserializer=_tolerant(handler.request_deserializer, method))
+    return handler._replace(request_deserializer=_tolerant(
+        parser or handler.request_deserializer, method))
 
 
 def _tolerant(parse: Callable[[bytes], Any] | None,

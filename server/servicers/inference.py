@@ -5,16 +5,19 @@ protobuf in and out around the data plane (server/data_plane.py) and the tensor 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
+import numpy as np
 
 from axon import __version__
 from axon.protocol import open_inference_pb2 as pb
 from axon.protocol import open_inference_pb2_grpc as pb_grpc
 from axon.server.batching import Array
 from axon.server.data_plane import EXTENSIONS, SERVER_NAME, DataPlane, resolve
+from axon.server.infer_requests import SplitRequest
 from axon.server.metrics import Metrics
 from axon.server.served_model import OutputChoice, ServedModel
 from axon.server.servicers.streams import answer_concurrently
@@ -26,7 +29,7 @@ from axon.server.servicers.tensors import (
     stream_response,
 )
 from axon.server.status import outcome_of
-from axon.server.tensors import earliest
+from axon.server.tensors import WIRE_FP32, earliest
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -81,11 +84,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # The two inference methods answer with the response already serialized (see
     # server/wire.py; app.py registers them to send bytes as they are), which the generated
     # base class's annotations do not foresee.
-    async def ModelInfer(self, request: pb.ModelInferRequest,  # type: ignore[override]
-                         context: Context) -> bytes:
-        # The body of ``_infer``, not a call to it: a coroutine less per request.
+    async def ModelInfer(  # type: ignore[override]
+            self, request: pb.ModelInferRequest | SplitRequest, context: Context) -> bytes:
+        # The body of ``_infer``, not a call to it: a coroutine less per request. A split
+        # request has no id (server/infer_requests.py).
         model, batch, choices, deadline = self._prepare(request, deadline_of(context))
-        return infer_response(request, model, await model.infer(batch, deadline), choices)
+        request_id = "" if isinstance(request, SplitRequest) else request.id
+        return infer_response(request_id, model, await model.infer(batch, deadline), choices)
 
     async def ModelStreamInfer(  # type: ignore[override]
             self, request_iterator: AsyncIterator[pb.ModelInferRequest],
@@ -132,15 +137,56 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
-        model, batch, choices, deadline = self._prepare(request, deadline)
-        return infer_response(request, model, await model.infer(batch, deadline), choices)
+        model, batch, choices, deadline = self._prepare_message(request, deadline)
+        return infer_response(request.id, model, await model.infer(batch, deadline), choices)
 
-    def _prepare(self, request: pb.ModelInferRequest, deadline: float | None
-                 ) -> tuple[ServedModel, Array, tuple[OutputChoice, ...], float | None]:
-        """The model, input, outputs asked for and deadline of ``request``, all checked."""
+    def _prepare(self, request: pb.ModelInferRequest | SplitRequest, deadline: float | None
+                 ) -> Prepared:
+        """The model, input, outputs asked for and deadline of ``request``, all checked.
+
+        A split request's head was checked against the same model version by an earlier
+        request with the same head: only its input's length and values are left to check.
+        Otherwise the request is checked whole, and what its head asks is kept for the next.
+        """
+        if not isinstance(request, SplitRequest):
+            return self._prepare_message(request, deadline)
+        head = request.head
+        model = resolve(self._plane.models, head.model_name, head.model_version)
+        checked: _CheckedHead | None = head.checked
+        if checked is not None and checked.model() is model \
+                and len(request.raw) == checked.raw_bytes:
+            batch: Array = np.frombuffer(request.raw, dtype=WIRE_FP32).reshape(checked.shape)
+            model.check_values(batch)
+            if checked.has_parameters:
+                deadline = earliest(deadline, request_deadline(head.message, time.monotonic()))
+            return model, batch, checked.choices, deadline
+        prepared = self._prepare_message(request.whole(), deadline)
+        model, batch, choices = prepared[:3]
+        head.checked = _CheckedHead(weakref.ref(model), batch.shape, len(request.raw), choices,
+                                    bool(head.message.parameters))
+        return prepared
+
+    def _prepare_message(self, request: pb.ModelInferRequest, deadline: float | None
+                         ) -> Prepared:
         model = resolve(self._plane.models, request.model_name, request.model_version)
         batch = request_batch(request, model)
         choices = requested_outputs(request, model)
         if request.parameters:
             deadline = earliest(deadline, request_deadline(request, time.monotonic()))
         return model, batch, choices, deadline
+
+
+Prepared = tuple[ServedModel, Array, tuple[OutputChoice, ...], float | None]
+"""A request's model version, input, outputs asked for and deadline."""
+
+
+class _CheckedHead(NamedTuple):
+    """What a request head asks of the model version it was checked against."""
+
+    model: weakref.ref[ServedModel]
+    """Weak: a head kept by the parser must not keep an unloaded model's session alive."""
+    shape: tuple[int, ...]
+    raw_bytes: int
+    choices: tuple[OutputChoice, ...]
+    has_parameters: bool
+    """A timeout may be among them: the deadline is worked out per request."""

@@ -114,17 +114,17 @@ def _checked_batch(request: pb.ModelInferRequest, model: ServedModel) -> Array:
     return batch_from_values(model, shape, tensor.contents.fp32_contents)
 
 
-def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: Sequence[Array],
+def infer_response(request_id: str, model: ServedModel, outputs: Sequence[Array],
                    choices: tuple[OutputChoice, ...]) -> bytes:
-    """The serialized ModelInferResponse for ``request``: raw contents, one entry per requested
-    output.
+    """The serialized ModelInferResponse to the request ``request_id``: raw contents, one entry
+    per requested output.
 
     Everything but the id and the contents is the same for every response of one model version
     with the same outputs and shapes: it is serialized once, and each response is those bytes
     with the id and contents encoded around them (server/wire.py).
     """
     if choices is not model.output_choices:
-        return _chosen_outputs_response(request, model, outputs, choices)
+        return _chosen_outputs_response(request_id, model, outputs, choices)
     # Every output as a tensor (a request that names none): each output's contents are its
     # shape's size, so their fields' keys and lengths are part of the template too.
     key = (choices, *map(_SHAPE, outputs))
@@ -135,8 +135,8 @@ def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: S
             for name, array in zip(model.output_names, outputs, strict=True)])
     head, outputs_part, content_keys = template
     parts = [head]
-    if request.id:
-        parts += bytes_field(_ID, request.id.encode())
+    if request_id:
+        parts += bytes_field(_ID, request_id.encode())
     parts.append(outputs_part)
     for content_key, array in zip(content_keys, outputs, strict=True):
         parts.append(content_key)
@@ -144,7 +144,7 @@ def infer_response(request: pb.ModelInferRequest, model: ServedModel, outputs: S
     return b"".join(parts)
 
 
-def _chosen_outputs_response(request: pb.ModelInferRequest, model: ServedModel,
+def _chosen_outputs_response(request_id: str, model: ServedModel,
                              outputs: Sequence[Array],
                              choices: tuple[OutputChoice, ...]) -> bytes:
     """``infer_response`` for a request that names its outputs (or asks for classes)."""
@@ -155,8 +155,8 @@ def _chosen_outputs_response(request: pb.ModelInferRequest, model: ServedModel,
         template = _new_template(model, key, tensors)
     head, outputs_part, _ = template
     parts = [head]
-    if request.id:
-        parts += bytes_field(_ID, request.id.encode())
+    if request_id:
+        parts += bytes_field(_ID, request_id.encode())
     parts.append(outputs_part)
     for tensor in tensors:
         parts += bytes_field(_RAW_OUTPUT_CONTENTS, tensor.raw())

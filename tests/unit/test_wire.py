@@ -75,7 +75,7 @@ def test_an_answer_is_the_bytes_protobuf_writes_for_the_same_message(
     for request_id in ("", "request-7", "ünïcode", "", "request-7"):
         for items in (1, 64, 1):
             outputs = [rng.random((items, 10), dtype=np.float32) for _ in range(2)]
-            wire = infer_response(pb.ModelInferRequest(id=request_id), model, outputs, choices)
+            wire = infer_response(request_id, model, outputs, choices)
             expected = _expected(request_id, outputs, choices)
             assert wire == expected.SerializeToString(deterministic=True)
             assert pb.ModelInferResponse.FromString(wire) == expected
@@ -85,7 +85,7 @@ def test_an_answer_is_the_bytes_protobuf_writes_for_the_same_message(
 def test_a_stream_answer_carries_the_answer_as_its_message() -> None:
     outputs = [np.ones((2, 10), np.float32), np.zeros((2, 10), np.float32)]
     choices = (OutputChoice(0), OutputChoice(1))
-    answer = infer_response(pb.ModelInferRequest(id="s1"), _model(), outputs, choices)
+    answer = infer_response("s1", _model(), outputs, choices)
     expected = pb.ModelStreamInferResponse(infer_response=_expected("s1", outputs, choices))
     assert stream_response(answer) == expected.SerializeToString(deterministic=True)
 
