@@ -43,6 +43,7 @@ from axon.server.app import INFERENCE_SERVICE
 from axon.server.config import load_settings
 from axon.server.data_plane import DataPlane
 from axon.server.drain import Drain
+from axon.server.infer_requests import InferRequestReader
 from axon.server.metrics import Metrics
 from axon.server.model_manager import ModelManager
 from axon.server.runtime import SessionSettings
@@ -50,7 +51,10 @@ from axon.server.servicers.inference import InferenceServicer
 from axon.server.status import guard
 from axon.server.version_policy import VersionPolicy
 
-Handler = Callable[[pb.ModelInferRequest, Any], Awaitable[pb.ModelInferResponse | bytes]]
+Handler = Callable[[Any, Any], Awaitable[pb.ModelInferResponse | bytes]]
+"""A servicer's ModelInfer: a parsed request and a context in, the response out."""
+BytesHandler = Callable[[bytes, Any], Awaitable[pb.ModelInferResponse | bytes]]
+"""The same, behind its server's request parser."""
 """A ModelInfer handler; Axon's answers with the response serialized (server/wire.py), the
 naive server's with a message gRPC then serializes."""
 
@@ -96,10 +100,14 @@ async def measure(repository: Path, model: str, sizes: Sequence[int], calls: int
                           load_settings().batching, observer=metrics)
     await models.load(model)
     served = models.get(model)
-    axon: Handler = guard(InferenceServicer(DataPlane(models), metrics=metrics),
-                          INFERENCE_SERVICE, metrics, Drain()).ModelInfer
+    # Each handler behind the request parser its server registers, so both parse as in a
+    # server: Axon's reads a known head without protobuf (server/infer_requests.py).
+    axon = _from_bytes(InferRequestReader(), guard(
+        InferenceServicer(DataPlane(models), metrics=metrics), INFERENCE_SERVICE, metrics,
+        Drain()).ModelInfer)
     model_file = repository / model / str(served.version) / MODEL_FILENAME
-    naive: Handler = NaiveServicer(str(model_file), model).ModelInfer  # type: ignore[abstract]
+    naive = _from_bytes(pb.ModelInferRequest.FromString,
+                        NaiveServicer(str(model_file), model).ModelInfer)  # type: ignore[abstract]
     rng = np.random.default_rng(0)
     costs = []
     try:
@@ -120,10 +128,16 @@ async def measure(repository: Path, model: str, sizes: Sequence[int], calls: int
     return costs
 
 
-async def _check_same_answers(axon: Handler, naive: Handler, body: bytes) -> None:
+def _from_bytes(parse: Callable[[bytes], Any], handler: Handler) -> BytesHandler:
+    async def parse_and_handle(body: bytes, context: Any) -> Any:
+        return await handler(parse(body), context)
+    return parse_and_handle
+
+
+async def _check_same_answers(axon: BytesHandler, naive: BytesHandler, body: bytes) -> None:
     answers = []
     for handler in (axon, naive):
-        answer = await handler(pb.ModelInferRequest.FromString(body), _Context())
+        answer = await handler(body, _Context())
         response = pb.ModelInferResponse.FromString(answer) if isinstance(answer, bytes) \
             else answer
         answers.append([np.frombuffer(raw, np.float32) for raw in response.raw_output_contents])
@@ -132,11 +146,11 @@ async def _check_same_answers(axon: Handler, naive: Handler, body: bytes) -> Non
         raise HandlerFailedError("Axon's and the naive server's answers differ")
 
 
-async def _per_call_us(handler: Handler, body: bytes, calls: int) -> float:
+async def _per_call_us(handler: BytesHandler, body: bytes, calls: int) -> float:
     context = _Context()
     started = time.perf_counter()
     for _ in range(calls):
-        response = await handler(pb.ModelInferRequest.FromString(body), context)
+        response = await handler(body, context)
         if not isinstance(response, bytes):  # as gRPC would before sending it
             response.SerializeToString()
     return (time.perf_counter() - started) / calls * 1e6

@@ -42,7 +42,9 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 Totals = dict[str, list[float]]
 """Piece -> [calls, seconds]."""
+PARSE = "request parse (grpcio runs it before the call)"
 WHOLE = "ModelInfer, whole"
+CHECKS = "request: model lookup, checks, input, outputs asked for"
 ONNXRUNTIME = "onnxruntime, inside the row above"
 OUTSIDE_ONNXRUNTIME = "the whole call but onnxruntime"
 
@@ -80,10 +82,10 @@ def _write_on_exit(totals: Totals) -> None:
 def _serve_axon(argv: Sequence[str]) -> int:
     """``axon serve`` with its ModelInfer path timed piece by piece."""
     from axon.cli import main
-    from axon.server import metrics, runtime, served_model, status
+    from axon.server import infer_requests, metrics, runtime, served_model, status
     from axon.server.servicers import inference
 
-    totals: Totals = {WHOLE: [0, 0.0]}
+    totals: Totals = {PARSE: [0, 0.0], WHOLE: [0, 0.0]}
     guard_unary = status._guard_unary
 
     def timed_guard(behaviour: Any, full_name: str, method: str, *rest: Any) -> Any:
@@ -94,12 +96,12 @@ def _serve_axon(argv: Sequence[str]) -> int:
     status._guard_unary = timed_guard  # type: ignore[assignment]
     # In call order.
     pieces: list[tuple[object, str, str, bool]] = [
+        (infer_requests.InferRequestReader, "__call__", PARSE, False),
         (metrics.Metrics, "begin", "metrics: begin", False),
         (inference.InferenceServicer, "ModelInfer", "servicer: ModelInfer", True),
-        (inference, "resolve", "model lookup", False),
-        (inference, "request_batch", "request checks and input", False),
+        (inference.InferenceServicer, "_prepare", CHECKS, False),
+        (inference, "resolve", "model lookup, inside the row above", False),
         (served_model.ServedModel, "check_values", "finiteness check, inside the row above", False),
-        (inference, "requested_outputs", "outputs asked for", False),
         (served_model.ServedModel, "infer", "batcher, statistics, model", True),
         (inference, "infer_response", "response", False),
         (metrics.Metrics, "end", "metrics: end", False),
@@ -124,16 +126,26 @@ def _serve_naive(argv: Sequence[str]) -> int:
     import asyncio
     import signal
 
+    import grpc
     import onnxruntime as ort
 
     from axon.benchmarks import naive_server
 
-    totals: Totals = {}
+    totals: Totals = {PARSE: [0, 0.0]}
     for owner, attribute, label, coroutine in (
             (naive_server.NaiveServicer, "ModelInfer", WHOLE, True),
             (ort.InferenceSession, "run", ONNXRUNTIME, False)):
         setattr(owner, attribute, _timed(totals, label, getattr(owner, attribute),
                                          coroutine=coroutine))
+    # Its parser is protobuf's, which the generated code registers with the method.
+    method_handler = grpc.unary_unary_rpc_method_handler
+
+    def timed_parse(behaviour: Any, request_deserializer: Any = None, **rest: Any) -> Any:
+        if getattr(behaviour, "__name__", "") == "ModelInfer":
+            request_deserializer = _timed(totals, PARSE, request_deserializer)
+        return method_handler(behaviour, request_deserializer=request_deserializer, **rest)
+
+    grpc.unary_unary_rpc_method_handler = timed_parse  # type: ignore[assignment]
     _write_on_exit(totals)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     path, name, port = argv

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from axon.benchmarks.live_segments import (
+    CHECKS,
     ONNXRUNTIME,
     OUTSIDE_ONNXRUNTIME,
+    PARSE,
     WHOLE,
     main,
 )
@@ -35,7 +37,7 @@ def test_every_piece_of_a_call_is_timed_in_both_servers(
     assert calls > 100  # a lone caller answered for 1.5 s
     axon = {piece: float(cells[1]) for piece, cells in pieces.items() if cells[1]}
     naive = {piece: float(cells[2]) for piece, cells in pieces.items() if cells[2]}
-    assert set(naive) == {WHOLE, ONNXRUNTIME, OUTSIDE_ONNXRUNTIME}
+    assert set(naive) == {PARSE, WHOLE, ONNXRUNTIME, OUTSIDE_ONNXRUNTIME}
     for piece, cells in pieces.items():
         if piece == OUTSIDE_ONNXRUNTIME:
             continue
@@ -45,13 +47,17 @@ def test_every_piece_of_a_call_is_timed_in_both_servers(
         # run in the one round: at most two such calls.
         least = calls - 2 if piece == "response" else calls
         assert int(cells[0].replace(",", "")) >= least, piece
-    steps = ["model lookup", "request checks and input", "outputs asked for",
-             "batcher, statistics, model", "response"]
+    steps = [CHECKS, "batcher, statistics, model", "response"]
     assert all(axon[step] > 0 for step in steps)
     # The pieces run one after another inside the servicer, which runs inside the whole call
     # (each figure is rounded to 0.1 µs).
     assert sum(axon[step] for step in steps) <= axon["servicer: ModelInfer"] + 0.3
     assert axon["servicer: ModelInfer"] < axon[WHOLE]
+    inside_checks = ["model lookup, inside the row above",
+                     "finiteness check, inside the row above"]
+    assert all(axon[piece] > 0 for piece in inside_checks)
+    assert sum(axon[piece] for piece in inside_checks) <= axon[CHECKS] + 0.2
+    assert axon[PARSE] > 0 and naive[PARSE] > 0
     for server in (axon, naive):
         assert 0 < server[ONNXRUNTIME] < server[WHOLE]
         assert server[OUTSIDE_ONNXRUNTIME] == pytest.approx(
