@@ -73,6 +73,9 @@ class InferRequestReader:
     def __init__(self, max_heads: int = MAX_HEADS) -> None:
         self._heads: dict[bytes, RequestHead] = {}
         self._max_heads = max_heads
+        self._last_head_bytes = 0
+        """Where the last split request's raw contents started: a client's next request
+        starts its raw contents there too."""
 
     def __call__(self, data: bytes) -> SplitRequest | pb.ModelInferRequest:
         split = self._split(data)
@@ -80,6 +83,19 @@ class InferRequestReader:
 
     def _split(self, data: bytes) -> SplitRequest | None:
         end = len(data)
+        at = self._last_head_bytes
+        # The bytes before ``at`` are a head already kept (every head kept was read field by
+        # field below), followed by raw contents up to the end: then the message is that
+        # head and those contents, with no field to walk.
+        if at < end and data[at] == _RAW_INPUT_CONTENTS:
+            head = self._heads.get(data[:at])
+            if head is not None:
+                try:
+                    start, length = _length(data, at + 1)
+                except IndexError:
+                    return None
+                if start + length == end:
+                    return SplitRequest(head, memoryview(data)[start:])
         at = 0
         try:
             while at < end:
@@ -101,6 +117,7 @@ class InferRequestReader:
 
     def _with_head(self, data: bytes, raw_at: int, raw: memoryview) -> SplitRequest | None:
         head_bytes = data[:raw_at]
+        self._last_head_bytes = raw_at
         head = self._heads.get(head_bytes)
         if head is None:
             try:

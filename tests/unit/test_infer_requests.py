@@ -95,6 +95,19 @@ def test_the_heads_kept_are_bounded() -> None:
     assert heads[3].message == heads[0].message
 
 
+def test_a_known_head_then_anything_is_read_in_full() -> None:
+    reader = InferRequestReader()
+    request_bytes = _request().SerializeToString()
+    assert isinstance(reader(request_bytes), SplitRequest)
+    # The kept head, then raw contents that end early, then ones that run on into more fields.
+    with pytest.raises(DecodeError):
+        reader(request_bytes[:-1])
+    longer = request_bytes + pb.ModelInferRequest(model_version="2").SerializeToString()
+    parsed = reader(longer)
+    assert isinstance(parsed, pb.ModelInferRequest) and parsed.model_version == "2"
+    assert parsed == pb.ModelInferRequest.FromString(longer)
+
+
 _fields = st.fixed_dictionaries({}, optional={
     "model_name": st.text(max_size=20),
     "model_version": st.text(max_size=5),
@@ -111,11 +124,16 @@ _fields = st.fixed_dictionaries({}, optional={
 })
 
 
+_SHARED_READER = InferRequestReader(max_heads=4)
+"""One reader for every example: what it kept from one message must not change the next's
+meaning."""
+
+
 @settings(max_examples=300, deadline=None)
 @given(_fields, st.binary(max_size=40))
 def test_every_message_means_what_protobuf_says_it_means(fields: dict[str, object],
                                                           suffix: bytes) -> None:
-    reader = InferRequestReader()
+    reader = _SHARED_READER
     written = pb.ModelInferRequest(**fields).SerializeToString()  # type: ignore[arg-type]
     for request_bytes in (written, written + suffix):
         try:
