@@ -74,6 +74,17 @@ def test_a_kept_head_is_checked_again_for_each_input_and_each_model_version(
                 await infer(bad)
             np.testing.assert_array_equal(_answer(await infer(good)), expected)
 
+            # Raw contents starting at every offset modulo 4 (a parameter's length moves them),
+            # so some arrive unaligned for float32.
+            for pad in range(4):
+                padded = infer_request(DIGITS, good)
+                padded.parameters["pad"].string_param = "x" * pad
+                split = reader(padded.SerializeToString())
+                assert isinstance(split, SplitRequest)
+                for _ in range(2):  # checked whole, then by its kept head
+                    response = await servicer.ModelInfer(split, _Context())  # type: ignore[arg-type]
+                    np.testing.assert_array_equal(_answer(response), expected)
+
             await models.unload(DIGITS)
             with pytest.raises(ModelNotReadyError, match="is not loaded"):
                 await infer(good)
