@@ -12,9 +12,11 @@ the rest of the gap is").
 Axon's handler is the one the server registers: the transport edge (metrics, drain, error
 mapping), the model lookup, the request checks, the batcher (one request at a time on an idle
 loop takes its inline path), statistics and the response. The naive server's parses, runs
-onnxruntime inline and builds its response. Both parse the request from bytes and serialize
-their response, as gRPC would, and their answers are checked equal. Reported per request size:
-onnxruntime alone, each handler (the best round's mean: the least disturbed), Axon's extra
+onnxruntime inline and builds its response. Each gets the request as bytes, parsed by the
+parser its server registers (Axon's reads a known head without protobuf,
+server/infer_requests.py; the naive server's is protobuf's), and serializes its response, as
+gRPC would; their answers are checked equal. Reported per request size: onnxruntime alone (as
+Axon calls it), each handler (the best round's mean: the least disturbed), Axon's extra
 microseconds and the ratio.
 """
 

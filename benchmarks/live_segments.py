@@ -6,7 +6,8 @@ caches. In a server, gRPC's core runs between two calls and evicts them, and the
 then costs about twice as much, some pieces more (docs/performance.md, "A lone call, live").
 This benchmark starts Axon (one process) and the naive server with every piece of the
 handler wrapped in a timer, loads each with h2load in alternating rounds, and prints the mean
-wall time per call of each piece.
+wall time per call of each piece. The request's parse, which grpcio runs before the call, is
+a row of its own in both servers (Axon's parser is its own, server/infer_requests.py).
 
     python -m axon.benchmarks.live_segments [--model mnist-compact] [--scenario 1x1]
         [--seconds 5] [--rounds 2]
