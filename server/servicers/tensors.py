@@ -123,14 +123,15 @@ def infer_response(request_id: str, model: ServedModel, outputs: Sequence[Array]
     with the same outputs and shapes: it is serialized once, and each response is those bytes
     with the id and contents encoded around them (server/wire.py).
     """
-    if choices is not model.output_choices:
-        return _chosen_outputs_response(request_id, model, outputs, choices)
-    # Every output as a tensor (a request that names none): each output's contents are its
-    # shape's size, so their fields' keys and lengths are part of the template too.
-    key = (choices, *map(_SHAPE, outputs))
+    # Every output as a tensor (a request that names none) is the common case: each output's
+    # contents are then its shape's size, so their fields' keys and lengths come from the
+    # template too, and no OutputTensor is made.
+    tensors = None if choices is model.output_choices \
+        else output_tensors(model, outputs, choices)
+    key = (choices, *map(_SHAPE, outputs if tensors is None else tensors))
     template = model.response_templates.get(key)
     if template is None:
-        template = _new_template(model, key, [
+        template = _new_template(model, key, tensors if tensors is not None else [
             OutputTensor(name, MODEL_DATATYPE, array.shape, array)
             for name, array in zip(model.output_names, outputs, strict=True)])
     head, outputs_part, content_keys = template
@@ -138,28 +139,13 @@ def infer_response(request_id: str, model: ServedModel, outputs: Sequence[Array]
     if request_id:
         parts += bytes_field(_ID, request_id.encode())
     parts.append(outputs_part)
-    for content_key, array in zip(content_keys, outputs, strict=True):
-        parts.append(content_key)
-        parts.append(array.astype(WIRE_FP32, copy=False).tobytes())
-    return b"".join(parts)
-
-
-def _chosen_outputs_response(request_id: str, model: ServedModel,
-                             outputs: Sequence[Array],
-                             choices: tuple[OutputChoice, ...]) -> bytes:
-    """``infer_response`` for a request that names its outputs (or asks for classes)."""
-    tensors = output_tensors(model, outputs, choices)
-    key = (choices, *(tensor.shape for tensor in tensors))
-    template = model.response_templates.get(key)
-    if template is None:
-        template = _new_template(model, key, tensors)
-    head, outputs_part, _ = template
-    parts = [head]
-    if request_id:
-        parts += bytes_field(_ID, request_id.encode())
-    parts.append(outputs_part)
-    for tensor in tensors:
-        parts += bytes_field(_RAW_OUTPUT_CONTENTS, tensor.raw())
+    if tensors is None:
+        for content_key, array in zip(content_keys, outputs, strict=True):
+            parts.append(content_key)
+            parts.append(array.astype(WIRE_FP32, copy=False).tobytes())
+    else:
+        for tensor in tensors:
+            parts += bytes_field(_RAW_OUTPUT_CONTENTS, tensor.raw())
     return b"".join(parts)
 
 
