@@ -21,18 +21,19 @@ from __future__ import annotations
 from typing import Any
 
 from axon.protocol import open_inference_pb2 as pb
+from axon.server.wire import field_tag, read_length
 
 MAX_HEADS = 256
 """Distinct heads kept; all are forgotten when one more comes (clients send few)."""
 MAX_HEAD_BYTES = 4096
 """Longer heads (long parameters, many outputs) are parsed whole, not kept: the heads kept
 stay within a megabyte whatever callers send."""
-_RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER << 3 | 2
-_HEAD_KEYS = frozenset(number << 3 | 2 for number in (
+_RAW_INPUT_CONTENTS = field_tag(pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER)[0]
+_HEAD_KEYS = frozenset(field_tag(number)[0] for number in (
     pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER, pb.ModelInferRequest.MODEL_VERSION_FIELD_NUMBER,
     pb.ModelInferRequest.PARAMETERS_FIELD_NUMBER, pb.ModelInferRequest.INPUTS_FIELD_NUMBER,
     pb.ModelInferRequest.OUTPUTS_FIELD_NUMBER))
-"""The keys (field number and wire type, one byte each) a head may hold."""
+"""The keys (field number and wire type, one byte each: numbers below 16) a head may hold."""
 
 
 class RequestHead:
@@ -43,6 +44,7 @@ class RequestHead:
     def __init__(self, message: pb.ModelInferRequest) -> None:
         self.message = message
         """Shared by every request with this head: nothing may change it."""
+        # Read on every request: kept as strings, not read from protobuf each time.
         self.model_name = message.model_name
         self.model_version = message.model_version
         self.checked: Any = None
@@ -91,7 +93,7 @@ class InferRequestReader:
             head = self._heads.get(data[:at])
             if head is not None:
                 try:
-                    start, length = _length(data, at + 1)
+                    start, length = read_length(data, at + 1)
                 except IndexError:
                     return None
                 if start + length == end:
@@ -103,13 +105,13 @@ class InferRequestReader:
                     return None
                 key = data[at]
                 if key == _RAW_INPUT_CONTENTS:
-                    start, length = _length(data, at + 1)
+                    start, length = read_length(data, at + 1)
                     if start + length != end:
                         return None  # not last, or cut short
                     return self._with_head(data, at, memoryview(data)[start:])
                 if key not in _HEAD_KEYS:
                     return None  # an id, or any other field: protobuf's to read
-                start, length = _length(data, at + 1)
+                start, length = read_length(data, at + 1)
                 at = start + length
         except IndexError:  # a length that runs past the end
             return None
@@ -128,20 +130,3 @@ class InferRequestReader:
                 self._heads.clear()
             head = self._heads[head_bytes] = RequestHead(message)
         return SplitRequest(head, raw)
-
-
-def _length(data: bytes, at: int) -> tuple[int, int]:
-    """The base-128 length starting at ``at``: where the field's bytes start, and how many."""
-    byte = data[at]
-    if byte < 0x80:
-        return at + 1, byte
-    length, shift = byte & 0x7F, 7
-    while True:
-        at += 1
-        byte = data[at]
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return at + 1, length
-        shift += 7
-        if shift > 63:
-            raise IndexError("varint too long")

@@ -1,4 +1,5 @@
-"""Protobuf wire format, written by hand where a response is hot: ModelInfer's.
+"""Protobuf wire format, written by hand where a response is hot: ModelInfer's (and the one
+length its request parser reads, server/infer_requests.py).
 
 A ModelInferResponse is mostly what every response of one model version shares (names,
 datatypes, shapes), plus the request's id and the output bytes. Serializing the shared part
@@ -29,6 +30,24 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def read_length(data: bytes, at: int) -> tuple[int, int]:
+    """The varint length starting at ``at`` in ``data``: where the field's bytes start, and
+    how many. IndexError when the bytes end first (or the varint runs past 64 bits)."""
+    byte = data[at]
+    if byte < 0x80:
+        return at + 1, byte
+    length, shift = byte & 0x7F, 7
+    while True:
+        at += 1
+        byte = data[at]
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return at + 1, length
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
 
 
 def field_tag(number: int) -> bytes:

@@ -151,7 +151,8 @@ def test_on_the_cpu_provider_runs_skip_onnxruntime_s_python_wrapper(
 
 
 class _Session:
-    """What ``_runner`` reads of an onnxruntime session, the public run recorded."""
+    """What ``_runner`` reads of an onnxruntime session, the public run recorded: a stand-in,
+    since no GPU session (nor one without ``_sess``) can be made here."""
 
     def __init__(self, providers: list[str], compiled: object | None) -> None:
         self._providers = providers

@@ -12,7 +12,7 @@ import pytest
 from axon.protocol import open_inference_pb2 as pb
 from axon.server.served_model import OutputChoice, ServedModel
 from axon.server.servicers.tensors import infer_response, stream_response
-from axon.server.wire import bytes_field, field_tag, passing_bytes, varint
+from axon.server.wire import bytes_field, field_tag, passing_bytes, read_length, varint
 
 LABELS = tuple(f"class {i}" for i in range(10))
 
@@ -30,6 +30,17 @@ def test_a_bytes_field_is_encoded_as_protobuf_encodes_it(length: int) -> None:
                                                  (2**32, b"\x80\x80\x80\x80\x10")])
 def test_varints_are_base_128_low_group_first(value: int, encoded: bytes) -> None:
     assert varint(value) == encoded
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 200_704, 2**32])
+def test_a_length_reads_back_what_varint_wrote(value: int) -> None:
+    data = b"\x3a" + varint(value) + b"rest"
+    assert read_length(data, 1) == (1 + len(varint(value)), value)
+
+
+def test_a_length_cut_short_is_an_index_error() -> None:
+    with pytest.raises(IndexError):
+        read_length(b"\x3a\x80\x80", 1)
 
 
 def _model() -> ServedModel:
