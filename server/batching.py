@@ -94,9 +94,14 @@ class ExecutionTimes:
         self._records = 0
         self._worth_waiting: int | None = None
         self._profiled = False
-        """Whether ``worth_waiting_size`` was fixed by ``profile``: times measured under load
-        are noisy (other threads share the cores), and a size that flips between runs would
-        hold big requests back in one and not in the next."""
+        """Whether ``preferred_size`` and ``worth_waiting_size`` were fixed by ``profile``:
+        times measured under load are noisy (other threads share the cores), and a size that
+        flips between runs would hold big requests back in one and not in the next. The
+        preferred size flipped for good: a few batches of 256 compact-net images on a worker
+        thread beside another execution, timed live at the start of a burst, made 128 the
+        preferred size; batches of 256 then never formed again to correct it (and those on the
+        solo session are not recorded), and the server ran about 12 % slower for its whole
+        life (docs/performance.md, "A preferred size that stuck")."""
         self._ns_per_item: dict[int, float] = {}
         """Bucket (``items.bit_length()``) -> time per item."""
         self._preferred: int | None = None
@@ -122,7 +127,7 @@ class ExecutionTimes:
         self._ns_per_item[bucket] = per_item if known is None \
             else known + self._WEIGHT * (per_item - known)
         self._records += 1
-        if known is None or self._records % self._RECHOOSE_EVERY == 0:
+        if not self._profiled and (known is None or self._records % self._RECHOOSE_EVERY == 0):
             # Choosing costs a pass over every size: redone for a new size at once, else now
             # and then (an average moves little per execution).
             self._preferred = None
@@ -140,7 +145,8 @@ class ExecutionTimes:
     def preferred_size(self, limit: int) -> int:
         """The smallest batch whose cost per item, counting EXECUTION_OVERHEAD_NS per
         execution, is within PREFERRED_TOLERANCE of the best measured (at most ``limit``):
-        past it, waiting for more requests would only add to their latency."""
+        past it, waiting for more requests would only add to their latency. After ``profile``,
+        the profile's choice; before (no profile: TensorRT), from the times recorded live."""
         if self._preferred is None:
             self._choose()
         return min(self._preferred or limit, limit)

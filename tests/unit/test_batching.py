@@ -694,6 +694,32 @@ def test_execution_times_predict_and_choose_the_preferred_size() -> None:
     assert times.preferred_size(32) == 32
 
 
+def test_after_the_profile_live_times_no_longer_move_the_preferred_size() -> None:
+    """1 µs per item: with 100 µs per execution on top, 256 costs 1.4 µs per item and 128 1.8,
+    so 256 is preferred. Then batches of 256 timed live at 5 µs per item, as beside other
+    work at the start of a burst: with live times choosing, 128 became preferred, batches of
+    256 never formed again to correct it, and a server stayed about 12 % slower for life.
+    After a profile they still predict an execution's time; the profile's choice stands."""
+
+    def single(batch: Array) -> list[Array]:
+        busy_for(len(batch))
+        return reference(batch)
+
+    profiled = ExecutionTimes()
+    profiled.profile(single, (WIDTH,), 256)
+    assert profiled.preferred_size(256) == 256
+    live = ExecutionTimes()  # no profile (TensorRT's case): live times choose
+    live.record(128, 128 * 1_000)
+    live.record(256, 256 * 1_000)
+    assert live.preferred_size(256) == 256
+    for _ in range(2 * ExecutionTimes._RECHOOSE_EVERY):
+        profiled.record(256, 256 * 5_000)
+        live.record(256, 256 * 5_000)
+    assert profiled.preferred_size(256) == 256
+    assert profiled.predict_ns(256) == pytest.approx(256 * 5_000, rel=0.1)
+    assert live.preferred_size(256) == 128
+
+
 class SaturatedLoad(LoopLoad):
     """A loop measured as saturated (LoopLoad itself is tested on a real spinning thread
     below): the batcher's rule for it, on its own."""
