@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 
 from axon.batching_settings import BatchingSettings
+from axon.server import batching
 from axon.server.batching import (
     Array,
     DynamicBatcher,
+    Execute,
     ExecutionTimes,
     GatherBuffers,
     LoopLoad,
@@ -677,6 +679,62 @@ def test_a_size_that_pays_between_two_that_do_not_is_taken_for_noise() -> None:
     assert first_solo_size({4: loses, 8: pays, 16: loses, 32: pays, 64: pays}) == 32
     assert first_solo_size({4: pays, 8: pays, 16: loses}) is None
     assert first_solo_size({}) is None
+
+
+def scripted_timings(monkeypatch: pytest.MonkeyPatch,
+                     script: Callable[[int, int], tuple[Timing, Timing]]) -> dict[int, int]:
+    """The profile's timings from ``script(size, attempt)`` (attempt: how many times that size
+    was timed before); returns the count of timings per size. The rule is tested here on
+    given numbers; the timing itself on real runs above."""
+    attempts: dict[int, int] = {}
+
+    def timed_runs(sessions: Sequence[Execute], batch: Array) -> list[Timing]:
+        size = len(batch)
+        attempt = attempts.get(size, 0)
+        attempts[size] = attempt + 1
+        return list(script(size, attempt))
+
+    monkeypatch.setattr(batching, "_timed_runs", timed_runs)
+    monkeypatch.setattr(batching, "PROFILE_SOLO_PAUSE_S", 0.0)
+    return attempts
+
+
+def never_run(batch: Array) -> list[Array]:
+    raise AssertionError("the timings are scripted")
+
+
+def test_a_solo_session_disturbed_at_load_is_timed_again(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """The first timing finds the solo session faster but not by twice the CPU it adds (the
+    other core busy for a moment); the second, after the pause, finds it paying from 16 on.
+    Each session keeps its best of both."""
+    disturbed = timing(250, 400)
+
+    def script(size: int, attempt: int) -> tuple[Timing, Timing]:
+        calm = timing(150, 320) if size >= 16 else timing(350, 450)
+        return timing(300, 300), disturbed if attempt == 0 else calm
+
+    attempts = scripted_timings(monkeypatch, script)
+    times = ExecutionTimes()
+    times.profile(never_run, (WIDTH,), 64, execute_solo=never_run)
+    assert times.solo_from == 16
+    assert attempts == {size: 2 for size in (1, 2, 4, 8, 16, 32, 64)}
+    assert times.solo_profile[8][1] == Timing(250_000, 400_000, 0)  # the best of both
+
+
+def test_a_solo_session_never_faster_is_not_timed_again_and_a_slow_one_only_twice_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slower = scripted_timings(monkeypatch, lambda size, attempt: (timing(300, 300),
+                                                                  timing(350, 450)))
+    times = ExecutionTimes()
+    times.profile(never_run, (WIDTH,), 8, execute_solo=never_run)
+    assert times.solo_from is None and set(slower.values()) == {1}
+    short = scripted_timings(monkeypatch, lambda size, attempt: (timing(300, 300),
+                                                                 timing(250, 400)))
+    times = ExecutionTimes()
+    times.profile(never_run, (WIDTH,), 8, execute_solo=never_run)
+    assert times.solo_from is None
+    assert set(short.values()) == {1 + batching.PROFILE_SOLO_RETRIES}
 
 
 def test_execution_times_predict_and_choose_the_preferred_size() -> None:
