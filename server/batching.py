@@ -217,24 +217,23 @@ class ExecutionTimes:
                       and single.wall_ns <= inline_ns})
         self._profiled = True
 
-
     def _time_solo_again(self, execute: Execute, execute_solo: Execute,
                          item_shape: tuple[int, ...]) -> int | None:
         """When no size paid on the solo session but some ran faster there, time those again
         after a pause, up to PROFILE_SOLO_RETRIES times, keeping each session's best: the
         solo session needs a second core at once, and on these virtual machines one that was
-        busy or slow to wake for a moment made every size lose in about one start in eight
+        busy or slow to wake for a moment made every size lose in about one start in seven
         (the compact net's 256 images: 100 µs saved for 200 µs of CPU, against 185 for 70),
         leaving the server on one thread for life (docs/performance.md, "A preferred size
         that stuck")."""
         solo_from = self.solo_from
         for _ in range(PROFILE_SOLO_RETRIES):
-            closer = [size for size, (single, solo) in self.solo_profile.items()
+            faster = [size for size, (single, solo) in self.solo_profile.items()
                       if solo.wall_ns < single.wall_ns]
-            if solo_from is not None or not closer:
+            if solo_from is not None or not faster:
                 break
             time.sleep(PROFILE_SOLO_PAUSE_S)
-            for size in closer:
+            for size in faster:
                 again = _timed_runs([execute, execute_solo],
                                     np.zeros((size, *item_shape), np.float32))
                 self.solo_profile[size] = (
