@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -95,11 +96,12 @@ def configure(command: str, bench: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def _server_for(args: argparse.Namespace,
-                extra_flags: str = "") -> Iterator[tuple[str, int | None, str | None]]:
-    """The server's gRPC address, its pid (None: not started here) and HTTP address."""
+def _server_for(args: argparse.Namespace, extra_flags: str = ""
+                ) -> Iterator[tuple[str, int | None, str | None, Path | None]]:
+    """The server's gRPC address, its pid (None: not started here), HTTP address and log
+    (None: not started here)."""
     if args.address:
-        yield args.address, None, args.http_address
+        yield args.address, None, args.http_address, None
         return
     if args.model not in ModelRepository(args.model_repository).model_names():
         raise UsageError(f"model {args.model!r} is not in {args.model_repository}; train "
@@ -108,7 +110,19 @@ def _server_for(args: argparse.Namespace,
             args.model_repository, Path(tmp) / "server.log", "--models", args.model,
             *shlex.split(args.serve_args), *shlex.split(extra_flags)) as server:
         yield server.address, server.process.pid, \
-            server.http_address if server.http_port is not None else None
+            server.http_address if server.http_port is not None else None, \
+            Path(tmp) / "server.log"
+
+
+def solo_profile_lines(log: Path) -> list[str]:
+    """What each model's load-time profile chose for the solo session, as the server logged
+    it: the one choice made at start that moves throughput for the process's whole life
+    (docs/performance.md, "A preferred size that stuck")."""
+    return [_LOG_PREFIX.sub("", line.rstrip()) for line in
+            log.read_text(errors="replace").splitlines() if " onnxruntime thread" in line]
+
+
+_LOG_PREFIX = re.compile(r"^\S+ +[A-Z]+ +")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -179,7 +193,7 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
     """A ready server (started unless --address), its model, and the model's file."""
     from axon.benchmarks.target import Target
 
-    address, pid, http_address = stack.enter_context(_server_for(args, extra_flags))
+    address, pid, http_address, log = stack.enter_context(_server_for(args, extra_flags))
     client = stack.enter_context(AxonClient(address, security=security_from(args)))
     client.wait_ready()
     description = max((m for m in client.models() if m.name == args.model),
@@ -190,6 +204,8 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
     print(f"{args.model} v{description.version} on {description.execution_provider}, "
           f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else "")
           + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
+    for line in solo_profile_lines(log) if log is not None else []:
+        print(f"  {line}", file=sys.stderr)
     image = (description.image_height, description.image_width, description.image_channels)
     return Target(client, args.model, description.version, shape, image, pid,
                   security_flags(args), http_address), path

@@ -22,6 +22,7 @@ from axon.client.demo import SAMPLES
 from axon.client.file_stream import classify_files
 from axon.client.server_process import ServerProcess
 from axon.client.sync_client import AxonClient
+from axon.cpus import usable_cpus
 from axon.training.datasets import ImageDataset
 from tests.support.repositories import DIGITS
 
@@ -278,12 +279,22 @@ def test_bench_a_b_mode_refuses_a_running_server(server: ServerProcess) -> None:
 def test_bench_against_the_naive_baseline(serving_repository: Path, tmp_path: Path) -> None:
     """The naive server starts beside Axon on the same model, both answer every request (their
     own counters agree with the load generator: bench checks), and the ratios are Axon's over
-    the baseline's. The test model has no serving targets: bench says so rather than judge."""
+    the baseline's. Each Axon start says what its load-time profile chose for the solo
+    session. The test model has no serving targets: bench says so rather than judge."""
     out = tmp_path / "naive.json"
     result = axon("bench", "--model-repository", serving_repository, "--model", DIGITS,
                   "--scenarios", "4x1@2", "--seconds", "0.3", "--generators", "h2load",
-                  "--rounds", "2", "--baseline", "naive", "--json-out", out)
+                  "--rounds", "2", "--baseline", "naive", "--serve-args=--workers 1",
+                  "--json-out", out)
     assert result.returncode == 0, result.stderr
+    starts = re.split(rf"^{DIGITS} v\d+ on \S+, \d+ CPUs; server ", result.stderr,
+                      flags=re.MULTILINE)[1:]
+    assert len(starts) == 2, result.stderr
+    for start in starts:
+        # A line per version loaded, where the model has a solo session (2 usable CPUs or more).
+        choices = re.findall(rf"^  {DIGITS} v\d+: (?:a batch of \d+ images or more|no batch "
+                             r"size gains enough)", start, re.MULTILINE)
+        assert len(choices) >= 1 if usable_cpus() >= 2 else not choices, result.stderr
     assert re.search(r"baseline: the naive server on 127\.0\.0\.1:\d+ \(pid \d+\)",
                      result.stderr)
     (pair,) = json.loads(out.read_text())
