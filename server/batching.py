@@ -115,6 +115,8 @@ class ExecutionTimes:
         self.handoff_ns: float | None = None
         """What running on a worker thread adds to an execution's wall time: waking the
         thread, taking the interpreter lock there and back, waking the loop."""
+        self._made_by: _ProfileArgs | None = None
+        """``profile``'s arguments, for ``profile_again``."""
 
     def record_handoff(self, ns: int) -> None:
         known = self.handoff_ns
@@ -187,7 +189,7 @@ class ExecutionTimes:
 
     def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
                 budget_ns: int = 1_000_000_000, *, execute_solo: Execute | None = None,
-                inline_ns: int = 0) -> None:
+                inline_ns: int = 0, interrupted: Callable[[], bool] | None = None) -> bool:
         """Time batches of 1, 2, 4, ... ``limit`` items of zeros (the best of several runs
         each, after one untimed), within ``budget_ns`` of running time: the batcher's first
         estimates, made before the model takes traffic. With ``execute_solo`` (the model on
@@ -195,13 +197,18 @@ class ExecutionTimes:
         then chosen with the solo times of the sizes from it on that take at most
         ``inline_ns`` on one thread. (A batch that short, held back for company, runs on the
         event loop once it falls idle, where no other execution is ever beside it: on the solo
-        session.)"""
+        session.) False: ``interrupted()``, asked before each size, said to stop; the times
+        are then incomplete."""
+        self._made_by = _ProfileArgs(execute, item_shape, limit, budget_ns, execute_solo,
+                                     inline_ns)
         spent = 0
         sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
         sessions = [execute] if execute_solo is None else [execute, execute_solo]
         for size in sizes:
             if spent >= budget_ns:
                 break
+            if interrupted is not None and interrupted():
+                return False
             timings = _timed_runs(sessions, np.zeros((size, *item_shape), np.float32))
             spent += sum(timing.spent_ns for timing in timings)
             self._ns_per_item[size.bit_length()] = timings[0].wall_ns / size
@@ -216,6 +223,32 @@ class ExecutionTimes:
                       if solo_from is not None and size >= solo_from
                       and single.wall_ns <= inline_ns})
         self._profiled = True
+        return True
+
+    @property
+    def solo_may_pay(self) -> bool:
+        """Whether the profile found no size for the solo session although one thread took
+        at least SOLO_MAY_PAY_NS for the largest batch, long enough to gain on more threads:
+        maybe a profile that a busy moment of the machine disturbed
+        (``DynamicBatcher.look_again_when_idle``)."""
+        if self.solo_from is not None or not self.solo_profile:
+            return False
+        return max(single.wall_ns for single, _ in self.solo_profile.values()) \
+            >= SOLO_MAY_PAY_NS
+
+    def profile_again(self, interrupted: Callable[[], bool]) -> ExecutionTimes | None:
+        """A new profile, made as this one was; None if ``interrupted()`` said to stop
+        before it ended. Times recorded live since are not carried over; the hand-off's are."""
+        made_by = self._made_by
+        if made_by is None:
+            raise RuntimeError("profile_again needs a profile made before")
+        fresh = ExecutionTimes()
+        fresh.handoff_ns = self.handoff_ns
+        if not fresh.profile(made_by.execute, made_by.item_shape, made_by.limit,
+                             made_by.budget_ns, execute_solo=made_by.execute_solo,
+                             inline_ns=made_by.inline_ns, interrupted=interrupted):
+            return None
+        return fresh
 
     def _time_solo_again(self, execute: Execute, execute_solo: Execute,
                          item_shape: tuple[int, ...]) -> int | None:
@@ -255,6 +288,15 @@ def first_solo_size(profile: Mapping[int, tuple[Timing, Timing]]) -> int | None:
     # send batches back and forth between the sessions.
     return next((size for size in sorted(paying)
                  if all(other in paying for other in profile if other > size)), None)
+
+
+class _ProfileArgs(NamedTuple):
+    execute: Execute
+    item_shape: tuple[int, ...]
+    limit: int
+    budget_ns: int
+    execute_solo: Execute | None
+    inline_ns: int
 
 
 class Timing(NamedTuple):
@@ -314,6 +356,20 @@ are timed again, after the pause, as many times (``ExecutionTimes._time_solo_aga
 disturbed start ran the compact digit net's 256 images in 0.79-0.82 of the time; a model too
 small to gain (784 -> 20 -> 10) ran them in 0.95 for 45 % more CPU, and is not kept waiting
 (a retry costs its load 0.2 s)."""
+
+
+SOLO_MAY_PAY_NS = 250_000
+"""A model whose largest batch takes one thread this long could gain on the solo session (the
+most it can save, half, is at least twice the ~30-70 µs of CPU that waking the other threads
+adds); one that found no solo size is then profiled again when the server is idle. The
+primer's digit net (784 -> 20 -> 10) takes 61 µs for 256 images on one thread here and never
+gains; the compact net takes 504 µs and gains in a calm start."""
+SECOND_LOOKS = 3
+"""Profiles ``DynamicBatcher.look_again_when_idle`` makes at most, one per idle moment."""
+SECOND_LOOK_IDLE_S = 1.0
+SECOND_LOOK_BACKOFF = 4
+"""How long no request may have arrived before the server counts as idle for a second look;
+for each look made, this many times longer (1, 4 and 16 s)."""
 
 
 SOLO_TIME_PER_CPU = 2
@@ -526,6 +582,9 @@ class DynamicBatcher:
         self._ticker: LoopTicker | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._buffers = GatherBuffers(settings.max_batch_size, settings.instances)
+        self._arrivals = 0
+        """Requests submitted so far: what tells a second look an idle moment."""
+        self._second_look: asyncio.Task[None] | None = None
 
     @property
     def queued_items(self) -> int:
@@ -540,6 +599,7 @@ class DynamicBatcher:
         """
         if self._closed:
             raise ShuttingDownError(f"model {self._name} is being unloaded")
+        self._arrivals += 1
         items = len(inputs)
         settings = self.settings
         if not 0 < items <= settings.max_batch_size:
@@ -614,6 +674,55 @@ class DynamicBatcher:
             else:
                 self._arm_timer(now_ns, waited_ns)
 
+    def look_again_when_idle(self, on_new_profile: Callable[[], None] | None = None) -> None:
+        """If the load-time profile found no batch size for the solo session where one may
+        pay (``ExecutionTimes.solo_may_pay``), profile again, in a thread, once no request has
+        arrived for SECOND_LOOK_IDLE_S (longer after each look), up to SECOND_LOOKS times; a
+        profile that finds a solo size replaces the load-time one, and ``on_new_profile`` is
+        called. A request arriving meanwhile stops the profile at the next batch size and
+        discards it.
+
+        On these virtual machines the other core can be busy or slow to wake for seconds
+        while a model loads: even after the profile's own retries one start in five to twenty
+        found no solo size, and ran every batch on one thread for its whole life, some 10 %
+        slower under load (docs/performance.md, "A second look when idle")."""
+        if self._execute_solo is None or not self.times.solo_may_pay or self._closed \
+                or self._second_look is not None:
+            return
+        self._second_look = asyncio.get_running_loop().create_task(
+            self._look_again(on_new_profile), name=f"second look at {self._name}'s profile")
+
+    async def _look_again(self, on_new_profile: Callable[[], None] | None) -> None:
+        looks = 0
+        while looks < SECOND_LOOKS:
+            arrivals = self._arrivals
+            # Longer each time: what disturbed the last look may be a spell of seconds.
+            await asyncio.sleep(SECOND_LOOK_IDLE_S * SECOND_LOOK_BACKOFF ** looks)
+            if self._closed:
+                return
+            if self._arrivals != arrivals or self._running or self._queue:
+                continue
+            looks += 1
+
+            def interrupted(arrivals: int = arrivals) -> bool:
+                return self._closed or self._arrivals != arrivals
+
+            fresh = await asyncio.to_thread(self.times.profile_again, interrupted)
+            if self._closed:
+                return
+            if fresh is None or interrupted():
+                log.info("%s: a request arrived while the model was profiled again; that "
+                         "profile is dropped", self._name)
+            elif fresh.solo_from is not None:
+                self.times = fresh
+                if on_new_profile is not None:
+                    on_new_profile()
+                return
+            else:
+                log.info("%s: profiled again while the server was idle (%d of %d): still no "
+                         "batch size gains enough on the solo session", self._name, looks,
+                         SECOND_LOOKS)
+
     def refuse_new(self) -> None:
         """From now on ``submit`` raises ShuttingDownError; queued requests still run."""
         self._closed = True
@@ -628,6 +737,8 @@ class DynamicBatcher:
                 self._drained = asyncio.Event()
                 await self._drained.wait()
         finally:
+            if self._second_look is not None:
+                self._second_look.cancel()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

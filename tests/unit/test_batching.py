@@ -741,6 +741,151 @@ def test_a_solo_session_never_clearly_faster_is_not_timed_again_and_a_short_one_
     assert set(short.values()) == {1 + batching.PROFILE_SOLO_RETRIES}
 
 
+def test_a_profile_without_a_solo_size_looks_again_only_where_the_model_is_long_enough(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No size paid: a model whose largest batch took one thread SOLO_MAY_PAY_NS or more could
+    have gained, so its profile may have been disturbed; a shorter one could not."""
+    for largest_us, may_pay in ((250, True), (249, False)):
+
+        def script(size: int, attempt: int, largest_us: int = largest_us
+                   ) -> tuple[Timing, Timing]:
+            # The solo session as slow as one thread, for twice the CPU.
+            one_thread_us = largest_us * size / 8
+            return timing(one_thread_us, one_thread_us), timing(one_thread_us,
+                                                                2 * one_thread_us)
+
+        scripted_timings(monkeypatch, script)
+        times = ExecutionTimes()
+        times.profile(never_run, (WIDTH,), 8, execute_solo=never_run)
+        assert times.solo_from is None and times.solo_may_pay is may_pay
+    scripted_timings(monkeypatch, lambda size, attempt: (timing(300, 300), timing(150, 300)))
+    paid = ExecutionTimes()
+    paid.profile(never_run, (WIDTH,), 8, execute_solo=never_run)
+    assert paid.solo_from == 1 and not paid.solo_may_pay
+    alone = ExecutionTimes()
+    alone.profile(never_run, (WIDTH,), 8)
+    assert not alone.solo_may_pay
+
+
+def missed_then_paying(monkeypatch: pytest.MonkeyPatch, *, missed_profiles: int = 1,
+                       gate: threading.Event | None = None,
+                       at_gate: threading.Event | None = None) -> list[int]:
+    """Scripted profiles: the first ``missed_profiles`` find the solo session slower at every
+    size (a busy other core), later ones find it paying from 4 on (2 saves 50 µs for 50 of
+    CPU, 4 150 for 50). Returns the sizes timed, in
+    order; with ``gate``, a later profile's first size waits for it (in its thread), setting
+    ``at_gate`` first."""
+    timed: list[int] = []
+
+    def timed_runs(sessions: Sequence[Execute], batch: Array) -> list[Timing]:
+        size = len(batch)
+        profiles_begun = timed.count(1)
+        if gate is not None and size == 1 and profiles_begun >= missed_profiles:
+            if at_gate is not None:
+                at_gate.set()
+            assert gate.wait(timeout=LONG)
+        timed.append(size)
+        single = timing(100 * size, 100 * size)
+        if profiles_begun <= missed_profiles:
+            return [single, timing(120 * size, 200 * size)]
+        return [single, timing(50 * size + 50, 100 * size + 50)]
+
+    monkeypatch.setattr(batching, "_timed_runs", timed_runs)
+    monkeypatch.setattr(batching, "SECOND_LOOK_IDLE_S", 0.02)
+    return timed
+
+
+def test_an_idle_server_profiles_again_and_takes_the_solo_size_it_then_finds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = missed_then_paying(monkeypatch)
+    single, solo = FakeModel(), FakeModel()
+    told: list[int | None] = []
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(8, delay_s=LONG, inline=True),
+                               solo=solo) as batcher:
+            batcher.times.profile(single.execute, (WIDTH,), 8, execute_solo=solo.execute,
+                                  inline_ns=10**9)
+            assert batcher.times.solo_from is None and batcher.times.solo_may_pay
+            assert_own_rows(rows(*range(8)), await batcher.submit(rows(*range(8))))
+            batcher.look_again_when_idle(lambda: told.append(batcher.times.solo_from))
+            await wait_until(lambda: bool(told))
+            assert batcher.times.solo_from == 4
+            assert_own_rows(rows(*range(10, 18)), await batcher.submit(rows(*range(10, 18))))
+
+    asyncio.run(scenario())
+    assert told == [4]
+    assert timed == [1, 2, 4, 8] * 2
+    assert single.batch_sizes == [8] and solo.batch_sizes == [8]
+
+
+def test_a_request_during_the_second_look_discards_it_and_a_later_idle_moment_looks_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second profile is held at its first size while a request arrives: it stops there
+    and is thrown away (its times would be a busy server's); the third, at the next idle
+    moment, is taken."""
+    gate, at_gate = threading.Event(), threading.Event()
+    timed = missed_then_paying(monkeypatch, gate=gate, at_gate=at_gate)
+    single, solo = FakeModel(), FakeModel()
+    told: list[int | None] = []
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(8, delay_s=LONG, inline=True),
+                               solo=solo) as batcher:
+            batcher.times.profile(single.execute, (WIDTH,), 8, execute_solo=solo.execute)
+            batcher.look_again_when_idle(lambda: told.append(batcher.times.solo_from))
+            await wait_until(at_gate.is_set)  # the second look has begun
+            assert_own_rows(rows(1), await batcher.submit(rows(1)))
+            gate.set()
+            await wait_until(lambda: bool(told))
+
+    asyncio.run(scenario())
+    assert timed == [1, 2, 4, 8, 1, 1, 2, 4, 8]
+    assert told == [4]
+
+
+def test_a_second_look_that_finds_no_solo_size_keeps_the_first_and_ends_after_three(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = missed_then_paying(monkeypatch, missed_profiles=1 + batching.SECOND_LOOKS)
+    single, solo = FakeModel(), FakeModel()
+    told: list[int | None] = []
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(8, inline=True), solo=solo) as batcher:
+            batcher.times.profile(single.execute, (WIDTH,), 8, execute_solo=solo.execute)
+            first = batcher.times
+            batcher.look_again_when_idle(lambda: told.append(batcher.times.solo_from))
+            await wait_until(lambda: len(timed) == 4 * (1 + batching.SECOND_LOOKS))
+            assert batcher._second_look is not None
+            await wait_until(batcher._second_look.done)  # no fourth look to wait for
+            assert batcher.times is first
+
+    asyncio.run(scenario())
+    assert len(timed) == 4 * (1 + batching.SECOND_LOOKS) and not told
+
+
+def test_closing_the_batcher_ends_a_second_look_that_waits_for_an_idle_moment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = missed_then_paying(monkeypatch)
+    monkeypatch.setattr(batching, "SECOND_LOOK_IDLE_S", LONG)
+    single, solo = FakeModel(), FakeModel()
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(single.execute, policy(8), execute_solo=solo.execute)
+        batcher.times.profile(single.execute, (WIDTH,), 8, execute_solo=solo.execute)
+        batcher.look_again_when_idle()
+        task = batcher._second_look
+        assert task is not None
+        await asyncio.sleep(0)
+        async with asyncio.timeout(1):
+            await batcher.close()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert timed == [1, 2, 4, 8]
+
+
 def test_execution_times_predict_and_choose_the_preferred_size() -> None:
     times = ExecutionTimes()
     assert times.predict_ns(4) is None and times.preferred_size(256) == 256
