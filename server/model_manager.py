@@ -8,6 +8,7 @@ swaps them in at once, then lets the old ones finish their queued requests befor
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -186,6 +187,8 @@ class ModelManager:
             log.info("unloaded %s", prepared.name)
         self._notify(prepared.name, bool(prepared.versions))
         self._retire(old.values())
+        for model in prepared.versions.values():
+            model.batcher.look_again_when_idle(functools.partial(_log_solo, model, again=True))
         return list(prepared.selected)
 
     def discard(self, prepared: Prepared, reason: str) -> None:
@@ -411,18 +414,24 @@ class ModelManager:
         return built
 
 
-def _log_solo(model: ServedModel) -> None:
+def _log_solo(model: ServedModel, *, again: bool = False) -> None:
+    """What the profile chose for the solo session; ``again``: a second look's profile, made
+    while the server was idle (server/batching.py)."""
     times, threads = model.batcher.times, model.runtime.solo_threads
     if times.solo_from is None:
         if model.runtime.run_solo is not None:
             log.info("%s v%d: no batch size gains enough on %d onnxruntime threads; every "
-                     "execution runs on one", model.name, model.version, threads)
+                     "execution runs on one%s", model.name, model.version, threads,
+                     "; to be profiled again when the server is idle" if times.solo_may_pay
+                     else "")
         return
     single, solo = times.solo_profile[times.solo_from]
-    log.info("%s v%d: a batch of %d images or more with no other execution in flight runs on "
-             "%d onnxruntime threads (%d images: %.0f µs on one thread; %.0f µs on %d, %.0f µs "
-             "of CPU)", model.name, model.version, times.solo_from, threads, times.solo_from,
-             single.wall_ns / 1000, solo.wall_ns / 1000, threads, solo.cpu_ns / 1000)
+    log.info("%s v%d: %sa batch of %d images or more with no other execution in flight runs "
+             "on %d onnxruntime threads (%d images: %.0f µs on one thread; %.0f µs on %d, %.0f "
+             "µs of CPU)", model.name, model.version,
+             "profiled again while the server was idle: " if again else "", times.solo_from,
+             threads, times.solo_from, single.wall_ns / 1000, solo.wall_ns / 1000, threads,
+             solo.cpu_ns / 1000)
 
 
 def _signature(model: ServedModel) -> str:

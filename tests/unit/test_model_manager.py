@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 from axon.batching_settings import BatchingSettings
 from axon.cpus import usable_cpus
 from axon.model_repository import CONFIG_FILENAME, MODEL_FILENAME, ModelRepository
+from axon.server import batching
+from axon.server.batching import Array, Execute, Timing
 from axon.server.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -143,6 +146,50 @@ def test_a_loaded_model_gets_a_solo_session_of_the_threads_asked_for(
 
     run_with(repository, scenario, session=SessionSettings(solo_threads=solo_threads),
              batching=replace(BATCHING, instances=instances))
+
+
+def test_a_model_whose_load_time_profile_missed_the_solo_session_looks_again_when_idle(
+        repository: ModelRepository, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The load-time profile (and its retries) find the solo session slower at every size, as
+    with the other core busy; the profile made once the model has served and gone idle finds it
+    paying from 8 images on, and the model takes it. The timings are scripted (the primer net
+    is too short to gain here); the sessions and the manager are real."""
+    profiles: list[int] = []
+
+    def timed_runs(sessions: Sequence[Execute], batch: Array) -> list[Timing]:
+        size = len(batch)
+        if size == 1:
+            profiles.append(size)
+        single = Timing(100_000 * size, 100_000 * size, 0)
+        if len(profiles) == 1:
+            return [single, Timing(120_000 * size, 200_000 * size, 0)]
+        return [single, Timing(50_000 * size + 200_000, 100_000 * size + 50_000, 0)]
+
+    monkeypatch.setattr(batching, "_timed_runs", timed_runs)
+    monkeypatch.setattr(batching, "PROFILE_SOLO_PAUSE_S", 0.0)
+    monkeypatch.setattr(batching, "SECOND_LOOK_IDLE_S", 0.02)
+    caplog.set_level(logging.INFO, logger="axon.server.model_manager")
+
+    async def scenario(manager: ModelManager) -> None:
+        await manager.load(NAME)
+        model = manager.get(NAME)
+        assert model.batcher.times.solo_from is None
+        logits, _ = await model.infer(np.zeros((64, 784), np.float32))
+        async with asyncio.timeout(5):
+            while model.batcher.times.solo_from is None:
+                await asyncio.sleep(0.01)
+        assert model.batcher.times.solo_from == 8
+        assert np.array_equal((await model.infer(np.zeros((64, 784), np.float32)))[0], logits)
+
+    run_with(repository, scenario, session=SessionSettings(solo_threads=2),
+             batching=replace(BATCHING, instances=2))
+    assert len(profiles) == 2
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.endswith("every execution runs on one; to be profiled again when the "
+                                "server is idle") for message in messages)
+    assert any("profiled again while the server was idle: a batch of 8 images or more" in message
+               for message in messages)
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
