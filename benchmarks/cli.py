@@ -9,6 +9,7 @@ import re
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from axon.client.server_process import running_server
 from axon.client.sync_client import AxonClient
 from axon.errors import UsageError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
+from axon.server.batching import SECOND_LOOK_BACKOFF, SECOND_LOOK_IDLE_S, SECOND_LOOKS
 
 if TYPE_CHECKING:
     from axon.benchmarks.bench import Measurement
@@ -114,12 +116,36 @@ def _server_for(args: argparse.Namespace, extra_flags: str = ""
             Path(tmp) / "server.log"
 
 
-def solo_profile_lines(log: Path) -> list[str]:
+def solo_profile_lines(log: Path, *, later: bool = False) -> list[str]:
     """What each model's load-time profile chose for the solo session, as the server logged
     it: the one choice made at start that moves throughput for the process's whole life
-    (docs/performance.md, "A preferred size that stuck")."""
+    (docs/performance.md, "A preferred size that stuck"). ``later``: only the choices of
+    profiles made again while the server was idle ("A second look when idle")."""
     return [_LOG_PREFIX.sub("", line.rstrip()) for line in
-            log.read_text(errors="replace").splitlines() if " onnxruntime thread" in line]
+            log.read_text(errors="replace").splitlines() if " onnxruntime thread" in line
+            and (not later or _PROFILED_AGAIN in line)]
+
+
+_PROFILED_AGAIN = "profiled again while the server was idle"
+
+
+def second_looks(log: Path) -> list[str]:
+    """When a start's profile found no solo size where one may pay, the server profiles
+    again once idle (server/batching.py): wait for that before measuring, so that it neither
+    falls on the first measurement nor on the other server's (whose cores it would share);
+    the choice it made, if any."""
+    if not any(line.endswith(_TO_PROFILE_AGAIN) for line in solo_profile_lines(log)):
+        return []
+    deadline = time.monotonic() + sum(SECOND_LOOK_IDLE_S * SECOND_LOOK_BACKOFF ** look + 1.0
+                                      for look in range(SECOND_LOOKS))
+    while time.monotonic() < deadline:
+        if later := solo_profile_lines(log, later=True):
+            return later
+        time.sleep(0.1)
+    return [f"(no solo size after {SECOND_LOOKS} more profiles either)"]
+
+
+_TO_PROFILE_AGAIN = "to be profiled again when the server is idle"
 
 
 _LOG_PREFIX = re.compile(r"^\S+ +[A-Z]+ +")
@@ -204,8 +230,9 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
     print(f"{args.model} v{description.version} on {description.execution_provider}, "
           f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else "")
           + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
-    for line in solo_profile_lines(log) if log is not None else []:
-        print(f"  {line}", file=sys.stderr)
+    if log is not None:
+        for line in solo_profile_lines(log) + second_looks(log):
+            print(f"  {line}", file=sys.stderr)
     image = (description.image_height, description.image_width, description.image_channels)
     return Target(client, args.model, description.version, shape, image, pid,
                   security_flags(args), http_address), path

@@ -1,10 +1,14 @@
 """``axon bench``'s pure pieces: the scenario syntax, the open-loop schedule and its checks,
-h2load's open-loop plan, and the python generator's scheduler against a fake call."""
+h2load's open-loop plan, the python generator's scheduler against a fake call, and what bench
+reads in a server's log."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +16,7 @@ import pytest
 
 from axon.benchmarks.aio_load import CallFailedError, open_loop
 from axon.benchmarks.bench import check_counters
+from axon.benchmarks.cli import second_looks, solo_profile_lines
 from axon.benchmarks.loadgen import LoadError, LoadResult
 from axon.benchmarks.scenarios import (
     H2loadPlan,
@@ -130,3 +135,37 @@ def test_the_open_loop_drops_requests_past_the_outstanding_cap_and_counts_codes(
     # Latency runs from when each request was due, so it includes the 300 ms it was held.
     assert min(outcome["latencies_ms"]) >= 299
     assert outcome["seconds"] >= 0.3
+
+
+LOADED = ("18:21:41 INFO    digits v1: no batch size gains enough on 2 onnxruntime threads; every "
+          "execution runs on one; to be profiled again when the server is idle\n")
+LOOKED = ("18:21:42 INFO    digits v1: profiled again while the server was idle: a batch of 256 "
+          "images or more with no other execution in flight runs on 2 onnxruntime threads "
+          "(256 images: 503 µs on one thread; 316 µs on 2, 571 µs of CPU)\n")
+
+
+def test_bench_waits_for_a_second_look_the_server_announced_and_tells_its_choice(
+        tmp_path: Path) -> None:
+    """The server writes the second look's outcome later; bench, reading the same file,
+    waits for it before measuring. A start that announced none is not waited for."""
+    log = tmp_path / "server.log"
+    log.write_text(LOADED)
+
+    def look_later() -> None:
+        time.sleep(0.3)
+        with log.open("a") as out:
+            out.write(LOOKED)
+
+    writer = threading.Thread(target=look_later)
+    writer.start()
+    try:
+        started = time.monotonic()
+        assert second_looks(log) == [LOOKED.strip()[len("18:21:42 INFO    "):]]
+        assert time.monotonic() - started >= 0.3
+    finally:
+        writer.join()
+    assert solo_profile_lines(log) == [LOADED.strip()[len("18:21:41 INFO    "):],
+                                       LOOKED.strip()[len("18:21:42 INFO    "):]]
+    log.write_text(LOADED.replace("; to be profiled again when the server is idle", ""))
+    started = time.monotonic()
+    assert second_looks(log) == [] and time.monotonic() - started < 0.1
