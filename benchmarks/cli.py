@@ -29,7 +29,13 @@ from axon.client.server_process import running_server
 from axon.client.sync_client import AxonClient
 from axon.errors import UsageError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
-from axon.server.batching import SECOND_LOOK_BACKOFF, SECOND_LOOK_IDLE_S, SECOND_LOOKS
+from axon.server.batching import (
+    PROFILED_AGAIN,
+    SECOND_LOOK_BACKOFF,
+    SECOND_LOOK_IDLE_S,
+    SECOND_LOOKS,
+    TO_PROFILE_AGAIN,
+)
 
 if TYPE_CHECKING:
     from axon.benchmarks.bench import Measurement
@@ -123,10 +129,7 @@ def solo_profile_lines(log: Path, *, later: bool = False) -> list[str]:
     profiles made again while the server was idle ("A second look when idle")."""
     return [_LOG_PREFIX.sub("", line.rstrip()) for line in
             log.read_text(errors="replace").splitlines() if " onnxruntime thread" in line
-            and (not later or _PROFILED_AGAIN in line)]
-
-
-_PROFILED_AGAIN = "profiled again while the server was idle"
+            and (not later or PROFILED_AGAIN in line)]
 
 
 def second_looks(log: Path) -> list[str]:
@@ -134,7 +137,7 @@ def second_looks(log: Path) -> list[str]:
     again once idle (server/batching.py): wait for that before measuring, so that it neither
     falls on the first measurement nor on the other server's (whose cores it would share);
     the choice it made, if any."""
-    if not any(line.endswith(_TO_PROFILE_AGAIN) for line in solo_profile_lines(log)):
+    if not any(line.endswith(TO_PROFILE_AGAIN) for line in solo_profile_lines(log)):
         return []
     deadline = time.monotonic() + sum(SECOND_LOOK_IDLE_S * SECOND_LOOK_BACKOFF ** look + 1.0
                                       for look in range(SECOND_LOOKS))
@@ -143,9 +146,6 @@ def second_looks(log: Path) -> list[str]:
             return later
         time.sleep(0.1)
     return [f"(no solo size after {SECOND_LOOKS} more profiles either)"]
-
-
-_TO_PROFILE_AGAIN = "to be profiled again when the server is idle"
 
 
 _LOG_PREFIX = re.compile(r"^\S+ +[A-Z]+ +")

@@ -370,6 +370,10 @@ SECOND_LOOK_IDLE_S = 1.0
 SECOND_LOOK_BACKOFF = 4
 """How long no request may have arrived before the server counts as idle for a second look;
 for each look made, this many times longer (1, 4 and 16 s)."""
+TO_PROFILE_AGAIN = "to be profiled again when the server is idle"
+PROFILED_AGAIN = "profiled again while the server was idle"
+"""What the log says of a model that will look again, and of one a look gave a solo size
+(server/model_manager.py); ``axon bench`` reads the log for them."""
 
 
 SOLO_TIME_PER_CPU = 2

@@ -26,7 +26,7 @@ from axon.model_repository import (
     RepositoryError,
     validate_model_name,
 )
-from axon.server.batching import BatchObserver
+from axon.server.batching import PROFILED_AGAIN, TO_PROFILE_AGAIN, BatchObserver
 from axon.server.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -422,14 +422,13 @@ def _log_solo(model: ServedModel, *, again: bool = False) -> None:
         if model.runtime.run_solo is not None:
             log.info("%s v%d: no batch size gains enough on %d onnxruntime threads; every "
                      "execution runs on one%s", model.name, model.version, threads,
-                     "; to be profiled again when the server is idle" if times.solo_may_pay
-                     else "")
+                     f"; {TO_PROFILE_AGAIN}" if times.solo_may_pay else "")
         return
     single, solo = times.solo_profile[times.solo_from]
     log.info("%s v%d: %sa batch of %d images or more with no other execution in flight runs "
              "on %d onnxruntime threads (%d images: %.0f µs on one thread; %.0f µs on %d, %.0f "
              "µs of CPU)", model.name, model.version,
-             "profiled again while the server was idle: " if again else "", times.solo_from,
+             f"{PROFILED_AGAIN}: " if again else "", times.solo_from,
              threads, times.solo_from, single.wall_ns / 1000, solo.wall_ns / 1000, threads,
              solo.cpu_ns / 1000)
 
