@@ -38,7 +38,7 @@ from axon.server.model_manager import ModelManager
 from axon.server.model_states import watch_models
 from axon.server.parsing import register_tolerantly
 from axon.server.repository_watch import RepositoryWatcher
-from axon.server.runtime import SessionSettings, resolve_providers
+from axon.server.runtime import SessionSettings, load_gpu_libraries, resolve_providers
 from axon.server.servicers.classifier import ClassifierServicer
 from axon.server.servicers.inference import InferenceServicer
 from axon.server.status import guard
@@ -272,6 +272,7 @@ def _model_manager(settings: ServerSettings, repository: ModelRepository,
     choice = resolve_providers(settings.providers)
     for name, reason in choice.skipped:
         log.info("execution provider %s skipped: %s", name, reason)
+    load_gpu_libraries(choice.usable)
     session = SessionSettings(
         providers=choice.usable, intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,

@@ -17,8 +17,9 @@ PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
 }
 CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
-DEVICE_PROVIDERS = frozenset({"CUDAExecutionProvider", TENSORRT_PROVIDER,
+DEVICE_PROVIDERS = frozenset({CUDA_PROVIDER, TENSORRT_PROVIDER,
                               "ROCMExecutionProvider"})
 """Providers that run on the GPU named by ``SessionSettings.device_id``."""
 

@@ -8,6 +8,8 @@ others.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import onnxruntime as ort
 
 from axon.model_card import ModelCard, ModelCardError
 from axon.server.errors import ModelLoadError
-from axon.server.providers import CPU_PROVIDER, DEVICE_PROVIDERS, provider_name
+from axon.server.providers import CPU_PROVIDER, CUDA_PROVIDER, DEVICE_PROVIDERS, provider_name
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,31 @@ def resolve_providers(requested: Sequence[str],
     return ProviderChoice(tuple(usable), tuple(skipped))
 
 
+def load_gpu_libraries(providers: Sequence[str]) -> None:
+    """Load CUDA and cuDNN from NVIDIA's pip packages before the first GPU session starts.
+
+    onnxruntime-gpu's CUDA provider finds them by itself only on the loader's path (a CUDA base
+    image, ``LD_LIBRARY_PATH``). Installed by pip (``onnxruntime-gpu[cuda,cudnn]``, or torch's
+    CUDA wheels) they are found by ``onnxruntime.preload_dlls`` alone: on an H200 with CUDA
+    taken off the loader's path, a session fell back to the CPU without it and ran on CUDA from
+    the pip packages with it (docs/serving.md, "On a GPU"). A no-op unless a GPU provider is
+    among ``providers``, and on a CPU build. ``preload_dlls`` reports by printing: its lines go
+    to the log instead.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or not any(name in DEVICE_PROVIDERS for name in providers):
+        return
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except Exception as exc:  # a missing or broken library must not stop a server that can
+        log.warning("onnxruntime.preload_dlls failed: %s", exc)  # still fall back to the CPU
+    for line in printed.getvalue().splitlines():
+        if line.strip():
+            log.info("onnxruntime.preload_dlls: %s", line.strip())
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     """How every model's onnxruntime session is built."""
@@ -94,7 +121,7 @@ class ModelRuntime:
     """A loaded ONNX model: ``run(batch)`` returns every output, in the model's order."""
 
     def __init__(self, path: Path, settings: SessionSettings) -> None:
-        providers = [(name, _provider_options(name, settings)) for name in settings.providers]
+        providers = [(name, provider_options(name, settings)) for name in settings.providers]
         try:
             self._session = ort.InferenceSession(
                 str(path), _session_options(settings, settings.intra_op_threads),
@@ -190,8 +217,16 @@ def _item_shape(shape: Sequence[int | str | None]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else -1 for d in shape[1:])
 
 
-def _provider_options(name: str, settings: SessionSettings) -> dict[str, str]:
+def provider_options(name: str, settings: SessionSettings) -> dict[str, str]:
+    """What onnxruntime is given for provider ``name``: the settings' own options, and Axon's
+    defaults for the ones they leave out."""
     options = dict(settings.provider_options.get(name, {}))
     if name in DEVICE_PROVIDERS:
         options.setdefault("device_id", str(settings.device_id))
+    if name == CUDA_PROVIDER:
+        # onnxruntime's CUDA provider multiplies float32 in TF32 (a 10-bit mantissa) by default
+        # on Ampere and later GPUs. On an H200 that moved the default net's logits by up to
+        # 3.7e-3 from the CPU provider's, against 5.7e-6 without it (docs/serving.md, "On a
+        # GPU"). A float32 model is served in float32.
+        options.setdefault("use_tf32", "0")
     return options

@@ -21,6 +21,8 @@ from axon.server.runtime import (
     SessionSettings,
     TensorSpec,
     _runner,
+    load_gpu_libraries,
+    provider_options,
     resolve_providers,
 )
 from axon.training.train import TrainResult
@@ -67,6 +69,51 @@ def test_resolve_always_ends_with_the_cpu_provider() -> None:
     assert resolve_providers(["cuda"], available=[CUDA]).usable == (CUDA, CPU_PROVIDER)
     # Asked for first, it stays first.
     assert resolve_providers(["cpu", "cuda"], available=GPU_BUILD).usable == (CPU_PROVIDER, CUDA)
+
+
+def test_cuda_runs_float32_in_float32_unless_the_settings_say_otherwise() -> None:
+    """TF32 is onnxruntime's default on the CUDA provider; on an H200 it moved logits by up to
+    3.7e-3 (docs/serving.md). These are the options onnxruntime gets; no GPU here runs them."""
+    settings = SessionSettings(device_id=1)
+    assert provider_options(CUDA, settings) == {"device_id": "1", "use_tf32": "0"}
+    assert provider_options(TENSORRT, settings) == {"device_id": "1"}
+    assert provider_options(CPU_PROVIDER, settings) == {}
+    chosen = SessionSettings(provider_options={CUDA: {"use_tf32": "1", "device_id": "2"}})
+    assert provider_options(CUDA, chosen) == {"device_id": "2", "use_tf32": "1"}
+
+
+def test_gpu_libraries_are_preloaded_for_a_gpu_provider_only(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``onnxruntime.preload_dlls`` loads CUDA from NVIDIA's pip packages; on an H200 with CUDA
+    hidden from the loader, a session started on CUDA only after it (docs/serving.md). This
+    machine's CPU build has nothing to load, so a stand-in records the calls and prints what the
+    real one prints when a library is missing."""
+    calls = []
+
+    def preload() -> None:
+        calls.append(True)
+        print("Failed to load libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
+    load_gpu_libraries([CPU_PROVIDER])
+    assert calls == []
+    with caplog.at_level("INFO", logger="axon.server.runtime"):
+        load_gpu_libraries([CUDA, CPU_PROVIDER])
+    assert calls == [True]
+    assert capsys.readouterr().out == ""  # the server's stdout is not onnxruntime's to print on
+    assert "preload_dlls: Failed to load libcudnn.so.9" in caplog.text
+
+
+def test_a_failing_gpu_preload_is_logged_and_the_server_goes_on(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def preload() -> None:
+        raise RuntimeError("Invalid parameter of directory=None")
+
+    monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
+    with caplog.at_level("WARNING", logger="axon.server.runtime"):
+        load_gpu_libraries([TENSORRT, CPU_PROVIDER])
+    assert "onnxruntime.preload_dlls failed: Invalid parameter" in caplog.text
 
 
 def test_resolve_removes_duplicates() -> None:
