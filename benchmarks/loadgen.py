@@ -96,6 +96,11 @@ class LoadResult:
         return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else 0.0
 
 
+H2LOAD_THREADS_ENV = "AXON_BENCH_H2LOAD_THREADS"
+"""h2load's threads in a closed loop (default 1): one thread is enough on 2 cores, where every
+core it takes is the server's; on many cores several workers can outrun one."""
+
+
 def h2load_available() -> bool:
     return shutil.which("h2load") is not None
 
@@ -109,15 +114,29 @@ def run_h2load(call: Call, scenario: Scenario, seconds: float, *,
                         "TLS or tokens with --generators python")
     if scenario.rate is not None:
         return _h2load_open(call, OpenLoopSchedule(scenario.rate, seconds), max_outstanding)
+    rows, cpu = _h2load(call, closed_loop_flags(call, scenario, seconds))
+    return LoadResult(len(rows.status), int((rows.status == 200).sum()), seconds,
+                      rows.latency_ms[rows.status == 200], cpu, rows.errors_by_code())
+
+
+def closed_loop_flags(call: Call, scenario: Scenario, seconds: float) -> list[str]:
+    """h2load's flags for ``scenario.callers`` streams over up to 8 connections (or the
+    scenario's ``@N``), on ``AXON_BENCH_H2LOAD_THREADS`` threads (at most one per connection)."""
     callers = scenario.callers or 1
     # HTTP/1.1 answers one request at a time per connection: a caller each.
     connections = callers if call.http else scenario.connections or min(callers, 8)
     while callers % connections:
         connections -= 1
-    rows, cpu = _h2load(call, ["-D", f"{max(1, round(seconds * 1000))}ms", "-c",
-                               str(connections), "-m", str(callers // connections)])
-    return LoadResult(len(rows.status), int((rows.status == 200).sum()), seconds,
-                      rows.latency_ms[rows.status == 200], cpu, rows.errors_by_code())
+    return ["-D", f"{max(1, round(seconds * 1000))}ms", "-c", str(connections),
+            "-m", str(callers // connections), "-t", str(min(connections, h2load_threads()))]
+
+
+def h2load_threads() -> int:
+    value = os.environ.get(H2LOAD_THREADS_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise LoadError(f"{H2LOAD_THREADS_ENV} must be a whole number of threads, at least 1, "
+                        f"not {value!r}")
+    return int(value)
 
 
 def _h2load_open(call: Call, schedule: OpenLoopSchedule, max_outstanding: int) -> LoadResult:

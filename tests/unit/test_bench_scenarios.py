@@ -17,7 +17,13 @@ import pytest
 from axon.benchmarks.aio_load import CallFailedError, open_loop
 from axon.benchmarks.bench import check_counters
 from axon.benchmarks.cli import second_looks, solo_profile_lines
-from axon.benchmarks.loadgen import LoadError, LoadResult
+from axon.benchmarks.loadgen import (
+    H2LOAD_THREADS_ENV,
+    Call,
+    LoadError,
+    LoadResult,
+    closed_loop_flags,
+)
 from axon.benchmarks.scenarios import (
     H2loadPlan,
     OpenLoopSchedule,
@@ -83,6 +89,19 @@ def test_h2load_spreads_the_rate_over_staggered_connections(
     tick_ms = 1000 * max(0.01, 1 / plan.rate_per_connection)
     assert math.ceil(connections / started) * period_ms <= tick_ms + period_ms
     assert "-r" in plan.flags() and f"--rate-period={period_ms}ms" in plan.flags()
+
+
+def test_h2load_takes_its_threads_from_the_environment_one_per_connection_at_most(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    call = Call("127.0.0.1:1", "/inference.GRPCInferenceService/ModelInfer", b"")
+    many, few = Scenario.parse("64x1@64"), Scenario.parse("2x8")
+    assert closed_loop_flags(call, many, 5) == ["-D", "5000ms", "-c", "64", "-m", "1", "-t", "1"]
+    monkeypatch.setenv(H2LOAD_THREADS_ENV, "4")
+    assert closed_loop_flags(call, many, 5)[-2:] == ["-t", "4"]
+    assert closed_loop_flags(call, few, 0.3) == ["-D", "300ms", "-c", "2", "-m", "1", "-t", "2"]
+    monkeypatch.setenv(H2LOAD_THREADS_ENV, "0")
+    with pytest.raises(LoadError, match="AXON_BENCH_H2LOAD_THREADS must be a whole number"):
+        closed_loop_flags(call, many, 5)
 
 
 def test_h2load_never_opens_more_connections_than_requests() -> None:
