@@ -97,8 +97,8 @@ class LoadResult:
 
 
 H2LOAD_THREADS_ENV = "AXON_BENCH_H2LOAD_THREADS"
-"""h2load's threads in a closed loop (default 1): one thread is enough on 2 cores, where every
-core it takes is the server's; on many cores several workers can outrun one."""
+"""h2load's threads in a closed loop (default 1): on 2 cores every core h2load takes is the
+server's; on many cores, several workers may answer faster than one h2load thread can ask."""
 
 
 def h2load_available() -> bool:

@@ -16,7 +16,9 @@ server alive at a time, a real server is started and measured under:
 and its memory is read per worker process (their ``process_resident_memory_bytes``). Medians of
 the rounds are printed with each count's ratio to the first one and the targets for two workers
 against one (docs/performance.md, "Worker processes"). Every load generator shares the machine
-with the server, as a client on the same host would.
+with the server, as a client on the same host would. On many cores, give h2load more threads
+than its default one with ``AXON_BENCH_H2LOAD_THREADS`` (4 on the 16-core machine of
+docs/performance.md's "Many cores and a GPU").
 """
 
 from __future__ import annotations
