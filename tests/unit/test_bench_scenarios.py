@@ -95,6 +95,7 @@ def test_h2load_takes_its_threads_from_the_environment_one_per_connection_at_mos
         monkeypatch: pytest.MonkeyPatch) -> None:
     call = Call("127.0.0.1:1", "/inference.GRPCInferenceService/ModelInfer", b"")
     many, few = Scenario.parse("64x1@64"), Scenario.parse("2x8")
+    monkeypatch.delenv(H2LOAD_THREADS_ENV, raising=False)
     assert closed_loop_flags(call, many, 5) == ["-D", "5000ms", "-c", "64", "-m", "1", "-t", "1"]
     monkeypatch.setenv(H2LOAD_THREADS_ENV, "4")
     assert closed_loop_flags(call, many, 5)[-2:] == ["-t", "4"]
