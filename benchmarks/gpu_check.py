@@ -40,7 +40,12 @@ from axon.benchmarks.scenarios import Scenario
 from axon.model_repository import ModelRepository
 from axon.server.gpu import load_nvml
 from axon.server.providers import CPU_PROVIDER, provider_name
-from axon.server.runtime import ModelRuntime, SessionSettings, load_gpu_libraries
+from axon.server.runtime import (
+    ModelRuntime,
+    SessionSettings,
+    load_gpu_libraries,
+    resolve_providers,
+)
 
 BATCH_SIZES = (1, 2, 3, 7, 64, 256)
 LOADS = ("1x1", "64x1@64", "16x64")
@@ -65,16 +70,14 @@ def describe_machine() -> list[str]:
 
 def plain_session(path: Path, provider: str) -> ort.InferenceSession:
     """onnxruntime with its own defaults for ``provider`` (TF32 on, on the CUDA provider)."""
-    return ort.InferenceSession(str(path),
-                                providers=list(dict.fromkeys((provider, CPU_PROVIDER))))
+    return ort.InferenceSession(str(path), providers=list(resolve_providers([provider]).usable))
 
 
 def compare_providers(path: Path, provider: str, rng: np.random.Generator,
                       ) -> tuple[list[str], bool]:
     """Axon's session on ``provider`` (server/runtime.py, its provider options) against the CPU
     provider, onnxruntime's own defaults beside it, and batch invariance on Axon's session."""
-    axon = ModelRuntime(path, SessionSettings(providers=tuple(dict.fromkeys(
-        (provider, CPU_PROVIDER)))))
+    axon = ModelRuntime(path, SessionSettings(providers=resolve_providers([provider]).usable))
     lines = [f"Axon's session asked for {provider}: runs on {axon.provider}"]
     if axon.provider != provider:
         return [*lines, f"FAILED: {provider} did not start"], False
@@ -103,10 +106,10 @@ def compare_providers(path: Path, provider: str, rng: np.random.Generator,
     return lines, ok
 
 
-def check_server(repository: Path, model: str, providers: str, rng: np.random.Generator,
-                 ) -> tuple[list[str], bool]:
-    """A real server on ``providers``: what it reports and what it answers."""
-    wanted = provider_name(providers.split(",", maxsplit=1)[0])
+def check_server(repository: Path, model: str, providers: str, wanted: str,
+                 rng: np.random.Generator) -> tuple[list[str], bool]:
+    """A real server on ``providers``, the first of them ``wanted``: what it reports and what
+    it answers."""
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
         with served_target(repository, log_path, model, "--workers", "1",
@@ -146,7 +149,8 @@ def _metrics(port: int | None) -> str:
         return str(page.read().decode())
 
 
-def compare_loads(repository: Path, model: str, providers: str, seconds: float) -> list[str]:
+def compare_loads(repository: Path, model: str, version: int, providers: str,
+                  seconds: float) -> list[str]:
     generator = pick_generator("auto")
     lines = [f"loads ({generator}, {seconds:g} s each, one server at a time):"]
     for chosen in dict.fromkeys((providers, "cpu")):
@@ -154,9 +158,7 @@ def compare_loads(repository: Path, model: str, providers: str, seconds: float) 
                 repository, Path(tmp) / "server.log", model, "--workers", "1",
                 "--providers", chosen) as (_, served):
             # Statistics of one version: bench reads the counters of what it loaded.
-            latest = max((m for m in served.client.models() if m.name == model),
-                         key=lambda m: int(m.version)).version
-            target = replace(served, version=latest)
+            target = replace(served, version=str(version))
             for scenario in LOADS:
                 row = measure(target, Scenario.parse(scenario), generator, seconds=seconds,
                               ceiling=0.0)
@@ -185,24 +187,21 @@ def main(argv: list[str] | None = None) -> int:
               "(pip install '.[gpu]') on a machine with an NVIDIA GPU")
         return 1
     rng = np.random.default_rng(0)
-    path = _model_file(args.model_repository, args.model)
-    lines, alone_ok = compare_providers(path, first, rng)
+    models = ModelRepository(args.model_repository)
+    version = models.latest_version(args.model)
+    if version is None:
+        raise SystemExit(f"{args.model_repository}: no version of {args.model!r} (train one: "
+                         "axon train)")
+    lines, alone_ok = compare_providers(models.model_file(args.model, version), first, rng)
     print("\n".join(lines), flush=True)
-    lines, served_ok = check_server(args.model_repository, args.model, args.providers, rng)
+    lines, served_ok = check_server(args.model_repository, args.model, args.providers, first,
+                                    rng)
     print("\n".join(lines), flush=True)
     ok = alone_ok and served_ok
-    print("\n".join(compare_loads(args.model_repository, args.model, args.providers,
+    print("\n".join(compare_loads(args.model_repository, args.model, version, args.providers,
                                   args.seconds)))
     print("every check held" if ok else "FAILED: see above")
     return 0 if ok else 1
-
-
-def _model_file(repository: Path, model: str) -> Path:
-    models = ModelRepository(repository)
-    latest = models.latest_version(model)
-    if latest is None:
-        raise SystemExit(f"{repository}: no version of {model!r} (train one: axon train)")
-    return models.model_file(model, latest)
 
 
 if __name__ == "__main__":
