@@ -27,6 +27,15 @@ def usable_cpus(cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path | None =
     return max(1, allowed)
 
 
+def cpus_label() -> str:
+    """The CPUs as a benchmark's report names them: "2 CPUs", or "2 of 16 CPUs" when the
+    affinity or the cgroup's quota leaves fewer usable than the machine has (``taskset``, a
+    container's CPU limit)."""
+    usable, machine = usable_cpus(), os.cpu_count() or 1
+    unit = "CPU" if machine == 1 else "CPUs"
+    return f"{usable} {unit}" if usable == machine else f"{usable} of {machine} {unit}"
+
+
 def cgroup_cpu_quota(root: Path, proc_self_cgroup: Path) -> float | None:
     """The CPU quota of this process's cgroup in CPUs (None: unlimited or unknown)."""
     v2, v1 = _cgroup_paths(proc_self_cgroup)

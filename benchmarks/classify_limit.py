@@ -37,6 +37,7 @@ import onnxruntime as ort
 from axon.benchmarks.bench import least_stolen, process_cpu_seconds
 from axon.client.file_stream import image_paths
 from axon.client.server_process import ServerProcess, running_server
+from axon.cpus import cpus_label
 from axon.image_formats import SERVED_FORMATS
 from axon.markdown import LEFT, RIGHT, markdown_table
 from axon.model_card import ModelCard
@@ -166,7 +167,7 @@ def report(limits: list[Limit], runs: list[ClassifyRun]) -> list[str]:
     client = statistics.median(run.client_cpu_us_per_image for run in runs)
     throughput_ratio, cpu_ratio = rate / limit_rate, server / limit_cpu
     return [
-        f"medians of {len(runs)} rounds, {runs[0].images:,} images, {os.cpu_count()} CPUs",
+        f"medians of {len(runs)} rounds, {runs[0].images:,} images, {cpus_label()}",
         markdown_table(["", "images/s", "CPU µs/image"], [LEFT, RIGHT, RIGHT], [
             [f"single-core limit (Pillow decode {decode:.1f} µs + onnxruntime batch "
              f"{LIMIT_BATCH} {model:.1f} µs)", f"{limit_rate:,.0f}", f"{limit_cpu:.1f}"],

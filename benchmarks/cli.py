@@ -27,6 +27,7 @@ from axon.client.cli import (
 )
 from axon.client.server_process import running_server
 from axon.client.sync_client import AxonClient
+from axon.cpus import cpus_label
 from axon.errors import UsageError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from axon.server.batching import (
@@ -228,7 +229,7 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
     metadata = client.model_metadata(args.model, description.version)
     shape = tuple(metadata.inputs[0].shape[1:])
     print(f"{args.model} v{description.version} on {description.execution_provider}, "
-          f"{os.cpu_count()} CPUs; server {address}" + (f" (pid {pid})" if pid else "")
+          f"{cpus_label()}; server {address}" + (f" (pid {pid})" if pid else "")
           + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
     if log is not None:
         for line in solo_profile_lines(log) + second_looks(log):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from typing import Any
 from axon.benchmarks.bench import median, process_cpu_seconds
 from axon.benchmarks.loadgen import Call, run_h2load
 from axon.benchmarks.scenarios import Scenario
+from axon.cpus import cpus_label
 from axon.markdown import LEFT, RIGHT, markdown_table
 from axon.server.app import AxonServer, build_server
 from axon.server.config import ServerSettings, load_settings
@@ -196,7 +196,7 @@ def compare(args: argparse.Namespace) -> str:
 def _table(results: dict[tuple[str, str], list[tuple[float, float]]],
            scenarios: list[Scenario], rounds: int) -> str:
     title = (f"JSON inference, h2load --h1, a connection per caller, medians of {rounds} "
-             f"alternating rounds, {os.cpu_count()} CPUs")
+             f"alternating rounds, {cpus_label()}")
     rows = []
     for scenario in scenarios:
         base_rate = median([r for r, _ in results[(scenario.label, "aiohttp")]])

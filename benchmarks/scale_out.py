@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from axon.benchmarks.scenarios import Scenario
 from axon.client.common import infer_request
 from axon.client.server_process import ServerProcess, free_port, start_server
 from axon.client.sync_client import AxonClient
+from axon.cpus import cpus_label
 from axon.markdown import LEFT, RIGHT, markdown_table
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -171,7 +171,7 @@ def main() -> None:
                         help="closed-loop CALLERSxIMAGES loads (h2load)")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    print(f"{os.cpu_count()} CPUs; replicas, nginx and h2load share them", flush=True)
+    print(f"{cpus_label()}; replicas, nginx and h2load share them", flush=True)
     rows = run(args)
     print(table(rows))
     print("\n".join(ratios(rows)))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -43,7 +42,7 @@ from axon.benchmarks.target import Target
 from axon.client.file_stream import image_paths
 from axon.client.server_process import ServerProcess, running_server
 from axon.client.sync_client import AxonClient
-from axon.cpus import usable_cpus
+from axon.cpus import cpus_label
 from axon.markdown import LEFT, RIGHT, markdown_table
 
 LOADS = (("h2load", "64x1@64"), ("h2load", "16x64"), ("python", "64x1"))
@@ -138,8 +137,8 @@ def report(rounds: list[Round], counts: list[int]) -> list[str]:
                 f"{median(count, 'p99_ms', label):.1f}"
             rows.append([label, count, f"{rate:,.0f}", f"{ratio:.2f}x", p99_cell,
                          f"{median(count, 'server_cpu_us_per_image', label):.1f}"])
-    lines = [f"medians of {len(rounds) // len(counts)} rounds, {os.cpu_count()} CPUs "
-             f"({usable_cpus()} usable), one server at a time",
+    lines = [f"medians of {len(rounds) // len(counts)} rounds, {cpus_label()}, one server "
+             "at a time",
              markdown_table(["load", "workers", "images/s", f"vs {base} worker(s)", "p99 ms",
                              "server CPU µs/image"],
                             [LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT], rows)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -20,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from axon import __version__
+from axon.cpus import usable_cpus
 from axon.errors import AxonError
 from axon.model_repository import ModelRepository
 from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
@@ -144,7 +144,7 @@ async def build_server(settings: ServerSettings, link: GroupLink | None = None) 
     inference = InferenceServicer(plane, max_stream_in_flight=settings.max_stream_in_flight,
                                   metrics=metrics)
     # Image decoding runs here, off the event loop: a 49 KB PNG can declare 16 megapixels.
-    decoder = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="decode")
+    decoder = ThreadPoolExecutor(usable_cpus(), thread_name_prefix="decode")
     classifier = ClassifierServicer(models, decoder, max_image_pixels=settings.max_image_pixels,
                                     max_image_bytes=settings.max_image_bytes,
                                     max_stream_in_flight=settings.max_stream_in_flight,

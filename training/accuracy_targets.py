@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from axon.cpus import cpus_label
 from axon.markdown import LEFT, markdown_table
 from axon.training.datasets import DatasetKind, DatasetSpec
 from axon.training.train import Hyperparameters, TrainConfig, train
@@ -52,7 +53,7 @@ def main() -> int:
         limit = f" in <= {target.max_seconds:.0f} s" if target.max_seconds else ""
         rows.append([key, f"{result.test_accuracy:.2%}", f"{result.training_seconds:.1f} s",
                      f">= {target.min_accuracy:.1%}{limit}", "met" if ok else "MISSED"])
-    print(f"\n{os.cpu_count()} CPUs")
+    print(f"\n{cpus_label()}")
     print(markdown_table(["run", "test accuracy", "training time", "target", "verdict"],
                          [LEFT] * 5, rows))
     return 1 if failed else 0

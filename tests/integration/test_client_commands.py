@@ -287,7 +287,7 @@ def test_bench_against_the_naive_baseline(serving_repository: Path, tmp_path: Pa
                   "--rounds", "2", "--baseline", "naive", "--serve-args=--workers 1",
                   "--json-out", out)
     assert result.returncode == 0, result.stderr
-    starts = re.split(rf"^{DIGITS} v\d+ on \S+, \d+ CPUs; server ", result.stderr,
+    starts = re.split(rf"^{DIGITS} v\d+ on \S+, \d+ (?:of \d+ )?CPUs?; server ", result.stderr,
                       flags=re.MULTILINE)[1:]
     assert len(starts) == 2, result.stderr
     for start in starts:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,13 @@ def test_v1_unlimited_quota_is_none(tmp_path: Path) -> None:
     (group / "cpu.cfs_quota_us").write_text("-1\n")
     (group / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpu_quota(tmp_path / "fs", cgroup_file(tmp_path, "2:cpu:/\n")) is None
+
+
+def test_reports_name_the_usable_cpus_and_the_machine_s_when_fewer_are_usable() -> None:
+    """A benchmark pinned with ``taskset`` to one CPU said "16 CPUs" on a 16-CPU machine."""
+    pinned = subprocess.run(
+        [sys.executable, "-c", "import os; from axon.cpus import cpus_label; "
+         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(cpus_label())"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    machine = os.cpu_count() or 1
+    assert pinned == (f"1 of {machine} CPUs" if machine > 1 else "1 CPU")
