@@ -147,8 +147,9 @@ class ExecutionTimes:
     def preferred_size(self, limit: int) -> int:
         """The smallest batch whose cost per item, counting EXECUTION_OVERHEAD_NS per
         execution, is within PREFERRED_TOLERANCE of the best measured (at most ``limit``):
-        past it, waiting for more requests would only add to their latency. After ``profile``,
-        the profile's choice; before (no profile: TensorRT), from the times recorded live."""
+        past it, waiting for more requests would only add to their latency. Never below
+        ``worth_waiting_size``. After ``profile``, the profile's choice; before (no profile:
+        TensorRT), from the times recorded live."""
         if self._preferred is None:
             self._choose()
         return min(self._preferred or limit, limit)
@@ -179,13 +180,23 @@ class ExecutionTimes:
             # 0.6-0.65x as long on two threads, which makes 256 worth waiting for where one
             # thread's times stop at 128 (docs/performance.md, "Batches sized for the solo
             # session"). The preferred size's batches start while the loop is busy, on worker
-            # threads, maybe beside another execution: one thread's times choose it.
+            # threads, maybe beside another execution: one thread's times choose it, but not
+            # below the size worth waiting for (below).
             share = solo_share or {}
             held = {size: ns * share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
                     for size, ns in ns_per_item.items()}
             best_held = min(held.values())
             self._worth_waiting = min(size for size, cost in held.items()
                                       if cost <= best_held * (1 + WORTH_WAITING_TOLERANCE))
+        if self._worth_waiting is not None and self._worth_waiting > self._preferred:
+            # Only the solo session's times can make the size worth waiting for the larger.
+            # A batch cut below it on a busy loop runs on one thread, and the size an idle loop
+            # waits for then rarely forms: on an Intel Xeon, where the compact digit net's 128
+            # images came within 10 % of 256's cost per image on one thread in some starts,
+            # those starts ran 128 images per execution at 16 callers x 64 images, 0.83-0.98x
+            # the naive server against 1.26x with 256 (docs/performance.md, "On an Intel
+            # Xeon").
+            self._preferred = self._worth_waiting
 
     def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
                 budget_ns: int = 1_000_000_000, *, execute_solo: Execute | None = None,
