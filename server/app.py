@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from axon import __version__
@@ -36,7 +36,7 @@ from axon.server.infer_requests import InferRequestReader
 from axon.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from axon.server.model_manager import ModelManager
 from axon.server.model_states import watch_models
-from axon.server.parsing import register_tolerantly
+from axon.server.parsing import register_tolerantly, register_unregistered
 from axon.server.repository_watch import RepositoryWatcher
 from axon.server.runtime import SessionSettings, load_gpu_libraries, resolve_providers
 from axon.server.servicers.classifier import ClassifierServicer
@@ -153,17 +153,22 @@ async def build_server(settings: ServerSettings, link: GroupLink | None = None) 
     credentials, interceptors, authenticator = _security(settings, metrics)
     server = _grpc_server(settings, interceptors, shared=link is not None)
     drain = Drain(settings.max_concurrent_rpcs)
+    # Only the unary inference methods are registered with gRPC's core: every registered
+    # method costs each accepted call (server/parsing.py).
     register_tolerantly(open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
                         guard(inference, INFERENCE_SERVICE, metrics, drain), server,
-                        parsers={"ModelInfer": InferRequestReader()})
+                        parsers={"ModelInfer": InferRequestReader()}, registered=("ModelInfer",))
     register_tolerantly(classification_pb2_grpc.add_ClassifierServicer_to_server,
-                        guard(classifier, CLASSIFIER_SERVICE, metrics, drain), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+                        guard(classifier, CLASSIFIER_SERVICE, metrics, drain), server,
+                        registered=("Classify",))
+    register_unregistered(health_pb2_grpc.add_HealthServicer_to_server, health_servicer, server)
     if settings.reflection:
-        reflection.enable_server_reflection((
-            INFERENCE_SERVICE.full_name, CLASSIFIER_SERVICE.full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME), server)
+        # reflection.enable_server_reflection written out, to register it as the rest.
+        register_unregistered(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                              reflection.aio.ReflectionServicer((
+                                  INFERENCE_SERVICE.full_name, CLASSIFIER_SERVICE.full_name,
+                                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                  reflection.SERVICE_NAME)), server)
     endpoint = None if metrics is None or link is not None else \
         _serve_metrics(metrics, settings.metrics_address)
     await health_servicer.set(health.OVERALL_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -9,11 +9,21 @@ and are handled where they are read (``server/servicers/streams.py``).
 
 The same registration lets a handler answer with its response already serialized (bytes), as
 the inference methods do (``server/wire.py``); messages are serialized as before.
+
+It also decides which methods gRPC's core knows by name (registered methods): only the unary
+inference methods. grpcio's asyncio server keeps one pending request per registered method (and
+one for all the others) and, for every call it accepts, waits on all of them with
+``asyncio.wait``: a cost per call that grows with the number registered, about 0.3 µs each here.
+The generated code registers every method, which made 19 pending requests in Axon (the
+inference, classifier, health and reflection services) against 13 in the naive server; with two
+registered, a lone caller's call cost about 6 µs less CPU (docs/performance.md, "Methods
+registered with gRPC's core"). Every other method is served through the generic handlers, as
+before, at a cost only to its own rare calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import grpc
@@ -49,19 +59,38 @@ class _Registrations:
 
 def register_tolerantly(add_to_server: Callable[[Any, Any], None], servicer: Any,
                         server: grpc.aio.Server,
-                        parsers: Mapping[str, Callable[[bytes], Any]] | None = None) -> None:
+                        parsers: Mapping[str, Callable[[bytes], Any]] | None = None, *,
+                        registered: Collection[str] = ()) -> None:
     """``add_to_server(servicer, server)``, with the unary methods' request parsers made
     tolerant of bytes that do not parse, and every method free to answer with its response
     already serialized (server/wire.py). ``parsers``: a unary method's own parser (by method
-    name) in place of its message's, raising DecodeError as protobuf does."""
+    name) in place of its message's, raising DecodeError as protobuf does. ``registered``: the
+    methods gRPC's core is to know by name (the module's docstring); the others are served
+    through a generic handler."""
     registrations = _Registrations()
     add_to_server(servicer, registrations)
     for service, handlers in registrations.handlers.items():
         tolerant = {method: _tolerant_handler(handler, method, (parsers or {}).get(method))
                     for method, handler in handlers.items()}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service,
-                                                                              tolerant),))
-        server.add_registered_method_handlers(service, tolerant)
+        _register(server, service, tolerant, registered)
+
+
+def register_unregistered(add_to_server: Callable[[Any, Any], None], servicer: Any,
+                          server: grpc.aio.Server) -> None:
+    """``add_to_server(servicer, server)`` (generated code, or a library's that calls it, such
+    as the health and reflection services'), every method served through a generic handler."""
+    registrations = _Registrations()
+    add_to_server(servicer, registrations)
+    for service, handlers in registrations.handlers.items():
+        _register(server, service, handlers, ())
+
+
+def _register(server: grpc.aio.Server, service: str, handlers: dict[str, Any],
+              registered: Collection[str]) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    named = {method: handler for method, handler in handlers.items() if method in registered}
+    if named:
+        server.add_registered_method_handlers(service, named)
 
 
 def _tolerant_handler(handler: Any, method: str,
