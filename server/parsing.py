@@ -16,9 +16,9 @@ one for all the others) and, for every call it accepts, waits on all of them wit
 ``asyncio.wait``: a cost per call that grows with the number registered, about 0.3 µs each here.
 The generated code registers every method, which made 19 pending requests in Axon (the
 inference, classifier, health and reflection services) against 13 in the naive server; with two
-registered, a lone caller's call cost about 6 µs less CPU (docs/performance.md, "Methods
-registered with gRPC's core"). Every other method is served through the generic handlers, as
-before, at a cost only to its own rare calls.
+registered, a lone caller's call cost about 7 µs less CPU (docs/performance.md, "Methods
+registered with gRPC's core"). Every other method is served through the generic handlers, which
+costs only its own, rare, calls.
 """
 
 from __future__ import annotations
