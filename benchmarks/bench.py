@@ -483,7 +483,29 @@ def target_verdicts(pairs: Sequence[Pair], preset: str) -> list[str]:
         verdict = "met" if all(ok for _, ok in checks) else "MISSED"
         lines.append(f"{pair.generator} {pair.scenario.label} ({preset}): "
                      + ", ".join(text for text, _ in checks) + f": {verdict}")
+        spreads = {side: spread([m.images_per_second for m in rounds])
+                   for side, rounds in (("Axon", pair.variant), ("baseline", pair.baseline))}
+        if max(spreads.values()) > NOISY_SPREAD:
+            lines.append("  noisy: throughput by round spread "
+                         + ", ".join(f"{value:.2f}x ({side})" for side, value in spreads.items())
+                         + "; one round more or less could turn this verdict (--rounds 5 or "
+                         "more, or a quieter machine)")
     return lines
+
+
+NOISY_SPREAD = 1.25
+"""A side whose fastest round is more than this times its slowest is flagged under the verdict.
+In the fifteenth session's three `make bench` runs on the AMD machine of docs/performance.md,
+the naive server's rounds spread 1.01-1.15x and Axon's 1.01-1.29x (the default net's 64 x 1
+row, 1.35x to 1.62x the naive server by round). On 2 cores of an Intel Xeon the naive server's
+spread up to 1.83x, and verdicts there flipped between runs (docs/performance.md, "On an Intel
+Xeon")."""
+
+
+def spread(values: Sequence[float]) -> float:
+    """The largest of ``values`` over the smallest (1.0 for one value or none)."""
+    low = min(values, default=0.0)
+    return max(values) / low if low > 0 else 1.0
 
 
 def _medians(side: Sequence[Measurement]) -> dict[str, float]:

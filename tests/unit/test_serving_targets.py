@@ -29,10 +29,24 @@ def test_medians_of_the_rounds_are_compared() -> None:
     # Axon's rounds 1,400 / 1,500 / 9,999 (median 1,500); the baseline's 1,000 each: 1.5x.
     axon = [measured(1400, 300), measured(1500, 300), measured(9999, 300)]
     naive = [measured(1000, 400)] * 3
-    (line,) = target_verdicts([pair("64x1@64", axon, naive)], "default")
+    line, noisy = target_verdicts([pair("64x1@64", axon, naive)], "default")
     assert "throughput 1.50x (>= 1.4)" in line and "server CPU/request 0.75x (<= 0.85)" in line
     assert "16.0 images per execution (>= 16)" in line
     assert line.endswith(": met")
+    # Rounds that far apart are flagged under the verdict.
+    assert noisy.startswith("  noisy: throughput by round spread 7.14x (Axon), 1.00x (baseline)")
+
+
+def test_a_verdict_on_rounds_spread_over_a_quarter_is_flagged_as_noisy() -> None:
+    """2 cores of an Intel Xeon: the naive server's rounds at 64 single-image callers read 2,213,
+    3,678 and 4,053 requests/s (1.83x) in one run."""
+    axon = [measured(2703, 350), measured(3465, 352), measured(4561, 340)]
+    naive = [measured(2213, 400), measured(3678, 351), measured(4053, 360)]
+    line, noisy = target_verdicts([pair("64x1@64", axon, naive)], "compact")
+    assert line.endswith(": MISSED")
+    assert "1.69x (Axon), 1.83x (baseline)" in noisy and "--rounds 5" in noisy
+    steady = [measured(1000, 400), measured(1100, 400), measured(1250, 400)]  # exactly 1.25x
+    assert len(target_verdicts([pair("64x1@64", steady, steady)], "compact")) == 1
 
 
 def test_the_default_net_at_64_callers_needs_16_images_per_execution() -> None:
