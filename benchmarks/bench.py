@@ -13,6 +13,7 @@ the same run. Numbers compare within one run; absolute figures move between mach
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -503,9 +504,12 @@ Xeon")."""
 
 
 def spread(values: Sequence[float]) -> float:
-    """The largest of ``values`` over the smallest (1.0 for one value or none)."""
-    low = min(values, default=0.0)
-    return max(values) / low if low > 0 else 1.0
+    """The largest of ``values`` over the smallest: 1.0 for one value or none, infinite when
+    only the smallest is 0 (a round that served nothing)."""
+    low, high = min(values, default=0.0), max(values, default=0.0)
+    if low > 0:
+        return high / low
+    return math.inf if high > 0 else 1.0
 
 
 def _medians(side: Sequence[Measurement]) -> dict[str, float]:

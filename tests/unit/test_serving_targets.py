@@ -47,6 +47,10 @@ def test_a_verdict_on_rounds_spread_over_a_quarter_is_flagged_as_noisy() -> None
     assert "1.69x (Axon), 1.83x (baseline)" in noisy and "--rounds 5" in noisy
     steady = [measured(1000, 400), measured(1100, 400), measured(1250, 400)]  # exactly 1.25x
     assert len(target_verdicts([pair("64x1@64", steady, steady)], "compact")) == 1
+    # A round that served nothing is as noisy as it gets.
+    _, stalled = target_verdicts([pair("64x1@64", steady, [*steady[:2], measured(0, 400)])],
+                                 "compact")
+    assert "infx (baseline)" in stalled
 
 
 def test_the_default_net_at_64_callers_needs_16_images_per_execution() -> None:
