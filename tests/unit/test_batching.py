@@ -641,17 +641,10 @@ def test_sizes_the_solo_session_runs_are_costed_at_its_time_when_choosing_batch_
     one_thread = ExecutionTimes()
     one_thread.profile(never_run, (WIDTH,), 256)
     assert one_thread.worth_waiting_size(256) == 128
-    with_solo = ExecutionTimes()
-    with_solo.profile(never_run, (WIDTH,), 256, execute_solo=never_run, inline_ns=5_000_000)
-    assert with_solo.solo_from == 64
-    assert with_solo.worth_waiting_size(256) == 256
-    assert with_solo.preferred_size(256) == 256
+    assert scripted_choice(inline_ns=5_000_000) == (64, 256, 256)
     # Sizes too long for the loop run on worker threads, maybe beside another execution: one
     # thread's times choose them.
-    on_threads = ExecutionTimes()
-    on_threads.profile(never_run, (WIDTH,), 256, execute_solo=never_run, inline_ns=200_000)
-    assert on_threads.solo_from == 64
-    assert on_threads.worth_waiting_size(256) == 128
+    assert scripted_choice(inline_ns=200_000)[:2] == (64, 128)
 
 
 def timing(wall_us: float, cpu_us: float) -> Timing:
@@ -701,6 +694,14 @@ def never_run(batch: Array) -> list[Array]:
     raise AssertionError("the timings are scripted")
 
 
+def scripted_choice(*, inline_ns: int) -> tuple[int | None, int, int]:
+    """A profile with the solo session, on the timings ``scripted_timings`` set: its solo
+    size, size worth waiting for and preferred size, for batches of up to 256."""
+    times = ExecutionTimes()
+    times.profile(never_run, (WIDTH,), 256, execute_solo=never_run, inline_ns=inline_ns)
+    return times.solo_from, times.worth_waiting_size(256), times.preferred_size(256)
+
+
 def test_a_busy_loop_does_not_cut_a_batch_below_the_size_an_idle_one_waits_for(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The compact digit net on 2 cores of an Intel Xeon, in some starts: per image, with 100
@@ -717,16 +718,8 @@ def test_a_busy_loop_does_not_cut_a_batch_below_the_size_an_idle_one_waits_for(
         return timing(single_us, single_us), timing(single_us, 2 * single_us)
 
     scripted_timings(monkeypatch, script)
-    inline = ExecutionTimes()
-    inline.profile(never_run, (WIDTH,), 256, execute_solo=never_run, inline_ns=5_000_000)
-    assert inline.solo_from == 256
-    assert inline.worth_waiting_size(256) == 256
-    assert inline.preferred_size(256) == 256
-    on_threads = ExecutionTimes()
-    on_threads.profile(never_run, (WIDTH,), 256, execute_solo=never_run, inline_ns=500_000)
-    assert on_threads.solo_from == 256
-    assert on_threads.worth_waiting_size(256) == 128
-    assert on_threads.preferred_size(256) == 128
+    assert scripted_choice(inline_ns=5_000_000) == (256, 256, 256)
+    assert scripted_choice(inline_ns=500_000) == (256, 128, 128)
 
 
 def test_a_solo_session_disturbed_at_load_is_timed_again(monkeypatch: pytest.MonkeyPatch
