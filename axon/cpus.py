@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Collection
 from pathlib import Path
+from typing import NamedTuple
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -25,6 +27,69 @@ def usable_cpus(cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path | None =
     if quota is not None:
         allowed = min(allowed, max(1, math.ceil(quota)))
     return max(1, allowed)
+
+
+def affinity() -> frozenset[int] | None:
+    """The CPUs this thread may run on (None: the platform does not say)."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return None
+
+
+def worker_cpus(index: int, count: int, cpus: Collection[int]) -> frozenset[int] | None:
+    """The CPUs worker ``index`` of a group of ``count`` keeps to: the ``index``-th of
+    ``count`` equal, disjoint shares of ``cpus`` in order (one CPU each when there are as
+    many workers as CPUs). None when they do not divide evenly among two or more workers: the
+    worker then runs anywhere in ``cpus``."""
+    if count < 2 or not cpus or len(cpus) % count:
+        return None
+    ordered = sorted(cpus)
+    size = len(ordered) // count
+    return frozenset(ordered[index * size:(index + 1) * size])
+
+
+class _Before(NamedTuple):
+    cpus: frozenset[int]
+    usable: int
+
+
+class _Kept:
+    before: _Before | None = None
+    """Where this process could run before ``keep_to`` (None: it was not kept to fewer
+    CPUs)."""
+
+
+_kept = _Kept()
+
+
+def keep_to(cpus: frozenset[int]) -> None:
+    """Keep every thread of this process, and every thread it starts later (they inherit
+    it), on ``cpus``; ``run_anywhere`` lets a thread out again. Raises OSError (a CPU taken
+    offline since ``cpus`` was read, say)."""
+    before = _Before(affinity() or frozenset(), usable_cpus())
+    try:
+        threads = [int(thread) for thread in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for thread in threads:
+        os.sched_setaffinity(thread, cpus)
+    _kept.before = before
+
+
+def spread_cpus() -> int:
+    """CPUs for work that spreads over cores (image decoding): ``usable_cpus`` as it was
+    before ``keep_to``, so that such work is not confined with the rest."""
+    before = _kept.before
+    return usable_cpus() if before is None else before.usable
+
+
+def run_anywhere() -> None:
+    """Let the calling thread run on every CPU the process could before ``keep_to`` (a
+    thread pool's initializer)."""
+    before = _kept.before
+    if before is not None and before.cpus:
+        os.sched_setaffinity(0, before.cpus)
 
 
 def cpus_label() -> str:

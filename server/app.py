@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from axon import __version__
-from axon.cpus import usable_cpus
+from axon.cpus import run_anywhere, spread_cpus
 from axon.errors import AxonError
 from axon.model_repository import ModelRepository
 from axon.protocol import open_inference_pb2, open_inference_pb2_grpc
@@ -144,7 +144,11 @@ async def build_server(settings: ServerSettings, link: GroupLink | None = None) 
     inference = InferenceServicer(plane, max_stream_in_flight=settings.max_stream_in_flight,
                                   metrics=metrics)
     # Image decoding runs here, off the event loop: a 49 KB PNG can declare 16 megapixels.
-    decoder = ThreadPoolExecutor(usable_cpus(), thread_name_prefix="decode")
+    # Pillow lets go of the interpreter lock as it decodes, so decoding spreads over cores:
+    # on every CPU the server may use, also in a worker kept to its share of them (the
+    # kernel may deal one worker most of the connections).
+    decoder = ThreadPoolExecutor(spread_cpus(), thread_name_prefix="decode",
+                                 initializer=run_anywhere)
     classifier = ClassifierServicer(models, decoder, max_image_pixels=settings.max_image_pixels,
                                     max_image_bytes=settings.max_image_bytes,
                                     max_stream_in_flight=settings.max_stream_in_flight,

@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from axon.batching_settings import BatchingSettings
+from axon.cpus import run_anywhere
 from axon.server.errors import (
     DeadlineExpiredError,
     InvalidInputError,
@@ -875,8 +876,12 @@ class DynamicBatcher:
 
     def _run_in_thread(self, batch: list[_Request]) -> None:
         if self._executor is None:
+            # On any CPU, also in a worker process kept to its share of them: executions run
+            # without the interpreter lock, and one worker may be dealt most of the
+            # connections (server/worker.py).
             self._executor = ThreadPoolExecutor(self.settings.instances,
-                                                thread_name_prefix=f"run-{self._name}")
+                                                thread_name_prefix=f"run-{self._name}",
+                                                initializer=run_anywhere)
         self._running += 1
         # Gathered here, on the loop, which holds the interpreter lock anyway: the worker
         # thread then needs the lock only to enter and leave onnxruntime, and each time it

@@ -75,6 +75,13 @@ class ServerSettings(BaseSettings):
         "auto", description="server processes sharing the gRPC and HTTP ports (and the "
         "metrics port, through a supervisor); auto: one per usable CPU. One process uses about "
         "one core: Python's gRPC path holds the interpreter lock")
+    pin_workers: bool = Field(False, description="with worker processes, keep each one's "
+                              "event loop and gRPC threads on its own equal share of the "
+                              "usable CPUs (one each when there are as many workers as CPUs; "
+                              "not at all when they do not divide evenly): a call passes "
+                              "between those threads several times, and within one CPU each "
+                              "pass costs less. Model executions and image decoding still run "
+                              "on any CPU")
     worker_timeout_seconds: float = Field(30.0, ge=0, description="with worker processes, "
                                           "how long a worker may leave its supervisor's "
                                           "check unanswered (a stuck event loop) before it "

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from axon.cpus import affinity, worker_cpus
 from axon.errors import AxonError
 from axon.model_repository import ModelRepository
 from axon.server.config import ServerSettings
@@ -183,6 +184,12 @@ class Supervisor:
     def __init__(self, settings: ServerSettings) -> None:
         self._settings = settings
         self._count = settings.worker_count
+        cpus = affinity() if settings.pin_workers else None
+        self._cpus = {index: worker_cpus(index, self._count, cpus or ()) for index in
+                      range(self._count)}
+        """Each worker's share of the CPUs (None: it runs on any), kept by its restarts."""
+        self._instances = settings.batching.instances
+        """Worked out here, from every CPU: a worker kept to its share counts only those."""
         self._context = multiprocessing.get_context("spawn")
         self._generation = self._context.RawValue("q", 0)
         self._workers: dict[int, _Worker] = {}
@@ -270,7 +277,7 @@ class Supervisor:
             names = ModelRepository(settings.model_repository).model_names()
         self._serving = names
         log.info("starting %d worker processes, each running %d execution(s) per model at "
-                 "once", self._count, settings.batching.instances)
+                 "once%s", self._count, self._instances, _shares(self._cpus))
         for index in range(self._count):
             self._workers[index] = self._spawn(index, names, bind_first=True)
         ready: asyncio.Future[list[int]] = asyncio.gather(
@@ -293,9 +300,11 @@ class Supervisor:
     def _spawn(self, index: int, models: list[str], *, bind_first: bool) -> _Worker:
         ours, theirs = self._context.Pipe()
         ports = {"address": self._address, "http_address": self._http_address}
-        start = WorkerStart(index, self._settings.model_dump() | ports,
+        start = WorkerStart(index, self._settings.model_dump() | ports
+                            | {"instances": self._instances},
                             theirs, self._generation, tuple(models), bind_first,
-                            logging.getLogger().getEffectiveLevel(), dict(self._failed))
+                            logging.getLogger().getEffectiveLevel(), dict(self._failed),
+                            self._cpus[index])
         process = self._context.Process(target=run_worker, args=(start,),
                                         name=f"axon worker {index}")
         process.start()
@@ -634,3 +643,16 @@ def _status(exitcode: int | None) -> str:
         except ValueError:
             return f"signal {-exitcode}"
     return f"exit status {exitcode}"
+
+
+def _shares(cpus: dict[int, frozenset[int] | None]) -> str:
+    """How the workers share the CPUs, for the start's log line."""
+    if any(share is None for share in cpus.values()):
+        return ""
+    return "; " + ", ".join(f"worker {index} on {_cpu_list(share)}"
+                            for index, share in cpus.items() if share is not None)
+
+
+def _cpu_list(cpus: frozenset[int]) -> str:
+    ordered = sorted(cpus)
+    return f"CPU {ordered[0]}" if len(ordered) == 1 else f"CPUs {', '.join(map(str, ordered))}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from axon.cpus import keep_to
 from axon.server.allocator import keep_freed_memory
 from axon.server.app import AxonServer, GroupLink, build_server
 from axon.server.config import ServerSettings
@@ -40,6 +41,8 @@ class WorkerStart:
     log_level: int
     failed: dict[str, str]
     """Models the group could not load, and why."""
+    cpus: frozenset[int] | None = None
+    """The CPUs it keeps to (``pin_workers``); None: any."""
 
 
 def run_worker(start: WorkerStart) -> None:
@@ -48,8 +51,19 @@ def run_worker(start: WorkerStart) -> None:
     logging.basicConfig(level=start.log_level, datefmt="%H:%M:%S",
                         format=f"%(asctime)s %(levelname)-7s worker {start.worker}: "
                         "%(message)s")
+    if start.cpus is not None:
+        _keep_to(start.cpus)
     keep_freed_memory()
     sys.exit(asyncio.run(_serve(start)))
+
+
+def _keep_to(cpus: frozenset[int]) -> None:
+    """Done before the server starts: every thread started later (gRPC's, onnxruntime's, the
+    executors') inherits it, but the image decoders', which run anywhere (server/app.py)."""
+    try:
+        keep_to(cpus)
+    except OSError as error:  # a CPU taken offline since the supervisor looked, say
+        log.warning("could not keep to CPUs %s (%s); running on any", sorted(cpus), error)
 
 
 async def _serve(start: WorkerStart) -> int:

@@ -9,6 +9,7 @@ open many: 32 connections leave a worker of 3 without one with a chance of about
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -104,6 +105,27 @@ def outcomes(opened: list[grpc.Channel], model: str = DIGITS,
         except grpc.RpcError as error:
             seen[error.code().name] += 1
     return seen
+
+
+def kept_thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPU sets that the event loop's thread (the main one) and gRPC's threads of process
+    ``pid`` may run on (``--pin-workers`` keeps them; executions and decoding run anywhere)."""
+    found = {frozenset(os.sched_getaffinity(pid))}
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            name = Path(f"/proc/{pid}/task/{thread}/comm").read_text().strip()
+            if name.startswith(("event_engine", "grpc")):
+                found.add(frozenset(os.sched_getaffinity(int(thread))))
+    return found
+
+
+def halves(cpus: set[int]) -> list[set[frozenset[int]]] | None:
+    """What the threads of worker 0 and worker 1 of two keep to (None: not evenly shared)."""
+    ordered = sorted(cpus)
+    if len(ordered) % 2:
+        return None
+    half = len(ordered) // 2
+    return [{frozenset(ordered[:half])}, {frozenset(ordered[half:])}]
 
 
 def wait_for(condition: object, what: str, timeout: float = 60) -> None:
@@ -252,13 +274,16 @@ class Callers:
 
 def test_a_killed_worker_fails_only_its_calls_in_flight_and_comes_back(
         serving_repository: Path, tmp_path: Path) -> None:
-    server = two_workers(serving_repository, tmp_path)
+    server = two_workers(serving_repository, tmp_path, "--pin-workers")
     callers = Callers(server.address, raw=16, retrying=4)
     try:
         wait_for(lambda: callers.raw["OK"] > 500, "calls before the kill")
         victim = worker_pids(server)[1]
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: worker_pids(server)[1] != victim, "worker 1 to serve again")
+        shares = halves(os.sched_getaffinity(0))
+        if shares is not None:  # started again on the CPUs it had
+            assert kept_thread_cpus(worker_pids(server)[1]) == shares[1]
         time.sleep(1.0)
         callers.stop()
         # The restarted worker takes new connections (those open went to the other one).
@@ -738,6 +763,23 @@ def test_http_requests_reach_every_worker_and_model_control_acts_on_all(
     finally:
         assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_pinned_workers_keep_their_loop_and_grpc_threads_to_their_own_share_of_the_cpus(
+        serving_repository: Path, tmp_path: Path, pinned: bool) -> None:
+    cpus = os.sched_getaffinity(0)  # the server's too: it inherits this process's
+    server = two_workers(serving_repository, tmp_path, *(("--pin-workers",) if pinned else ()))
+    try:
+        pids = worker_pids(server)
+        seen = [kept_thread_cpus(pids[index]) for index in range(2)]
+        with AxonClient(server.address) as client:
+            assert client.ready()
+    finally:
+        assert server.stop() == 0
+    shares = halves(cpus) if pinned else None
+    assert seen == (shares or [{frozenset(cpus)}] * 2)
+    assert ("; worker 0 on CPU" in server.log()) == (shares is not None)
 
 
 def test_auto_starts_one_worker_per_usable_cpu(serving_repository: Path,

@@ -1,4 +1,5 @@
-"""Usable CPUs: affinity and the cgroup CPU quota, read from fake cgroup trees."""
+"""Usable CPUs: affinity and the cgroup CPU quota, read from fake cgroup trees; the workers'
+shares of them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from axon.cpus import cgroup_cpu_quota, usable_cpus
+from axon.cpus import affinity, cgroup_cpu_quota, usable_cpus, worker_cpus
 
 
 def cgroup_file(tmp_path: Path, text: str) -> Path:
@@ -74,3 +75,50 @@ def test_reports_name_the_usable_cpus_and_the_machine_s_when_fewer_are_usable() 
         capture_output=True, text=True, check=True).stdout.strip()
     machine = os.cpu_count() or 1
     assert pinned == (f"1 of {machine} CPUs" if machine > 1 else "1 CPU")
+
+
+def test_as_many_workers_as_cpus_get_one_cpu_each_in_order() -> None:
+    assert [worker_cpus(index, 2, {5, 2}) for index in range(2)] == [frozenset({2}), frozenset({5})]
+
+
+def test_workers_that_divide_the_cpus_evenly_get_equal_disjoint_shares() -> None:
+    shares = [worker_cpus(index, 3, range(6)) for index in range(3)]
+    assert shares == [frozenset({0, 1}), frozenset({2, 3}), frozenset({4, 5})]
+
+
+@pytest.mark.parametrize(("count", "cpus"), [
+    (1, {0, 1}),      # one process: nothing to share
+    (3, {0, 1}),      # more workers than CPUs
+    (2, {0, 1, 2}),   # not evenly
+    (2, set()),       # the platform does not say
+])
+def test_no_share_where_the_cpus_do_not_divide_among_two_or_more_workers(
+        count: int, cpus: set[int]) -> None:
+    assert all(worker_cpus(index, count, cpus) is None for index in range(count))
+
+
+def test_affinity_is_the_set_the_kernel_reports() -> None:
+    assert affinity() == frozenset(os.sched_getaffinity(0))
+
+
+KEEP_AND_START_THREADS = """
+import os, threading
+from concurrent.futures import ThreadPoolExecutor
+from axon.cpus import keep_to, run_anywhere, spread_cpus, usable_cpus
+everywhere = os.sched_getaffinity(0)
+usable = usable_cpus()
+keep_to(frozenset({min(everywhere)}))
+seen = {}
+thread = threading.Thread(target=lambda: seen.update(plain=os.sched_getaffinity(0)))
+thread.start(); thread.join()
+with ThreadPoolExecutor(1, initializer=run_anywhere) as pool:
+    seen["anywhere"] = pool.submit(os.sched_getaffinity, 0).result()
+print(os.sched_getaffinity(0) == {min(everywhere)}, seen["plain"] == {min(everywhere)},
+      seen["anywhere"] == everywhere, spread_cpus() == usable)
+"""
+
+
+def test_kept_threads_and_their_children_stay_and_run_anywhere_lets_one_out() -> None:
+    completed = subprocess.run([sys.executable, "-c", KEEP_AND_START_THREADS],
+                               capture_output=True, text=True, check=True)
+    assert completed.stdout.split() == ["True"] * 4, completed.stdout + completed.stderr
