@@ -80,8 +80,8 @@ class ServerSettings(BaseSettings):
                               "usable CPUs (one each when there are as many workers as CPUs; "
                               "not at all when they do not divide evenly): a call passes "
                               "between those threads several times, and within one CPU each "
-                              "pass costs less. Model executions and image decoding still run "
-                              "on any CPU")
+                              "pass costs less. Executions on worker threads and image "
+                              "decoding still run on any CPU")
     worker_timeout_seconds: float = Field(30.0, ge=0, description="with worker processes, "
                                           "how long a worker may leave its supervisor's "
                                           "check unanswered (a stuck event loop) before it "
