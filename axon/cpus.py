@@ -19,10 +19,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 def usable_cpus(cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path | None = None) -> int:
     """CPUs this process may run on at once (at least 1)."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        allowed = os.cpu_count() or 1
+    cpus = affinity()
+    allowed = len(cpus) if cpus is not None else os.cpu_count() or 1
     quota = cgroup_cpu_quota(cgroup_root, proc_self_cgroup or Path("/proc/self/cgroup"))
     if quota is not None:
         allowed = min(allowed, max(1, math.ceil(quota)))
