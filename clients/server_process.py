@@ -67,6 +67,19 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free now: each probe stays bound until all are
+    chosen, since ports probed one after another can come back the same."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def start_server(repository: Path, log_path: Path, *flags: str,
                  env: dict[str, str] | None = None, timeout: float = 60,
                  launcher: Sequence[str] = (sys.executable, "-m", "axon.cli"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from axon.client.server_process import ServerProcess, free_port, start_server
+from axon.client.server_process import ServerProcess, free_ports, start_server
 from axon.client.sync_client import AxonClient
 from axon.client.targets import TargetError, channel_target
 from tests.support.load import Load
@@ -39,7 +39,7 @@ def served(server: ServerProcess) -> int:
 def test_round_robin_reaches_every_replica_and_rides_over_kills_drains_and_replacements(
         serving_repository: Path, tmp_path: Path) -> None:
     """The nginx test's scenario (test_nginx.py) with no proxy: the client balances."""
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
 
     def replica(port: int, name: str) -> ServerProcess:
         return start_server(serving_repository, tmp_path / f"{name}.log", "--models", DIGITS,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from axon.benchmarks.nginx_process import NginxProcess, loopback_config
-from axon.client.server_process import ServerProcess, free_port, start_server
+from axon.client.server_process import ServerProcess, free_ports, start_server
 from axon.client.sync_client import AxonClient
 from tests.support.load import Load
 from tests.support.repositories import DIGITS, HOLD_QUEUE
@@ -34,7 +34,7 @@ def served(port: int) -> int:
 
 @pytest.fixture
 def ports() -> Iterator[list[int]]:
-    yield [free_port() for _ in range(4)]
+    yield free_ports(4)
 
 
 def test_nginx_balances_replicas_and_rides_over_kills_and_drains(
@@ -92,7 +92,7 @@ def test_the_callers_deadline_reaches_the_replica_through_nginx(
     (without it the call is answered OK after the wait). h2load sends it: unlike a gRPC client
     it does not cancel at the deadline itself, so the replica's verdict is what comes back and
     what it counts."""
-    replica_port, proxy_port = free_port(), free_port()
+    replica_port, proxy_port = free_ports(2)
     server = start_server(serving_repository, tmp_path / "replica.log", "--models", HOLD_QUEUE,
                           "--address", f"127.0.0.1:{replica_port}")
     nginx = NginxProcess(loopback_config([replica_port], proxy_port, tmp_path), proxy_port)
