@@ -61,10 +61,7 @@ class ServerProcess:
 
 def free_port() -> int:
     """A loopback port free now, for a server that must come back on the same address."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
