@@ -12,9 +12,9 @@ single-core limit's images/s, the server's CPU per image at most 2x the limit's.
         [--rounds 3] [--classify-args '--batch 32']
 
 Each round measures the limit, then classify; the medians are reported. A classify run during
-which the host stole more than 5 % of the CPU time is repeated (up to 3 times), and the report
-gives the most steal among the runs kept. (The limit is CPU time, in which the kernel does
-not count stolen time.)
+which the host stole more than 5 % of the CPU time is run again (3 runs at most; the least stolen
+is kept), and the report gives the most steal among the runs kept. (The limit is CPU time, in
+which the kernel does not count stolen time.)
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ LABELS = [f"{generator} {scenario}" for generator, scenario in LOADS] + ["axon c
 
 
 def measured_round(workers: int, rate: float, steal: float = 0.0, p99: float = 10.0) -> Round:
-    """A round in which every load ran at ``rate`` images/s with ``steal`` of the CPU stolen."""
+    """A round in which every load ran at ``rate`` images/s; the n-th load (from 0) had
+    ``steal`` plus n/1000 of the CPU stolen, so that each load's steal is its own."""
     return Round(workers=workers,
                  images_per_second=dict.fromkeys(LABELS, rate),
                  p99_ms=dict.fromkeys(LABELS, p99),
@@ -17,7 +18,7 @@ def measured_round(workers: int, rate: float, steal: float = 0.0, p99: float = 1
                  classify_client_cpu_us_per_image=50.0,
                  memory_mib_per_worker=[130.0] * workers,
                  supervisor_mib=0.0 if workers == 1 else 95.0,
-                 steal=dict.fromkeys(LABELS, steal))
+                 steal={label: steal + n / 1000 for n, label in enumerate(LABELS)})
 
 
 def table_row(lines: list[str], label: str, workers: int) -> list[str]:
@@ -26,15 +27,17 @@ def table_row(lines: list[str], label: str, workers: int) -> list[str]:
     return next(row for row in rows if row[:2] == [label, str(workers)])
 
 
-def test_each_row_gives_the_most_steal_among_its_count_s_rounds() -> None:
+def test_each_row_gives_the_most_steal_of_its_load_among_its_worker_count_s_rounds() -> None:
     rounds = [measured_round(1, 1000, 0.001), measured_round(2, 1500, 0.002),
               measured_round(2, 1500, 0.043), measured_round(1, 1000, 0.012),
               measured_round(1, 1000, 0.0), measured_round(2, 1500, 0.0)]
     lines = report(rounds, [1, 2])
     assert lines[1].splitlines()[0].split("|")[-2].strip() == "most steal"
-    for label in LABELS:
-        assert table_row(lines, label, 1)[-1] == "1.2%"
-        assert table_row(lines, label, 2)[-1] == "4.3%"
+    for n, label in enumerate(LABELS):
+        assert table_row(lines, label, 1)[-1] == f"{0.012 + n / 1000:.1%}"
+        assert table_row(lines, label, 2)[-1] == f"{0.043 + n / 1000:.1%}"
+    assert [table_row(lines, label, 2)[-1] for label in LABELS] == \
+        ["4.3%", "4.4%", "4.5%", "4.6%"]
 
 
 def test_ratios_are_of_medians_and_the_targets_are_judged_on_them() -> None:
