@@ -21,7 +21,7 @@ class BatchingSettings:
 
     max_batch_size: int = 256
     """Most items (images) in one model execution; a larger request is refused."""
-    max_queue_delay_ms: float = 6.0
+    max_queue_delay_ms: float = 8.0
     """Longest the oldest queued request waits for its batch to fill while the server is busy
     with other calls. An idle server runs a batch at once (see server/batching.py)."""
     max_queue_size: int = 4096

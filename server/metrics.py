@@ -46,7 +46,7 @@ from axon.server.loop_collectors import (
 )
 
 # 100 µs to 10 s: a single small-batch execution is ~50 µs-1 ms, a queue wait is bounded by
-# the queue delay (6 ms default), and a stuck call shows up in the top buckets.
+# the queue delay (8 ms default), and a stuck call shows up in the top buckets.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -128,7 +128,7 @@ def test_model_config_equals_grpc(address: str, client: AxonClient, version: str
     assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == \
         [("logits", "TYPE_FP32", [10]), ("probabilities", "TYPE_FP32", [10])]
     batching = config["dynamic_batching"]
-    assert batching["max_queue_delay_microseconds"] == 6000  # numbers, as Triton writes them
+    assert batching["max_queue_delay_microseconds"] == 8000  # numbers, as Triton writes them
     assert batching["default_queue_policy"] == {"max_queue_size": 4096}
     assert 1 <= batching["preferred_batch_size"][0] <= 256
     (group,) = config["instance_group"]

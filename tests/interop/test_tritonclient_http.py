@@ -96,7 +96,7 @@ def test_model_config_equals_grpc(http: triton_http.InferenceServerClient,
         assert parsed == client.get_model_config(DIGITS, version).config
         assert config["max_batch_size"] == 256 and config["platform"] == "onnxruntime_onnx"
         assert config["input"][0]["dims"] == [784]
-        assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 6000
+        assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 8000
         assert config["version_policy"] == {"all": {}}
     message = client.get_model_config(PETS).config  # tritonclient's own ModelConfig message
     assert (message.name, message.max_batch_size) == (PETS, 256)

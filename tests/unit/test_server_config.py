@@ -41,7 +41,7 @@ def test_defaults() -> None:
     assert settings.version_policy == "latest"
     assert settings.providers == ("cuda", "cpu")
     assert (settings.max_batch_size, settings.max_queue_delay_ms, settings.max_queue_size,
-            settings.instances, settings.max_inline_ms) == (256, 6.0, 4096, "auto", 1.0)
+            settings.instances, settings.max_inline_ms) == (256, 8.0, 4096, "auto", 1.0)
     # auto: one worker process per usable CPU, and per worker one execution per CPU it has:
     # a model that is the bottleneck keeps every core busy, without more threads than cores.
     assert settings.workers == "auto" and settings.worker_count == usable_cpus()
