@@ -94,7 +94,9 @@ def run_config(args: argparse.Namespace, flags: str, generator: str) -> Overload
                               Path(tmp))
             for thread in threads:
                 thread.join()
-            time.sleep(1.0)  # one more sample after the last answer
+            # Samples after the last answer: what the server keeps, and what it gives back once
+            # idle (server/memory_release.py).
+            time.sleep(args.idle_seconds)
     return OverloadRun(flags, generator, args.images, capacity, phases, probe_rate, probe,
                        sorted(bulk, key=lambda b: b.phase), watcher.samples)
 
@@ -116,6 +118,8 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=5.0)
     parser.add_argument("--overload-seconds", type=float, default=20.0)
     parser.add_argument("--recovery-seconds", type=float, default=10.0)
+    parser.add_argument("--idle-seconds", type=float, default=15.0,
+                        help="memory is sampled this long after the last answer, with no load")
     parser.add_argument("--probe-share", type=float, default=0.1,
                         help="the python probe's rate, x capacity (with h2load)")
     parser.add_argument("--min-probe-rate", type=float, default=200.0)

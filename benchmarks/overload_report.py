@@ -52,6 +52,10 @@ class OverloadRun:
     def phase(self, name: str) -> PhasePlan:
         return next(p for p in self.phases if p.name == name)
 
+    def idle_seconds(self) -> float:
+        """How long the last sample came after the last phase ended."""
+        return self.samples[-1].at - max(p.stop for p in self.phases)
+
     def sample_at(self, at: float) -> Sample:
         return min(self.samples, key=lambda s: abs(s.at - at))
 
@@ -149,7 +153,8 @@ def memory_line(run: OverloadRun) -> str:
     return (f"memory (server VmRSS, sampled every second): {start / MIB:.1f} MiB when the "
             f"overload began, peak {max(during) / MIB:.1f} MiB during it, {end / MIB:.1f} MiB "
             f"when it ended ({(end - start) / start:+.1%}), {last.rss / MIB:.1f} MiB at "
-            f"{last.at:.0f} s, the end of the run")
+            f"{last.at:.0f} s, the end of the run, {run.idle_seconds():.0f} s after the load "
+            f"({(last.rss - start) / start:+.1%})")
 
 
 def report(run: OverloadRun) -> str:
@@ -185,7 +190,7 @@ def summary(runs: Sequence[OverloadRun]) -> str:
     header = ["server flags", "capacity req/s", "overload offered req/s",
               "OK req/s in overload (server)", "probe calls refused in overload, by code",
               "refusal p50 / p99 ms", "admitted (OK) p99 ms A / B / C",
-              "RSS MiB start / peak / end of overload",
+              "RSS MiB start / peak / end of overload / end of run",
               "recovery: first normal window / 1 s normal"]
     rows = []
     for run in runs:
@@ -202,6 +207,7 @@ def summary(runs: Sequence[OverloadRun]) -> str:
             f"{ms(refused, 50):.1f} / {ms(refused, 99):.1f}",
             " / ".join(f"{v:.1f}" for v in p99),
             f"{run.sample_at(b.start).rss / MIB:.1f} / {max(rss) / MIB:.1f} / "
-            f"{run.sample_at(b.stop).rss / MIB:.1f}",
+            f"{run.sample_at(b.stop).rss / MIB:.1f} / {run.samples[-1].rss / MIB:.1f} "
+            f"({run.idle_seconds():.0f} s idle)",
             f"{_seconds(back.first_s)} / {_seconds(back.sustained_s)}"])
     return markdown_table(header, [LEFT, *[RIGHT] * 3, LEFT, *[RIGHT] * 4], rows)
