@@ -7,13 +7,15 @@ request is 200 KB; its batch, several times that) then faults in new pages for n
 request: measured 12-20 page faults per 64-image request against 4 for a naive server, and
 about 6 % of throughput (docs/performance.md). Raising both thresholds keeps that
 memory in the process, which costs resident memory up to the largest working set seen, bounded
-by the queue limits.
+by the queue limits, until ``release_freed_memory`` hands it back (server/memory_release.py
+calls it once a busy spell is over).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -26,15 +28,22 @@ TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
 """Free memory at the top of the heap kept before any is handed back."""
 
 
-def keep_freed_memory() -> bool:
-    """Set the thresholds (glibc only); False where there is no glibc to tell."""
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Set the thresholds (glibc only); False where there is no glibc to tell."""
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)  # musl and others have none
+    if mallopt is None:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
@@ -43,3 +52,21 @@ def keep_freed_memory() -> bool:
     if not done:
         log.info("the C library refused the allocator thresholds; serving with its defaults")
     return done
+
+
+def can_release_freed_memory() -> bool:
+    """Whether ``release_freed_memory`` can do anything here (glibc's ``malloc_trim``)."""
+    return getattr(_libc(), "malloc_trim", None) is not None
+
+
+def release_freed_memory() -> bool:
+    """Hand the free memory of every allocator arena back to the kernel: the top of each heap
+    and the free whole pages within it (glibc's ``malloc_trim(0)``). Other threads may go on
+    allocating; each arena is locked while it is trimmed. True when memory was released,
+    False when there was none to release or no glibc."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    return bool(trim(0))

@@ -33,6 +33,7 @@ from axon.server.http.router import Router
 from axon.server.http.routes import Routes
 from axon.server.http.server import HttpServer, start_http
 from axon.server.infer_requests import InferRequestReader
+from axon.server.memory_release import start_idle_memory_release
 from axon.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from axon.server.model_manager import ModelManager
 from axon.server.model_states import watch_models
@@ -67,6 +68,7 @@ class AxonServer:
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     watcher: asyncio.Task[None] | None = None
+    memory_release: asyncio.Task[None] | None = None
     http: HttpServer | None = None
     group: WorkerGroup | None = None
 
@@ -74,8 +76,9 @@ class AxonServer:
         """Report NOT_SERVING, refuse new calls with UNAVAILABLE, give the admitted ones up to
         ``grace`` s to finish, then close the port and the models."""
         self.plane.ready = False
-        if self.watcher is not None:
-            self.watcher.cancel()
+        for task in (self.watcher, self.memory_release):
+            if task is not None:
+                task.cancel()
         try:
             await self.health.enter_graceful_shutdown()
             started = time.monotonic()
@@ -208,6 +211,8 @@ async def build_server(settings: ServerSettings, link: GroupLink | None = None) 
             models, settings.repository_poll_seconds, load_new=not settings.models,
             load=models.load if running.group is None else running.group.load)
         running.watcher = asyncio.create_task(watcher.run(), name="repository watcher")
+    running.memory_release = start_idle_memory_release(
+        settings.release_memory_after_idle_seconds)
     if running.group is None:
         await _ready(running)
     else:

@@ -106,6 +106,10 @@ class ServerSettings(BaseSettings):
                                    "server while it is behind; past this it sheds new ones at "
                                    "random (CANCELLED), all past twice this: under overload "
                                    "this bounds how long an admitted call waits")
+    release_memory_after_idle_seconds: float = Field(
+        5.0, ge=0, description="after a busy spell, hand the memory the allocator keeps for "
+        "reuse back to the system once a whole interval this long passes with next to no CPU "
+        "used (glibc only); 0: keep it")
     http: bool = Field(True, description="serve the Open Inference Protocol's HTTP/REST "
                        "binding (with Triton's extensions) on http_address too, on the same "
                        "models")
