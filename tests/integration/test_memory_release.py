@@ -43,20 +43,24 @@ def test_memory_grown_by_a_burst_is_released_once_idle(serving_repository: Path,
     log = tmp_path / "server.log"
     with running_server(serving_repository, log, "--models", DIGITS, "--workers", "1",
                         "--max-batch-size", "256", "--max-queue-size", "65536",
+                        # The burst must be taken in, not shed by gRPC core (CANCELLED).
+                        "--max-pending-calls", "4096",
                         "--release-memory-after-idle-seconds", "1") as server:
         pid = server.process.pid
         burst(server.address, 8, 64)  # warm: sessions and buffers in place
         time.sleep(3)
         start = resident_bytes(pid)
-        burst(server.address, 400, 64)  # 80 MB of requests at once
+        releases = server.log().count(RELEASED)  # the warm-up may have made one
+        burst(server.address, 1000, 64)  # 200 MB of requests at once
         grown = resident_bytes(pid)
-        assert grown - start > 32 * MiB, "the burst did not grow the server; nothing to test"
+        assert grown - start > 32 * MiB, ("the burst did not grow the server; nothing to test",
+                                          start / MiB, grown / MiB)
         deadline = time.monotonic() + 15
-        while RELEASED not in server.log() and time.monotonic() < deadline:
+        while server.log().count(RELEASED) == releases and time.monotonic() < deadline:
             time.sleep(0.2)
         released = resident_bytes(pid)
-        assert RELEASED in server.log(), server.log()
-        # How much of the growth comes back varies (a third to four fifths): what stays is
-        # live or sits in pages that still hold a live block.
+        assert server.log().count(RELEASED) == releases + 1, server.log()
+        # How much of the growth comes back varies (a third to two thirds in its runs): what
+        # stays is live or sits in pages that still hold a live block.
         assert grown - released > 8 * MiB, (start / MiB, grown / MiB, released / MiB)
         burst(server.address, 4, 64)  # and it serves on
