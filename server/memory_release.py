@@ -4,10 +4,10 @@ server/allocator.py keeps freed memory in the process, so that under load reques
 are reused rather than faulted in afresh for every request. The price shows after a burst: 20 s
 of 64-image requests at twice the capacity took two workers from 119 and 118 MiB to 541 and 775
 MiB, and they still held all of it 30 s after the last answer; glibc's ``malloc_trim(0)`` then
-brought them to 193 and 186 MiB (docs/reliability-security.md, "Overload"). So, once the process
-has used next to no CPU for a while and its resident memory has grown since the last release, it
-releases what its allocator holds free. A process serving steady traffic never counts as idle
-and keeps its memory for reuse.
+brought them to 193 and 186 MiB (docs/reliability-security.md, "Memory after a burst"). So,
+once the process has used next to no CPU for a while and its resident memory has grown since
+the last release, it releases what its allocator holds free. A process serving steady traffic
+never counts as idle and keeps its memory for reuse.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 IDLE_CPU_SHARE = 0.02
 """At most this share of one CPU used over a whole interval counts as idle. An idle server
-uses about 0.1 % (gRPC's timers, the worker group's checks); a Prometheus scrape or a health
-check a second adds well under 1 %; one request a second of 64 images, about 0.2 %."""
+uses about 0.1 % (measured: gRPC's timers, the worker group's checks); a single-image request
+a second adds about 0.08 % (some 800 µs of CPU each on the AVX2 machine), a 64-image one about
+0.2 %."""
 MIN_GROWTH_BYTES = 16 * 1024 * 1024
 """Resident memory must have grown by this much since the last release (or the start) before
 an idle interval releases again: a release costs a few milliseconds of a thread, and the page
