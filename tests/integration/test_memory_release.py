@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
+from axon.benchmarks.bench import process_rss_bytes
 from axon.client.common import infer_request
 from axon.client.server_process import running_server
 from axon.protocol import open_inference_pb2_grpc as oip_grpc
@@ -17,13 +18,6 @@ from tests.support.repositories import DIGITS
 
 MiB = 2**20
 RELEASED = "handed"
-
-
-def resident_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 def burst(address: str, requests: int, images: int) -> None:
@@ -49,16 +43,16 @@ def test_memory_grown_by_a_burst_is_released_once_idle(serving_repository: Path,
         pid = server.process.pid
         burst(server.address, 8, 64)  # warm: sessions and buffers in place
         time.sleep(3)
-        start = resident_bytes(pid)
+        start = process_rss_bytes(pid)
         releases = server.log().count(RELEASED)  # the warm-up may have made one
         burst(server.address, 1000, 64)  # 200 MB of requests at once
-        grown = resident_bytes(pid)
+        grown = process_rss_bytes(pid)
         assert grown - start > 32 * MiB, ("the burst did not grow the server; nothing to test",
                                           start / MiB, grown / MiB)
         deadline = time.monotonic() + 15
         while server.log().count(RELEASED) == releases and time.monotonic() < deadline:
             time.sleep(0.2)
-        released = resident_bytes(pid)
+        released = process_rss_bytes(pid)
         assert server.log().count(RELEASED) == releases + 1, server.log()
         # How much of the growth comes back varies (a third to two thirds in its runs): what
         # stays is live or sits in pages that still hold a live block.
