@@ -183,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not h2load_available():
         parser.error("needs h2load (Debian package nghttp2-client)")
+    if not Path("/proc/thread-self/schedstat").exists():
+        parser.error("needs /proc/PID/task/TID/schedstat: Linux with scheduler statistics "
+                     "(CONFIG_SCHED_INFO)")
     if parse_scenarios(args.scenario)[0].rate is not None:
         parser.error("--scenario must be a closed loop, CALLERSxIMAGES")
     if not (args.model_repository / args.model).is_dir():
