@@ -32,8 +32,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from axon.benchmarks.bench import STEAL_LIMIT, cpu_times
-from axon.benchmarks.loadgen import Call, h2load_available, run_h2load
+from axon.benchmarks import head_to_head
+from axon.benchmarks.bench import cpu_times
+from axon.benchmarks.loadgen import Call, run_h2load
 from axon.benchmarks.scenarios import parse_scenarios
 from axon.markdown import LEFT, RIGHT, markdown_table
 
@@ -232,29 +233,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_naive(arguments[1:])
     parser = argparse.ArgumentParser(prog="python -m axon.benchmarks.live_segments",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--model", default="mnist-compact")
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--scenario", default="1x1", help="one closed-loop scenario (default "
-                        "1x1: a lone caller, whose calls never pause)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="per round (default 5)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
+    head_to_head.add_arguments(parser, scenario="1x1", scenario_help="1x1: a lone caller, "
+                               "whose calls never pause", rounds=2)
     args = parser.parse_args(arguments)
-    if not h2load_available():
-        parser.error("needs h2load (Debian package nghttp2-client)")
-    if parse_scenarios(args.scenario)[0].rate is not None:
-        parser.error("--scenario must be a closed loop, CALLERSxIMAGES")
-    if not (args.model_repository / args.model).is_dir():
-        parser.error(f"no model {args.model!r} in {args.model_repository} (train it first: "
-                     "axon train, or make bench)")
+    head_to_head.check_arguments(parser, args)
     axon, naive, rows = measure(args.model_repository, args.model, args.scenario, args.seconds,
                                 args.rounds)
     for name in ("axon", "naive"):
         mine = [row for row in rows if row[0] == name]
         print(f"{name}: {statistics.median(r[1] for r in mine):,.0f} requests/s, p50 "
               f"{statistics.median(r[2] for r in mine):.3f} ms (median of {len(mine)} rounds)")
-    most_stolen = max(row[3] for row in rows)
-    print(f"most host CPU steal in a round: {most_stolen:.1%}"
-          + (" (over 5 %: run again for figures to keep)" if most_stolen > STEAL_LIMIT else ""))
+    print(head_to_head.steal_line(max(row[3] for row in rows)))
     print(report(axon, naive, f"{args.model}, {args.scenario}, h2load, {args.rounds} rounds of "
                               f"{args.seconds:g} s each (and 1 s of warm-up): wall time per call "
                               "of each piece, every call of the run"))

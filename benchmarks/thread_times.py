@@ -31,8 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from axon.benchmarks.bench import STEAL_LIMIT, cpu_times
-from axon.benchmarks.loadgen import Call, h2load_available, run_h2load
+from axon.benchmarks import head_to_head
+from axon.benchmarks.bench import cpu_times
+from axon.benchmarks.loadgen import Call, run_h2load
 from axon.benchmarks.scenarios import parse_scenarios
 from axon.markdown import LEFT, RIGHT, markdown_table
 
@@ -173,24 +174,13 @@ def measure(repository: Path, model: str, scenario_text: str, seconds: float, ro
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m axon.benchmarks.thread_times",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--model", default="mnist-compact")
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--scenario", default="16x64", help="one closed-loop scenario "
-                        "(default 16x64)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="per round (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    head_to_head.add_arguments(parser, scenario="16x64", scenario_help="16x64", rounds=3)
     parser.add_argument("--serve-args", default="", help="extra `axon serve` flags for Axon")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not h2load_available():
-        parser.error("needs h2load (Debian package nghttp2-client)")
+    head_to_head.check_arguments(parser, args)
     if not Path("/proc/thread-self/schedstat").exists():
         parser.error("needs /proc/PID/task/TID/schedstat: Linux with scheduler statistics "
                      "(CONFIG_SCHED_INFO)")
-    if parse_scenarios(args.scenario)[0].rate is not None:
-        parser.error("--scenario must be a closed loop, CALLERSxIMAGES")
-    if not (args.model_repository / args.model).is_dir():
-        parser.error(f"no model {args.model!r} in {args.model_repository} (train it first: "
-                     "axon train, or make bench)")
     usage, requests, rows = measure(args.model_repository, args.model, args.scenario,
                                     args.seconds, args.rounds,
                                     serve_args=shlex.split(args.serve_args))
@@ -198,9 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mine = [row for row in rows if row[0] == name]
         print(f"{name}: {statistics.median(r[1] for r in mine):,.0f} requests/s (median of "
               f"{len(mine)} rounds)")
-    most_stolen = max(row[2] for row in rows)
-    print(f"most host CPU steal in a round: {most_stolen:.1%}"
-          + (" (over 5 %: run again for figures to keep)" if most_stolen > STEAL_LIMIT else ""))
+    print(head_to_head.steal_line(max(row[2] for row in rows)))
     flags = f", Axon with {args.serve_args}" if args.serve_args else ""
     print(report(usage, requests, f"{args.model}, {args.scenario}, h2load, {args.rounds} rounds "
                                   f"of {args.seconds:g} s each{flags}: per thread, every timed "
