@@ -292,10 +292,10 @@ class ExecutionTimes:
 def first_solo_size(profile: Mapping[int, tuple[Timing, Timing]]) -> int | None:
     """From ``profile`` (batch size -> timings on one thread and on the solo session), the
     smallest size from which on, for every larger size too, the solo session cut the time by at
-    least SOLO_TIME_PER_CPU times the CPU it added; None: no such size. Never a single image
-    (SOLO_NEVER_ALONE)."""
+    least SOLO_TIME_PER_CPU times the CPU it added, from SOLO_MIN_ITEMS on; None: no such
+    size."""
     paying = [size for size, (single, solo) in profile.items()
-              if size > SOLO_NEVER_ALONE
+              if size >= SOLO_MIN_ITEMS
               and single.wall_ns - solo.wall_ns >= SOLO_TIME_PER_CPU * (solo.cpu_ns
                                                                        - single.cpu_ns)]
     # For every larger one too: a size that pays between two that do not is noise, and would
@@ -397,14 +397,14 @@ machine, so small batches lose and long ones gain: the default digit net's singl
 ~20 µs for ~35 µs of CPU, its 64 images save 1.1 ms for 2 % more (2.34 ms on one thread, 1.26
 on two). At 2, CPU is bought only where it buys clearly more time, and a lone caller's single
 images, whose CPU per call is a serving target, stay on one thread by a wide margin
-(docs/performance.md, "A batch on the idle instances' cores"), and by SOLO_NEVER_ALONE where
+(docs/performance.md, "A batch on the idle instances' cores"), and by SOLO_MIN_ITEMS where
 a quiet profile reads otherwise."""
-SOLO_NEVER_ALONE = 1
-"""Batches of this many items never run on the solo session, whatever the profile read: a lone
-caller's single images, whose CPU per call is a serving target. At load, quiet, the profile can
-read a second thread as costing no CPU for them: on an AMD EPYC Zen 4 (AVX-512) the default digit
-net's single image took 228 µs on one thread and 162 µs on two for 224 µs of CPU, in some
-starts. Live, beside gRPC's threads, every lone call on two threads then cost 76 µs more CPU
+SOLO_MIN_ITEMS = 2
+"""The smallest batch the solo session may run, whatever the profile read: a lone caller's
+single images, whose CPU per call is a serving target, stay on one thread. At load, quiet, the
+profile can read a second thread as costing no CPU for them: on an AMD EPYC Zen 4 (AVX-512) the
+default digit net's single image took 228 µs on one thread and 162 µs on two for 224 µs of CPU,
+in some starts. Live, beside gRPC's threads, every lone call on two threads then cost 76 µs more CPU
 than on one (836 against 760 µs, 5 rounds), for 1 % less latency (docs/performance.md, "Single
 images on two threads")."""
 
