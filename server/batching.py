@@ -275,7 +275,8 @@ class ExecutionTimes:
         solo_from = self.solo_from
         for _ in range(PROFILE_SOLO_RETRIES):
             faster = [size for size, (single, solo) in self.solo_profile.items()
-                      if solo.wall_ns <= PROFILE_SOLO_RETRY_SHARE * single.wall_ns]
+                      if size >= SOLO_MIN_ITEMS
+                      and solo.wall_ns <= PROFILE_SOLO_RETRY_SHARE * single.wall_ns]
             if solo_from is not None or not faster:
                 break
             time.sleep(PROFILE_SOLO_PAUSE_S)

@@ -747,7 +747,8 @@ def test_a_solo_session_disturbed_at_load_is_timed_again(monkeypatch: pytest.Mon
     times = ExecutionTimes()
     times.profile(never_run, (WIDTH,), 64, execute_solo=never_run)
     assert times.solo_from == 16
-    assert attempts == {size: 2 for size in (1, 2, 4, 8, 16, 32, 64)}
+    # A single image never runs on the solo session: not timed again.
+    assert attempts == {1: 1} | {size: 2 for size in (2, 4, 8, 16, 32, 64)}
     assert times.solo_profile[8][1] == Timing(250_000, 400_000, 0)  # the best of both
 
 
@@ -767,7 +768,14 @@ def test_a_solo_session_never_clearly_faster_is_not_timed_again_and_a_short_one_
     times = ExecutionTimes()
     times.profile(never_run, (WIDTH,), 8, execute_solo=never_run)
     assert times.solo_from is None
-    assert set(short.values()) == {1 + batching.PROFILE_SOLO_RETRIES}
+    assert short == {1: 1} | {size: 1 + batching.PROFILE_SOLO_RETRIES
+                              for size in (2, 4, 8)}
+    # Only a single image clearly faster: it can never run there, so nothing is timed again.
+    single_only = scripted_timings(monkeypatch, lambda size, attempt: (
+        timing(300, 300), timing(150, 300) if size == 1 else timing(350, 450)))
+    times = ExecutionTimes()
+    times.profile(never_run, (WIDTH,), 8, execute_solo=never_run)
+    assert times.solo_from is None and set(single_only.values()) == {1}
 
 
 def test_a_profile_without_a_solo_size_looks_again_only_where_the_model_is_long_enough(
