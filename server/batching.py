@@ -108,9 +108,10 @@ class ExecutionTimes:
         self._preferred: int | None = None
         self.solo_from: int | None = None
         """The smallest batch that runs on the solo session (the model on more threads) when
-        no other execution is in flight; None: never. From it on, in the profile, the solo
-        session saved SOLO_TIME_PER_CPU times the CPU it added. Set by ``profile`` only: live
-        times are measured with the rest of the server competing for the cores."""
+        no other execution is in flight; None: never. In the profile, the solo session saved
+        SOLO_TIME_PER_CPU times the CPU it added for it, and more than it added for every larger
+        size (``first_solo_size``). Set by ``profile`` only: live times are measured with the
+        rest of the server competing for the cores."""
         self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
         """Batch size -> the profile's timings on one thread and on the solo session."""
         self.handoff_ns: float | None = None
@@ -292,17 +293,28 @@ class ExecutionTimes:
 
 def first_solo_size(profile: Mapping[int, tuple[Timing, Timing]]) -> int | None:
     """From ``profile`` (batch size -> timings on one thread and on the solo session), the
-    smallest size from which on, for every larger size too, the solo session cut the time by at
-    least SOLO_TIME_PER_CPU times the CPU it added, from SOLO_MIN_ITEMS on; None: no such
-    size."""
+    smallest size, from SOLO_MIN_ITEMS on, for which the solo session cut the time by at least
+    SOLO_TIME_PER_CPU times the CPU it added, and from which on it cut every larger size's by
+    more than it added; None: no such size. Either way, a cut under SOLO_MIN_SAVED_SHARE of
+    one thread's time counts as none."""
     paying = [size for size, (single, solo) in profile.items()
-              if size >= SOLO_MIN_ITEMS
-              and single.wall_ns - solo.wall_ns >= SOLO_TIME_PER_CPU * (solo.cpu_ns
-                                                                       - single.cpu_ns)]
-    # For every larger one too: a size that pays between two that do not is noise, and would
-    # send batches back and forth between the sessions.
+              if size >= SOLO_MIN_ITEMS and _solo_saves(single, solo, SOLO_TIME_PER_CPU)]
+    # A larger size that saves less than it adds (or nothing) ends the run: one that pays
+    # between two that do not is noise, and would send batches back and forth between the
+    # sessions. One that saves at least what it adds, but not twice, does not: the default
+    # digit net's 128 and 256 images save 2-3x on an AMD EPYC Zen 4, and a profile that read
+    # one of them just under 2x kept its 16- to 64-image batches, which mostly read 3-10x, on one
+    # thread (docs/performance.md, "Sizes the profile read as paying").
+    gaining = {size for size, (single, solo) in profile.items()
+               if _solo_saves(single, solo, 1)}
     return next((size for size in sorted(paying)
-                 if all(other in paying for other in profile if other > size)), None)
+                 if all(other in gaining for other in profile if other > size)), None)
+
+
+def _solo_saves(single: Timing, solo: Timing, time_per_cpu: float) -> bool:
+    saved = single.wall_ns - solo.wall_ns
+    return saved >= SOLO_MIN_SAVED_SHARE * single.wall_ns \
+        and saved >= time_per_cpu * (solo.cpu_ns - single.cpu_ns)
 
 
 class _ProfileArgs(NamedTuple):
@@ -400,6 +412,14 @@ on two). At 2, CPU is bought only where it buys clearly more time, and a lone ca
 images, whose CPU per call is a serving target, stay on one thread by a wide margin
 (docs/performance.md, "A batch on the idle instances' cores"), and by SOLO_MIN_ITEMS where
 a quiet profile reads otherwise."""
+SOLO_MIN_SAVED_SHARE = 0.1
+"""A cut smaller than this share of one thread's time is no cut: the CPU a profile reads for
+two threads can come out at or below one thread's (the difference of two close figures), and
+such a run then read as paying for a microsecond saved. On an AMD EPYC Zen 4 the compact digit
+net's 64 images once took 308 µs on one thread and 307 on two for 308 µs of CPU (the second
+thread never took part), and that start put every batch from 64 images on on the solo
+session. Where the second thread does take part, it cuts 30-45 % from 16 images on (the
+default digit net) or 128 (the compact one)."""
 SOLO_MIN_ITEMS = 2
 """The smallest batch the solo session may run, whatever the profile read: a lone caller's
 single images, whose CPU per call is a serving target, stay on one thread. At load, quiet, the
