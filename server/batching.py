@@ -417,8 +417,8 @@ SOLO_MIN_SAVED_SHARE = 0.1
 two threads can come out at or below one thread's (the difference of two close figures), and
 such a run then read as paying for a microsecond saved. On an AMD EPYC Zen 4 the compact digit
 net's 64 images once took 308 µs on one thread and 307 on two for 308 µs of CPU (the second
-thread never took part), and that start put every batch from 64 images on on the solo
-session. Where the second thread does take part, it cuts 30-45 % from 16 images on (the
+thread never took part), and in that start every batch of 64 images or more went to the
+solo session. Where the second thread does take part, it cuts 30-45 % from 16 images on (the
 default digit net) or 128 (the compact one)."""
 SOLO_MIN_ITEMS = 2
 """The smallest batch the solo session may run, whatever the profile read: a lone caller's
