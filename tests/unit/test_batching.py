@@ -684,8 +684,7 @@ def test_a_cut_of_under_a_tenth_is_no_cut_whatever_cpu_the_profile_read() -> Non
     assert first_solo_size({64: (timing(300, 300), timing(270, 300))}) == 64
 
 
-def test_a_larger_size_that_saves_more_than_it_adds_but_not_twice_keeps_the_smaller_ones(
-        ) -> None:
+def test_a_larger_size_saving_more_than_it_adds_keeps_the_smaller_ones() -> None:
     """The default digit net on a Zen 4: 16 to 64 images save 3-10x the CPU they add, 128 and
     256 about 2-3x, so a profile often read one of the latter just under 2x."""
     pays = (timing(800, 800), timing(500, 900))
