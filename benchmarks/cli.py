@@ -31,6 +31,7 @@ from axon.cpus import cpus_label
 from axon.errors import UsageError
 from axon.model_repository import MODEL_FILENAME, ModelRepository
 from axon.server.batching import (
+    NEVER_HELD,
     PROFILED_AGAIN,
     SECOND_LOOK_BACKOFF,
     SECOND_LOOK_IDLE_S,
@@ -123,14 +124,16 @@ def _server_for(args: argparse.Namespace, extra_flags: str = ""
             Path(tmp) / "server.log"
 
 
-def solo_profile_lines(log: Path, *, later: bool = False) -> list[str]:
-    """What each model's load-time profile chose for the solo session, as the server logged
-    it: the one choice made at start that moves throughput for the process's whole life
-    (docs/performance.md, "A preferred size that stuck"). ``later``: only the choices of
-    profiles made again while the server was idle ("A second look when idle")."""
-    return [_LOG_PREFIX.sub("", line.rstrip()) for line in
-            log.read_text(errors="replace").splitlines() if " onnxruntime thread" in line
-            and (not later or PROFILED_AGAIN in line)]
+def profile_lines(log: Path, *, later: bool = False) -> list[str]:
+    """What each model's load-time profile chose, as the server logged it: the solo session's
+    sizes, the one choice made at start that moves throughput for the process's whole life
+    (docs/performance.md, "A preferred size that stuck"), and the requests that never wait for
+    company. ``later``: only the choices of profiles made again while the server was idle
+    ("A second look when idle")."""
+    chosen = [_LOG_PREFIX.sub("", line.rstrip()) for line in
+              log.read_text(errors="replace").splitlines()
+              if " onnxruntime thread" in line or NEVER_HELD in line]
+    return [line for line in chosen if PROFILED_AGAIN in line] if later else chosen
 
 
 def second_looks(log: Path) -> list[str]:
@@ -138,12 +141,12 @@ def second_looks(log: Path) -> list[str]:
     again once idle (server/batching.py): wait for that before measuring, so that it neither
     falls on the first measurement nor on the other server's (whose cores it would share);
     the choice it made, if any."""
-    if not any(line.endswith(TO_PROFILE_AGAIN) for line in solo_profile_lines(log)):
+    if not any(line.endswith(TO_PROFILE_AGAIN) for line in profile_lines(log)):
         return []
     deadline = time.monotonic() + sum(SECOND_LOOK_IDLE_S * SECOND_LOOK_BACKOFF ** look + 1.0
                                       for look in range(SECOND_LOOKS))
     while time.monotonic() < deadline:
-        if later := solo_profile_lines(log, later=True):
+        if later := profile_lines(log, later=True):
             return later
         time.sleep(0.1)
     return [f"(no solo size after {SECOND_LOOKS} more profiles either)"]
@@ -232,7 +235,7 @@ def _target(stack: ExitStack, args: argparse.Namespace, extra_flags: str) -> tup
           f"{cpus_label()}; server {address}" + (f" (pid {pid})" if pid else "")
           + (f" with {extra_flags}" if extra_flags else ""), file=sys.stderr)
     if log is not None:
-        for line in solo_profile_lines(log) + second_looks(log):
+        for line in profile_lines(log) + second_looks(log):
             print(f"  {line}", file=sys.stderr)
     image = (description.image_height, description.image_width, description.image_channels)
     return Target(client, args.model, description.version, shape, image, pid,

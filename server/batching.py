@@ -19,7 +19,10 @@ small model does, and every hand-off between threads costs tens of microseconds:
   items at a time, each execution and thread hand-off paid again for little;
 - it also runs once it is full, once the oldest request has waited ``max_queue_delay_ms``, or
   -- when an execution ends with at least as many items queued as it ran, so the model is the
-  bottleneck -- at once with everything queued, as Triton's dynamic batcher does.
+  bottleneck -- at once with everything queued, as Triton's dynamic batcher does;
+- a request so big that the model runs no cheaper per item in a larger batch
+  (``ExecutionTimes.alone_from``) gains nothing from company: with nothing queued before it, it
+  runs at once, on a busy loop too, as it would with nobody else about.
 
 A batch runs inline on the event loop when the loop has nothing else to do and the batch is
 expected to take at most ``max_inline_ms`` (measured per batch size, ``ExecutionTimes``):
@@ -112,6 +115,12 @@ class ExecutionTimes:
         SOLO_TIME_PER_CPU times the CPU it added for it, and more than it added for every larger
         size (``first_solo_size``). Set by ``profile`` only: live times are measured with the
         rest of the server competing for the cores."""
+        self.alone_from: int | None = None
+        """The smallest request that runs at once on a busy loop, without waiting for company,
+        when nothing is queued before it: the profile's time per item at its size is within
+        JOIN_TOLERANCE of the best at any larger size (``first_alone_size``), each size timed
+        where it would run (on the solo session, for those that run there on the event loop).
+        None: no profile, so no size is known to gain nothing."""
         self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
         """Batch size -> the profile's timings on one thread and on the solo session."""
         self.handoff_ns: float | None = None
@@ -215,6 +224,7 @@ class ExecutionTimes:
         self._made_by = _ProfileArgs(execute, item_shape, limit, budget_ns, execute_solo,
                                      inline_ns)
         spent = 0
+        ns_per_item: dict[int, float] = {}
         sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
         sessions = [execute] if execute_solo is None else [execute, execute_solo]
         for size in sizes:
@@ -224,17 +234,22 @@ class ExecutionTimes:
                 return False
             timings = _timed_runs(sessions, np.zeros((size, *item_shape), np.float32))
             spent += sum(timing.spent_ns for timing in timings)
-            self._ns_per_item[size.bit_length()] = timings[0].wall_ns / size
+            ns_per_item[size] = self._ns_per_item[size.bit_length()] = timings[0].wall_ns / size
             if execute_solo is not None:
                 self.solo_profile[size] = (timings[0], timings[1])
         solo_from = self.solo_from = first_solo_size(self.solo_profile)
         if execute_solo is not None:
             solo_from = self.solo_from = self._time_solo_again(execute, execute_solo,
                                                                item_shape)
-        self._choose({size: solo.wall_ns / single.wall_ns
+        solo_share = {size: solo.wall_ns / single.wall_ns
                       for size, (single, solo) in self.solo_profile.items()
                       if solo_from is not None and size >= solo_from
-                      and single.wall_ns <= inline_ns})
+                      and single.wall_ns <= inline_ns}
+        self._choose(solo_share)
+        # Costed as the sizes worth waiting for are: a batch that company would make big
+        # enough for the solo session on the loop gains its time there.
+        self.alone_from = first_alone_size(
+            {size: ns * solo_share.get(size, 1.0) for size, ns in ns_per_item.items()}, limit)
         self._profiled = True
         return True
 
@@ -289,6 +304,21 @@ class ExecutionTimes:
                     _best(self.solo_profile[size][1], again[1]))
             solo_from = first_solo_size(self.solo_profile)
         return solo_from
+
+
+def first_alone_size(ns_per_item: Mapping[int, float], limit: int) -> int:
+    """From the profile's time per item by batch size, the smallest size whose time per item is
+    within JOIN_TOLERANCE of the best of every larger size: a request that big saves the model
+    next to nothing by sharing an execution, and joining one costs it the queue, a future and
+    a copy into the batch. ``limit`` (the largest batch, which no company can join) when no
+    smaller size is."""
+    sizes = sorted(size for size in ns_per_item if size < limit)
+    for index, size in enumerate(sizes):
+        larger = [ns_per_item[other] for other in [*sizes[index + 1:], limit]
+                  if other in ns_per_item]
+        if larger and ns_per_item[size] <= (1 + JOIN_TOLERANCE) * min(larger):
+            return size
+    return limit
 
 
 def first_solo_size(profile: Mapping[int, tuple[Timing, Timing]]) -> int | None:
@@ -399,8 +429,10 @@ SECOND_LOOK_BACKOFF = 4
 for each look made, this many times longer (1, 4 and 16 s)."""
 TO_PROFILE_AGAIN = "to be profiled again when the server is idle"
 PROFILED_AGAIN = "profiled again while the server was idle"
-"""What the log says of a model that will look again, and of one a look gave a solo size
-(server/model_manager.py); ``axon bench`` reads the log for them."""
+NEVER_HELD = "never held back for others to join"
+"""What the log says of a model that will look again, of one a look gave a solo size, and of
+the requests that run alone (server/model_manager.py); ``axon bench`` reads the log for
+them."""
 
 
 SOLO_TIME_PER_CPU = 2
@@ -435,6 +467,17 @@ EXECUTION_OVERHEAD_NS = 100_000
 a hand-off to a worker thread and back, measured at about 80 µs of CPU on this class of
 virtual machine (docs/performance.md)."""
 PREFERRED_TOLERANCE = 0.1
+JOIN_TOLERANCE = 0.1
+"""A request whose size runs within this share of the best time per item of any larger batch
+runs alone (``first_alone_size``). Joining a batch costs a request ~10-15 µs (the queue, its
+future, the copy into the batch; docs/performance.md, "Where the rest of the gap is"). On an
+AMD EPYC Zen 4 the compact digit net's 64 images ran within 2-7 % of the best larger batch's
+time per image in each of 8 profiles in a row (5-20 µs per request), its 32 images 12-15 %
+above them (a server's start-up profile read 32 within a tenth in most starts: a saving of
+~15 µs a request either way). At 16 callers x 64 images such requests had waited for a second
+one, to run 128 images per execution for no saving: 0.88x the naive server's throughput at
+1.15x its CPU per request, against 1.03x and 0.98x alone (docs/performance.md, "Requests that
+gain nothing from company")."""
 WORTH_WAITING_TOLERANCE = 0.2
 """Measured (docs/performance.md, "Raised to 6 ms"): with it the default digit net holds batches
 back up to 16 images and the compact net up to 128, in every fresh start tried. At 25 % the
@@ -666,11 +709,13 @@ class DynamicBatcher:
         now_ns = time.monotonic_ns()
         self._peak.note(self._queued_items + self._running_items + items, now_ns)
         self._load.sample(now_ns)
-        if free and idle and not self._queue \
-                and (not self._load.saturated or self._fill_target(now_ns) <= items) \
+        alone_from = self.times.alone_from
+        needs_no_company = alone_from is not None and items >= alone_from
+        if free and not self._queue and (needs_no_company or (idle and (
+                not self._load.saturated or self._fill_target(now_ns) <= items))) \
                 and self._cheap(items, idle):
-            # Nobody else is being taken in or on the way: the naive server's path, no queue,
-            # no future.
+            # Nobody else is being taken in or on the way, or company would save this request
+            # nothing: the naive server's path, no queue, no future.
             return self._run_alone(inputs)
         loop = self._loop
         assert loop is not None
@@ -679,6 +724,7 @@ class DynamicBatcher:
         self._queued_items += items
         if free:
             if self._queued_items >= self._preferred_size() \
+                    or (needs_no_company and len(self._queue) == 1) \
                     or (idle and self._queued_items >= self._fill_target(now_ns)):
                 self._dispatch(idle)
             else:

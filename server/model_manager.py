@@ -26,7 +26,13 @@ from axon.model_repository import (
     RepositoryError,
     validate_model_name,
 )
-from axon.server.batching import PROFILED_AGAIN, TO_PROFILE_AGAIN, BatchObserver
+from axon.server.batching import (
+    JOIN_TOLERANCE,
+    NEVER_HELD,
+    PROFILED_AGAIN,
+    TO_PROFILE_AGAIN,
+    BatchObserver,
+)
 from axon.server.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -410,6 +416,7 @@ class ModelManager:
                 times.profile(runtime.run, runtime.input.shape, batching.max_batch_size,
                               execute_solo=runtime.run_solo, inline_ns=batching.max_inline_ns)
                 _log_solo(served)
+                _log_alone(served)
             built[version] = served
         return built
 
@@ -431,6 +438,19 @@ def _log_solo(model: ServedModel, *, again: bool = False) -> None:
              f"{PROFILED_AGAIN}: " if again else "", times.solo_from,
              threads, times.solo_from, single.wall_ns / 1000, solo.wall_ns / 1000, threads,
              solo.cpu_ns / 1000)
+
+
+def _log_alone(model: ServedModel) -> None:
+    """From which request size the profile found company to save nothing (server/batching.py,
+    ``first_alone_size``)."""
+    alone_from = model.batcher.times.alone_from
+    if alone_from is None or alone_from >= model.batching.max_batch_size:
+        return  # a full batch has no company to wait for anyway
+    log.info("%s v%d: a request of %d images or more, with nothing queued before it, runs as it "
+             "arrives, %s (per image, the "
+             "profile ran it within %.0f %% of every larger batch's time)", model.name,
+             model.version, alone_from,
+             NEVER_HELD, JOIN_TOLERANCE * 100)
 
 
 def _signature(model: ServedModel) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from axon.benchmarks.aio_load import CallFailedError, open_loop
 from axon.benchmarks.bench import check_counters
-from axon.benchmarks.cli import second_looks, solo_profile_lines
+from axon.benchmarks.cli import profile_lines, second_looks
 from axon.benchmarks.loadgen import (
     H2LOAD_THREADS_ENV,
     Call,
@@ -184,7 +184,7 @@ def test_bench_waits_for_a_second_look_the_server_announced_and_tells_its_choice
         assert time.monotonic() - started >= 0.3
     finally:
         writer.join()
-    assert solo_profile_lines(log) == [LOADED.strip()[len("18:21:41 INFO    "):],
+    assert profile_lines(log) == [LOADED.strip()[len("18:21:41 INFO    "):],
                                        LOOKED.strip()[len("18:21:42 INFO    "):]]
     log.write_text(LOADED.replace("; to be profiled again when the server is idle", ""))
     started = time.monotonic()
