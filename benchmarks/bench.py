@@ -487,11 +487,29 @@ def target_verdicts(pairs: Sequence[Pair], preset: str) -> list[str]:
         spreads = {side: spread([m.images_per_second for m in rounds])
                    for side, rounds in (("Axon", pair.variant), ("baseline", pair.baseline))}
         if max(spreads.values()) > NOISY_SPREAD:
+            paired = round_by_round(pair)
             lines.append("  noisy: throughput by round spread "
                          + ", ".join(f"{value:.2f}x ({side})" for side, value in spreads.items())
+                         + (f"; Axon/baseline {paired}" if paired else "")
                          + "; one round more or less could turn this verdict (--rounds 5 or "
                          "more, or a quieter machine)")
     return lines
+
+
+def round_by_round(pair: Pair) -> str | None:
+    """The variant/baseline throughput ratio of each round: its range, median, and the rounds
+    the variant was ahead in. Each round measures both servers back to back, so a spell of a
+    slower machine that spans rounds falls on both sides of a round's ratio, where it moves the
+    medians of each side apart (docs/performance.md, "Requests that gain nothing from
+    company"). None under 2 rounds with a baseline that served anything."""
+    ratios = [variant.images_per_second / baseline.images_per_second
+              for variant, baseline in zip(pair.variant, pair.baseline, strict=True)
+              if baseline.images_per_second > 0]
+    if len(ratios) < 2:
+        return None
+    ahead = sum(ratio > 1 for ratio in ratios)
+    return (f"round by round {min(ratios):.2f}-{max(ratios):.2f}x, median {median(ratios):.2f}x, "
+            f"ahead in {ahead} of {len(ratios)}")
 
 
 NOISY_SPREAD = 1.25

@@ -283,7 +283,13 @@ def _compare(args: argparse.Namespace, first: ExitStack, variant: Target, path: 
     lands), so a median over one pair of processes says as much about the pair as about the
     code (docs/performance.md, "One process is not the next").
     """
-    from axon.benchmarks.bench import Pair, comparison_table, save_pairs, target_verdicts
+    from axon.benchmarks.bench import (
+        Pair,
+        comparison_table,
+        round_by_round,
+        save_pairs,
+        target_verdicts,
+    )
 
     loads = [(generator, scenario) for generator in generators for scenario in scenarios]
     sides: dict[int, dict[str, list[Measurement]]] = {
@@ -308,6 +314,9 @@ def _compare(args: argparse.Namespace, first: ExitStack, variant: Target, path: 
     baseline_name = "the naive server" if args.baseline else \
         f"{args.serve_args} {args.baseline_args}".strip()
     print(comparison_table(pairs, args.serve_args or "default settings", baseline_name))
+    for pair in pairs:
+        if paired := round_by_round(pair):
+            print(f"{pair.generator} {pair.scenario.label}: variant/baseline throughput {paired}")
     if args.json_out:
         save_pairs(pairs, args.json_out)
     if not args.baseline:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from axon.benchmarks.bench import Measurement, Pair, target_verdicts, verdicts
+from axon.benchmarks.bench import Measurement, Pair, round_by_round, target_verdicts, verdicts
 from axon.benchmarks.scenarios import Scenario
 
 
@@ -51,6 +51,21 @@ def test_a_verdict_on_rounds_spread_over_a_quarter_is_flagged_as_noisy() -> None
     _, stalled = target_verdicts([pair("64x1@64", steady, [*steady[:2], measured(0, 400)])],
                                  "compact")
     assert "infx (baseline)" in stalled
+
+
+def test_a_noisy_verdict_also_gives_each_round_s_own_ratio() -> None:
+    """The host slows down between rounds: each side's median moves with it, each round's
+    ratio does not. Here the medians read 1,100 against 1,250 (0.88x) while Axon was ahead in
+    two rounds of three."""
+    axon = [measured(1100, 400), measured(1600, 400), measured(800, 400)]
+    naive = [measured(1000, 400), measured(1500, 400), measured(1250, 400)]
+    line, noisy = target_verdicts([pair("16x64", axon, naive)], "compact")
+    assert "throughput 0.88x" in line and line.endswith(": MISSED")
+    assert "Axon/baseline round by round 0.64-1.10x, median 1.07x, ahead in 2 of 3" in noisy
+    # A round the baseline served nothing in has no ratio; one round alone is no spread.
+    assert round_by_round(pair("16x64", axon[:2], [naive[0], measured(0, 400)])) is None
+    assert round_by_round(pair("16x64", axon, [measured(0, 400), *naive[1:]])) == \
+        "round by round 0.64-1.07x, median 0.85x, ahead in 1 of 2"
 
 
 def test_the_default_net_at_64_callers_needs_16_images_per_execution() -> None:
