@@ -919,7 +919,8 @@ class DynamicBatcher:
         self._running += 1
         try:
             # ``_solo`` and ``_timed_execute`` written out: this is every lone caller's path.
-            if solo is not None and solo_from is not None and items >= solo_from:
+            if solo is not None and solo_from is not None and items >= solo_from \
+                    and self._running == 1:
                 outputs, infer_ns = self._timed_solo(solo, inputs, on_loop=True)
             else:
                 started = time.monotonic_ns()

@@ -703,6 +703,28 @@ def test_beside_an_execution_in_flight_a_batch_runs_on_one_thread() -> None:
     assert single.executed_ids == [2]
 
 
+def test_a_request_run_alone_beside_an_execution_in_flight_runs_on_one_thread() -> None:
+    """The lone path too: a cheap request that runs as it arrives while a batch runs on a
+    worker thread does not take the solo session's threads as well."""
+    single, solo = FakeModel(), FakeModel(held=True)
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(64, delay_s=0, instances=2, inline=True),
+                               solo=solo) as batcher:
+            batcher.times.record(1, 1_000)  # one item: cheap, inline
+            batcher.times.record(8, 8 * 1_000_000)  # eight: too long for the loop
+            batcher.times.solo_from = 1
+            running = await executing(solo, batcher, rows(*range(10, 18)))
+            assert_own_rows(rows(1), await batcher.submit(rows(1)))
+            solo.gate.set()
+            assert_own_rows(rows(*range(10, 18)), await running)
+
+    asyncio.run(scenario())
+    assert solo.executed_ids == list(range(10, 18))
+    assert single.executed_ids == [1]
+    assert single.threads == [threading.get_ident()]
+
+
 def busy_for(microseconds: float) -> None:
     """Spin (CPU time, unlike a sleep) for ``microseconds``."""
     deadline = time.perf_counter() + microseconds / 1e6
