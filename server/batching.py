@@ -21,8 +21,9 @@ small model does, and every hand-off between threads costs tens of microseconds:
   -- when an execution ends with at least as many items queued as it ran, so the model is the
   bottleneck -- at once with everything queued, as Triton's dynamic batcher does;
 - a request so big that the model runs no cheaper per item in a larger batch
-  (``ExecutionTimes.alone_from``) gains nothing from company: with nothing queued before it, it
-  runs at once, on a busy loop too, as it would with nobody else about.
+  (``ExecutionTimes.alone_from``; ``alone_on_thread_from`` for one that must go to a worker
+  thread, where each execution also pays a hand-off) gains nothing from company: with nothing
+  queued before it, it runs at once, on a busy loop too, as it would with nobody else about.
 
 A batch runs inline on the event loop when the loop has nothing else to do and the batch is
 expected to take at most ``max_inline_ms`` (measured per batch size, ``ExecutionTimes``):
@@ -121,6 +122,10 @@ class ExecutionTimes:
         JOIN_TOLERANCE of the best at any larger size (``first_alone_size``), each size timed
         where it would run (on the solo session, for those that run there on the event loop).
         None: no profile, so no size is known to gain nothing."""
+        self.alone_on_thread_from: int | None = None
+        """The same for a request too long to run on the busy loop: it starts on a worker
+        thread at once. Each execution there also costs EXECUTION_OVERHEAD_NS, the hand-off,
+        which a batch shares among its requests: one thread's times, with that added."""
         self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
         """Batch size -> the profile's timings on one thread and on the solo session."""
         self.handoff_ns: float | None = None
@@ -250,6 +255,7 @@ class ExecutionTimes:
         # enough for the solo session on the loop gains its time there.
         self.alone_from = first_alone_size(
             {size: ns * solo_share.get(size, 1.0) for size, ns in ns_per_item.items()}, limit)
+        self.alone_on_thread_from = first_alone_size(ns_per_item, limit, EXECUTION_OVERHEAD_NS)
         self._profiled = True
         return True
 
@@ -306,17 +312,18 @@ class ExecutionTimes:
         return solo_from
 
 
-def first_alone_size(ns_per_item: Mapping[int, float], limit: int) -> int:
-    """From the profile's time per item by batch size, the smallest size whose time per item is
-    within JOIN_TOLERANCE of the best of every larger size: a request that big saves the model
-    next to nothing by sharing an execution, and joining one costs it the queue, a future and
-    a copy into the batch. ``limit`` (the largest batch, which no company can join) when no
-    smaller size is."""
-    sizes = sorted(size for size in ns_per_item if size < limit)
+def first_alone_size(ns_per_item: Mapping[int, float], limit: int,
+                     execution_ns: float = 0.0) -> int:
+    """From the profile's time per item by batch size, the smallest size whose cost per item
+    (with ``execution_ns`` per execution shared by its items) is within JOIN_TOLERANCE of the
+    best of every larger size: a request that big saves next to nothing by sharing an
+    execution, and joining one costs it the queue, a future and a copy into the batch.
+    ``limit`` (the largest batch, which no company can join) when no smaller size is."""
+    cost = {size: ns + execution_ns / size for size, ns in ns_per_item.items()}
+    sizes = sorted(size for size in cost if size < limit)
     for index, size in enumerate(sizes):
-        larger = [ns_per_item[other] for other in [*sizes[index + 1:], limit]
-                  if other in ns_per_item]
-        if larger and ns_per_item[size] <= (1 + JOIN_TOLERANCE) * min(larger):
+        larger = [cost[other] for other in [*sizes[index + 1:], limit] if other in cost]
+        if larger and cost[size] <= (1 + JOIN_TOLERANCE) * min(larger):
             return size
     return limit
 
@@ -709,7 +716,8 @@ class DynamicBatcher:
         now_ns = time.monotonic_ns()
         self._peak.note(self._queued_items + self._running_items + items, now_ns)
         self._load.sample(now_ns)
-        alone_from = self.times.alone_from
+        times = self.times
+        alone_from = times.alone_from
         needs_no_company = alone_from is not None and items >= alone_from
         if free and not self._queue and (needs_no_company or (idle and (
                 not self._load.saturated or self._fill_target(now_ns) <= items))) \
@@ -723,8 +731,10 @@ class DynamicBatcher:
         self._queue.append(_Request(inputs, future, deadline, now_ns))
         self._queued_items += items
         if free:
+            on_thread_from = times.alone_on_thread_from
             if self._queued_items >= self._preferred_size() \
-                    or (needs_no_company and len(self._queue) == 1) \
+                    or (len(self._queue) == 1 and on_thread_from is not None
+                        and items >= on_thread_from) \
                     or (idle and self._queued_items >= self._fill_target(now_ns)):
                 self._dispatch(idle)
             else:

@@ -443,14 +443,15 @@ def _log_solo(model: ServedModel, *, again: bool = False) -> None:
 def _log_alone(model: ServedModel) -> None:
     """From which request size the profile found company to save nothing (server/batching.py,
     ``first_alone_size``)."""
-    alone_from = model.batcher.times.alone_from
-    if alone_from is None or alone_from >= model.batching.max_batch_size:
+    times, limit = model.batcher.times, model.batching.max_batch_size
+    on_loop, on_thread = times.alone_from, times.alone_on_thread_from
+    if on_loop is None or on_thread is None or min(on_loop, on_thread) >= limit:
         return  # a full batch has no company to wait for anyway
     log.info("%s v%d: a request of %d images or more, with nothing queued before it, runs as it "
-             "arrives, %s (per image, the "
-             "profile ran it within %.0f %% of every larger batch's time)", model.name,
-             model.version, alone_from,
-             NEVER_HELD, JOIN_TOLERANCE * 100)
+             "arrives when short enough for the event loop, and one of %d or more when it must "
+             "go to a worker thread, %s (per image, the profile ran it within %.0f %% of every "
+             "larger batch's time)", model.name, model.version, on_loop, on_thread, NEVER_HELD,
+             JOIN_TOLERANCE * 100)
 
 
 def _signature(model: ServedModel) -> str:
