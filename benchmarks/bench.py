@@ -498,10 +498,10 @@ def target_verdicts(pairs: Sequence[Pair], preset: str) -> list[str]:
 
 def round_by_round(pair: Pair) -> str | None:
     """The variant/baseline throughput ratio of each round: its range, median, and the rounds
-    the variant was ahead in. Each round measures both servers back to back, so a spell of a
-    slower machine that spans rounds falls on both sides of a round's ratio, where it moves the
-    medians of each side apart (docs/performance.md, "Requests that gain nothing from
-    company"). None under 2 rounds with a baseline that served anything."""
+    the variant was ahead in. Each round measures both servers back to back, so a slower spell
+    of the machine that lasts a round slows both sides of that round's ratio, while each side's
+    median may come from rounds of different speed (docs/performance.md, "Requests that gain
+    nothing from company"). None under 2 rounds with a baseline that served anything."""
     ratios = [variant.images_per_second / baseline.images_per_second
               for variant, baseline in zip(pair.variant, pair.baseline, strict=True)
               if baseline.images_per_second > 0]

@@ -125,10 +125,10 @@ def _server_for(args: argparse.Namespace, extra_flags: str = ""
 
 
 def profile_lines(log: Path, *, later: bool = False) -> list[str]:
-    """What each model's load-time profile chose, as the server logged it: the solo session's
-    sizes, the one choice made at start that moves throughput for the process's whole life
-    (docs/performance.md, "A preferred size that stuck"), and the requests that never wait for
-    company. ``later``: only the choices of profiles made again while the server was idle
+    """What each model's load-time profile chose, as the server logged it: the sizes for the
+    solo session, a choice made at start that moves throughput for the process's whole life
+    (docs/performance.md, "A preferred size that stuck"), and those of requests that never wait
+    for company. ``later``: only the choices of profiles made again while the server was idle
     ("A second look when idle")."""
     chosen = [_LOG_PREFIX.sub("", line.rstrip()) for line in
               log.read_text(errors="replace").splitlines()

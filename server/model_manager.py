@@ -194,7 +194,7 @@ class ModelManager:
         self._notify(prepared.name, bool(prepared.versions))
         self._retire(old.values())
         for model in prepared.versions.values():
-            model.batcher.look_again_when_idle(functools.partial(_log_solo, model, again=True))
+            model.batcher.look_again_when_idle(functools.partial(_log_profile, model, again=True))
         return list(prepared.selected)
 
     def discard(self, prepared: Prepared, reason: str) -> None:
@@ -415,10 +415,16 @@ class ModelManager:
                 times = served.batcher.times
                 times.profile(runtime.run, runtime.input.shape, batching.max_batch_size,
                               execute_solo=runtime.run_solo, inline_ns=batching.max_inline_ns)
-                _log_solo(served)
-                _log_alone(served)
+                _log_profile(served)
             built[version] = served
         return built
+
+
+def _log_profile(model: ServedModel, *, again: bool = False) -> None:
+    """What the profile chose; ``again``: a second look's profile, made while the server was
+    idle, which replaces every choice of the first (server/batching.py)."""
+    _log_solo(model, again=again)
+    _log_alone(model, again=again)
 
 
 def _log_solo(model: ServedModel, *, again: bool = False) -> None:
@@ -440,18 +446,19 @@ def _log_solo(model: ServedModel, *, again: bool = False) -> None:
              solo.cpu_ns / 1000)
 
 
-def _log_alone(model: ServedModel) -> None:
+def _log_alone(model: ServedModel, *, again: bool = False) -> None:
     """From which request size the profile found company to save nothing (server/batching.py,
     ``first_alone_size``)."""
     times, limit = model.batcher.times, model.batching.max_batch_size
     on_loop, on_thread = times.alone_from, times.alone_on_thread_from
     if on_loop is None or on_thread is None or min(on_loop, on_thread) >= limit:
         return  # a full batch has no company to wait for anyway
-    log.info("%s v%d: a request of %d images or more, with nothing queued before it, runs as it "
-             "arrives when short enough for the event loop, and one of %d or more when it must "
-             "go to a worker thread, %s (per image, the profile ran it within %.0f %% of every "
-             "larger batch's time)", model.name, model.version, on_loop, on_thread, NEVER_HELD,
-             JOIN_TOLERANCE * 100)
+    log.info("%s v%d: %sa request of %d image%s or more, with nothing queued before it, runs "
+             "as it arrives when short enough for the event loop, and one of %d or more when it "
+             "must go to a worker thread, %s (per image, the profile ran it within %.0f %% of "
+             "every larger batch's time)", model.name, model.version,
+             f"{PROFILED_AGAIN}: " if again else "", on_loop, "" if on_loop == 1 else "s",
+             on_thread, NEVER_HELD, JOIN_TOLERANCE * 100)
 
 
 def _signature(model: ServedModel) -> str:
