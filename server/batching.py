@@ -30,7 +30,9 @@ expected to take at most ``max_inline_ms`` (measured per batch size, ``Execution
 no thread hand-off. Otherwise it runs on one of ``instances`` worker threads while the loop
 goes on serving. An execution that starts with no other in flight may run on ``execute_solo``
 (the model on the idle instances' threads too), from the batch size on which the load-time
-profile found that to pay (``ExecutionTimes.solo_from``). Each request gets back its own rows of
+profile found that to pay (``ExecutionTimes.solo_from``), while it still pays live
+(``SoloWatch``: when the other cores are busy it does not, and the batcher then runs and sizes
+batches from one thread's times for a while). Each request gets back its own rows of
 every output; requests whose caller cancelled, or whose deadline passed while queued, are
 dropped before execution.
 
@@ -63,6 +65,7 @@ from axon.server.errors import (
     ShuttingDownError,
 )
 from axon.server.loop_idle import LoopTicker, ticker_for
+from axon.server.solo_watch import SoloWatch
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,12 @@ class ExecutionTimes:
         """The same for a request too long to run on the busy loop: it starts on a worker
         thread at once. Each execution there also costs EXECUTION_OVERHEAD_NS, the hand-off,
         which a batch shares among its requests: one thread's times, with that added."""
+        self.alone_from_one_thread: int | None = None
+        """``alone_from`` with every size costed on one thread: for while the solo session
+        saves nothing live (``SoloWatch``)."""
+        self._one_thread_sizes: tuple[int | None, int | None] | None = None
+        """The preferred size and the size worth waiting for, chosen from one thread's times
+        only (``profile``; the same when the solo session times none of the sizes)."""
         self.solo_profile: dict[int, tuple[Timing, Timing]] = {}
         """Batch size -> the profile's timings on one thread and on the solo session."""
         self.handoff_ns: float | None = None
@@ -160,21 +169,26 @@ class ExecutionTimes:
                 return per_item * items
         return None
 
-    def preferred_size(self, limit: int) -> int:
+    def preferred_size(self, limit: int, *, one_thread: bool = False) -> int:
         """The smallest batch whose cost per item, counting EXECUTION_OVERHEAD_NS per
         execution, is within PREFERRED_TOLERANCE of the best measured (at most ``limit``):
         past it, waiting for more requests would only add to their latency. Never below
         ``worth_waiting_size``. After ``profile``, the profile's choice; before (no profile:
-        TensorRT), from the times recorded live."""
+        TensorRT), from the times recorded live. ``one_thread``: chosen as if the solo
+        session ran nothing (after ``profile``)."""
+        if one_thread and self._one_thread_sizes is not None:
+            return min(self._one_thread_sizes[0] or limit, limit)
         if self._preferred is None:
             self._choose()
         return min(self._preferred or limit, limit)
 
-    def worth_waiting_size(self, limit: int) -> int:
+    def worth_waiting_size(self, limit: int, *, one_thread: bool = False) -> int:
         """The same within WORTH_WAITING_TOLERANCE: the size up to which a batch that could run
         now is worth holding back for requests still on their way (a wait costs latency, so
         only a clear saving per item pays for it). After ``profile``, a size the solo session
-        would run on the event loop is costed at its time there."""
+        would run on the event loop is costed at its time there, unless ``one_thread``."""
+        if one_thread and self._one_thread_sizes is not None:
+            return min(self._one_thread_sizes[1] or limit, limit)
         if self._preferred is None:
             self._choose()
         return min(self._worth_waiting or limit, limit)
@@ -246,15 +260,22 @@ class ExecutionTimes:
         if execute_solo is not None:
             solo_from = self.solo_from = self._time_solo_again(execute, execute_solo,
                                                                item_shape)
+        import os  # THROWAWAY
+        if os.environ.get("AXON_FORCE_SOLO_FROM") and execute_solo is not None:
+            solo_from = self.solo_from = int(os.environ["AXON_FORCE_SOLO_FROM"])
         solo_share = {size: solo.wall_ns / single.wall_ns
                       for size, (single, solo) in self.solo_profile.items()
                       if solo_from is not None and size >= solo_from
                       and single.wall_ns <= inline_ns}
-        self._choose(solo_share)
+        self._choose()
+        self._one_thread_sizes = (self._preferred, self._worth_waiting)
+        if solo_share:
+            self._choose(solo_share)
         # Costed as the sizes worth waiting for are: a batch that company would make big
         # enough for the solo session on the loop gains its time there.
         self.alone_from = first_alone_size(
             {size: ns * solo_share.get(size, 1.0) for size, ns in ns_per_item.items()}, limit)
+        self.alone_from_one_thread = first_alone_size(ns_per_item, limit)
         self.alone_on_thread_from = first_alone_size(ns_per_item, limit, EXECUTION_OVERHEAD_NS)
         self._profiled = True
         return True
@@ -620,14 +641,17 @@ class LoopLoad:
 class _ThreadJob:
     """A batch handed to a worker thread, and what came of it."""
 
-    __slots__ = ("batch", "dispatched_ns", "error", "gather_ns", "infer_ns", "inputs",
-                 "outputs", "solo")
+    __slots__ = ("batch", "compared", "dispatched_ns", "error", "gather_ns", "infer_ns",
+                 "inputs", "outputs", "solo")
 
     def __init__(self, batch: list[_Request], inputs: Array, gather_ns: int,
-                 dispatched_ns: int, solo: Execute | None) -> None:
+                 dispatched_ns: int, solo: Execute | None, *, compared: bool = False) -> None:
         self.batch = batch
         self.inputs = inputs
         self.solo = solo
+        self.compared = compared
+        """Run on one thread where the solo session would have taken it: a check's run
+        (``SoloWatch``)."""
         self.gather_ns = gather_ns
         self.dispatched_ns = dispatched_ns
         self.outputs: Outputs = ()
@@ -663,6 +687,13 @@ class DynamicBatcher:
         self.times = ExecutionTimes()
         self._execute = execute
         self._execute_solo = execute_solo
+        self.solo_watch = SoloWatch(name)
+        if self._max_inline_ns % 1000 == 7:  # THROWAWAY
+            class _NoWatch(SoloWatch):
+                def record(self, *a, **k): pass  # type: ignore
+            self.solo_watch = _NoWatch(name)
+        """Whether the solo session saves time live; while it does not, the batcher runs and
+        sizes batches as if there were none."""
         self._observer = observer
         self._name = name
         self._queue: deque[_Request] = deque()
@@ -717,7 +748,10 @@ class DynamicBatcher:
         self._peak.note(self._queued_items + self._running_items + items, now_ns)
         self._load.sample(now_ns)
         times = self.times
-        alone_from = times.alone_from
+        watch = self.solo_watch
+        if not watch.usable:
+            watch.tick(now_ns)
+        alone_from = times.alone_from if watch.usable else times.alone_from_one_thread
         needs_no_company = alone_from is not None and items >= alone_from
         if free and not self._queue and (needs_no_company or (idle and (
                 not self._load.saturated or self._fill_target(now_ns) <= items))) \
@@ -819,6 +853,7 @@ class DynamicBatcher:
                          "profile is dropped", self._name)
             elif fresh.solo_from is not None:
                 self.times = fresh
+                self.solo_watch = SoloWatch(self._name)
                 if on_new_profile is not None:
                     on_new_profile()
                 return
@@ -855,7 +890,8 @@ class DynamicBatcher:
         return self._ticker
 
     def _preferred_size(self) -> int:
-        return self.times.preferred_size(self.settings.max_batch_size)
+        return self.times.preferred_size(self.settings.max_batch_size,
+                                         one_thread=not self.solo_watch.usable)
 
     def _fill_target(self, now_ns: int) -> int:
         """Items a batch cut on an idle loop should hold. When the loop is saturated: those
@@ -865,7 +901,8 @@ class DynamicBatcher:
         if not self._load.saturated:
             return 1
         return max(1, min(self._peak.peak(now_ns) - self._running_items,
-                          self.times.worth_waiting_size(self.settings.max_batch_size)))
+                          self.times.worth_waiting_size(self.settings.max_batch_size,
+                                                        one_thread=not self.solo_watch.usable)))
 
     def _cheap(self, items: int, loop_idle: bool) -> bool:
         """Whether a batch of ``items`` runs inline: expected within max_inline_ms, and either
@@ -929,14 +966,17 @@ class DynamicBatcher:
         self._running += 1
         try:
             # ``_solo`` and ``_timed_execute`` written out: this is every lone caller's path.
-            if solo is not None and solo_from is not None and items >= solo_from \
-                    and self._running == 1:
+            eligible = solo is not None and solo_from is not None and items >= solo_from \
+                and self._running == 1
+            if solo is not None and eligible and self.solo_watch.choose_solo():
                 outputs, infer_ns = self._timed_solo(solo, inputs, on_loop=True)
             else:
                 started = time.monotonic_ns()
                 outputs = self._execute(inputs)
                 infer_ns = time.monotonic_ns() - started
                 self.times.record(items, infer_ns)
+                if eligible:
+                    self.solo_watch.record_one_thread(items, infer_ns, started + infer_ns)
         except Exception as exc:
             error = self._failure(items, exc)
             if error is exc:
@@ -951,15 +991,18 @@ class DynamicBatcher:
     def _run_inline(self, batch: list[_Request]) -> None:
         self._running += 1
         inputs, gather_ns = self._gather(batch)
+        eligible = self._solo_eligible(len(inputs))
+        solo = self._execute_solo if eligible and self.solo_watch.choose_solo() else None
         try:
-            outputs, infer_ns = self._timed_execute(inputs, self._solo(len(inputs)),
-                                                    on_loop=True)
+            outputs, infer_ns = self._timed_execute(inputs, solo, on_loop=True)
         except Exception as exc:
             self._running -= 1
             self._buffers.give_back(inputs)
             self._fail(batch, exc)
             return
         self._running -= 1
+        if eligible and solo is None:
+            self.solo_watch.record_one_thread(len(inputs), infer_ns, time.monotonic_ns())
         self._buffers.give_back(inputs)
         self._answer(batch, outputs, gather_ns, infer_ns)
 
@@ -977,7 +1020,10 @@ class DynamicBatcher:
         # needs it it may wait for the busy loop to let go.
         inputs, gather_ns = self._gather(batch)
         self._running_items += len(inputs)
-        job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns(), self._solo(len(inputs)))
+        eligible = self._solo_eligible(len(inputs))
+        solo = self._execute_solo if eligible and self.solo_watch.choose_solo() else None
+        job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns(), solo,
+                         compared=eligible and solo is None)
         self._executor.submit(self._execute_in_thread, job)
 
     def _execute_in_thread(self, job: _ThreadJob) -> None:
@@ -998,7 +1044,13 @@ class DynamicBatcher:
             self._fail(job.batch, job.error)
             self._after_execution(len(job.inputs))
             return
-        self.times.record_handoff(time.monotonic_ns() - job.dispatched_ns - job.infer_ns)
+        now_ns = time.monotonic_ns()
+        self.times.record_handoff(now_ns - job.dispatched_ns - job.infer_ns)
+        if job.solo is not None:
+            self.solo_watch.record_solo(len(job.inputs), job.infer_ns,
+                                        self.times.predict_ns(len(job.inputs)), now_ns)
+        elif job.compared:
+            self.solo_watch.record_one_thread(len(job.inputs), job.infer_ns, now_ns)
         self._after_execution(self._answer(job.batch, job.outputs, job.gather_ns, job.infer_ns))
 
     def _answer(self, batch: list[_Request], outputs: Outputs, gather_ns: int,
@@ -1056,13 +1108,13 @@ class DynamicBatcher:
         np.concatenate([r.inputs for r in batch], out=inputs)
         return inputs, time.monotonic_ns() - started
 
-    def _solo(self, items: int) -> Execute | None:
-        """The solo session, when a batch of ``items`` that is starting (counted in
-        ``_running``) has no other execution beside it and is long enough for it to pay."""
+    def _solo_eligible(self, items: int) -> bool:
+        """Whether a batch of ``items`` that is starting (counted in ``_running``) is one the
+        solo session takes: no other execution beside it, and long enough for it to pay. It
+        runs there if ``solo_watch`` says so (``choose_solo``)."""
         solo_from = self.times.solo_from
-        if self._running == 1 and solo_from is not None and items >= solo_from:
-            return self._execute_solo
-        return None
+        return self._execute_solo is not None and self._running == 1 \
+            and solo_from is not None and items >= solo_from
 
     def _timed_execute(self, inputs: Array, solo: Execute | None = None, *,
                        on_loop: bool = False) -> tuple[Outputs, int]:
@@ -1080,11 +1132,15 @@ class DynamicBatcher:
         cpu_started = time.thread_time_ns() if on_loop else 0
         started = time.monotonic_ns()
         outputs = solo(inputs)
-        infer_ns = time.monotonic_ns() - started
+        ended = time.monotonic_ns()
+        infer_ns = ended - started
         if on_loop:
             # Part of the time the loop's thread waits for the model's others: the loop's time
             # all the same. Seen as idle, LoopLoad would stop batches waiting for company.
             self._load.waited(infer_ns - (time.thread_time_ns() - cpu_started))
+            # On a worker thread: recorded by ``_finished``, on the loop's.
+            self.solo_watch.record_solo(len(inputs), infer_ns,
+                                        self.times.predict_ns(len(inputs)), ended)
         # Not recorded in the times: they predict what a batch costs on one thread.
         return outputs, infer_ns
 

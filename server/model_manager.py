@@ -453,11 +453,14 @@ def _log_alone(model: ServedModel, *, again: bool = False) -> None:
     on_loop, on_thread = times.alone_from, times.alone_on_thread_from
     if on_loop is None or on_thread is None or min(on_loop, on_thread) >= limit:
         return  # a full batch has no company to wait for anyway
+    one_thread = times.alone_from_one_thread
     log.info("%s v%d: %sa request of %d image%s or more, with nothing queued before it, runs "
-             "as it arrives when short enough for the event loop, and one of %d or more when it "
-             "must go to a worker thread, %s (per image, the profile ran it within %.0f %% of "
-             "every larger batch's time)", model.name, model.version,
+             "as it arrives when short enough for the event loop%s, and one of %d or more when "
+             "it must go to a worker thread, %s (per image, the profile ran it within %.0f %% "
+             "of every larger batch's time)", model.name, model.version,
              f"{PROFILED_AGAIN}: " if again else "", on_loop, "" if on_loop == 1 else "s",
+             f" ({one_thread} or more while the solo session saves nothing live)"
+             if one_thread is not None and one_thread != on_loop else "",
              on_thread, NEVER_HELD, JOIN_TOLERANCE * 100)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from axon.batching_settings import BatchingSettings
-from axon.server import batching
+from axon.server import batching, solo_watch
 from axon.server.batching import (
     Array,
     DynamicBatcher,
@@ -40,6 +40,7 @@ from axon.server.errors import (
     ShuttingDownError,
 )
 from axon.server.statistics import ModelStatistics
+from tests.support.solo_watch_runs import set_aside
 
 WIDTH = 3
 LONG = 10.0
@@ -614,6 +615,8 @@ def test_a_request_that_company_would_take_to_the_solo_session_waits_for_it(
     off_the_loop = ExecutionTimes()
     off_the_loop.profile(never_run, (WIDTH,), 256, execute_solo=never_run, inline_ns=200_000)
     assert (off_the_loop.solo_from, off_the_loop.alone_from) == (128, 64)
+    # While the solo session saves nothing live, one thread's times decide on the loop too.
+    assert on_the_loop.alone_from_one_thread == off_the_loop.alone_from_one_thread == 64
 
 
 def test_requests_queued_during_an_execution_run_next_all_together() -> None:
@@ -696,6 +699,100 @@ def test_a_batch_alone_runs_on_the_solo_session_from_the_size_it_pays() -> None:
     asyncio.run(scenario())
     assert single.batch_sizes == [1, 2]
     assert solo.batch_sizes == [4, 8]
+
+
+class SlowModel(FakeModel):
+    """A FakeModel that takes ``seconds`` a batch, whatever its size."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def execute(self, batch: Array) -> Sequence[Array]:
+        time.sleep(self.seconds)
+        return super().execute(batch)
+
+
+def test_a_solo_session_that_saves_nothing_live_is_set_aside_and_tried_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread is expected to take 1 µs an item; live, the solo session takes 2 ms (its
+    other cores busy, say). After MIN_RUNS executions there, a check runs the next ones by turns
+    on one thread and on the solo session; one thread is faster, so requests then run there
+    until the pause is over, and the solo session is tried again."""
+    monkeypatch.setattr(solo_watch, "RETRY_AFTER_NS", 200_000_000)
+    single, solo = FakeModel(), SlowModel(0.002)
+    first, checks = solo_watch.MIN_RUNS, solo_watch.CHECK_RUNS
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(64, delay_s=LONG, inline=True),
+                               solo=solo) as batcher:
+            batcher.times.record(1, 1_000)  # cheap: each request runs inline, alone
+            batcher.times.solo_from = 1
+            for i in range(first + 2 * checks + 2):
+                assert_own_rows(rows(i), await batcher.submit(rows(i)))
+            assert not batcher.solo_watch.usable
+            await asyncio.sleep(0.25)
+            assert_own_rows(rows(100), await batcher.submit(rows(100)))
+
+    asyncio.run(scenario())
+    check = range(first, first + 2 * checks)
+    assert solo.executed_ids == [*range(first), *check[::2], 100]
+    assert single.executed_ids == [*check[1::2], first + 2 * checks, first + 2 * checks + 1]
+
+
+def test_a_check_that_finds_the_solo_session_faster_than_one_thread_live_keeps_it() -> None:
+    """Batches on worker threads: live, one thread takes 6 ms, the solo session 2 ms, both far
+    above the 1 µs expected. The check's one-thread runs are the only ones."""
+    single, solo = SlowModel(0.006), SlowModel(0.002)
+    first, checks = solo_watch.MIN_RUNS, solo_watch.CHECK_RUNS
+
+    async def scenario() -> None:
+        async with batcher_for(single, policy(64, delay_s=0), solo=solo) as batcher:
+            batcher.times.record(1, 1_000)
+            batcher.times.solo_from = 1
+            for i in range(first + 2 * checks + 4):
+                assert_own_rows(rows(i), await batcher.submit(rows(i)))
+            assert batcher.solo_watch.usable and not batcher.solo_watch.checking
+
+    asyncio.run(scenario())
+    check = range(first, first + 2 * checks)
+    assert single.executed_ids == [*check[1::2]]
+    assert threading.get_ident() not in single.threads + solo.threads
+
+
+@pytest.mark.parametrize("solo_pays", [True, False])
+def test_while_the_solo_session_saves_nothing_live_one_thread_s_times_say_what_runs_alone(
+        solo_pays: bool) -> None:
+    """Costed on the solo session, 4 items gain by company (``alone_from`` 8) and wait for it on
+    a busy loop, up to the delay; on one thread they do not (``alone_from_one_thread`` 4), and
+    while the solo session saves nothing live they run as they arrive."""
+    model = FakeModel()
+    delay = 0.3
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        busy = asyncio.create_task(busy_loop(stop))
+        async with batcher_for(model, policy(64, delay_s=delay, inline=True)) as batcher:
+            for size, ns in {1: 100_000, 4: 1_000, 64: 1_000}.items():
+                batcher.times.record(size, size * ns)  # batching pays up to 64
+            batcher.times.record_handoff(1_000_000)
+            batcher.times.alone_from, batcher.times.alone_from_one_thread = 8, 4
+            if not solo_pays:
+                set_aside(batcher.solo_watch, time.monotonic_ns())
+                assert not batcher.solo_watch.usable
+            started = time.monotonic()
+            assert_own_rows(rows(1, 2, 3, 4), await batcher.submit(rows(1, 2, 3, 4)))
+            elapsed = time.monotonic() - started
+            stop.set()
+            await busy
+        return elapsed
+
+    elapsed = asyncio.run(scenario())
+    if solo_pays:
+        assert delay * 0.9 <= elapsed < LONG / 4
+    else:
+        assert elapsed < delay / 3
+    assert model.batch_sizes == [4]
 
 
 def test_beside_an_execution_in_flight_a_batch_runs_on_one_thread() -> None:
@@ -803,6 +900,12 @@ def test_sizes_the_solo_session_runs_are_costed_at_its_time_when_choosing_batch_
     # Sizes too long for the loop run on worker threads, maybe beside another execution: one
     # thread's times choose them.
     assert scripted_choice(inline_ns=200_000)[:2] == (64, 128)
+    # While the solo session saves nothing live (``SoloWatch``), one thread's times choose.
+    times = ExecutionTimes()
+    times.profile(never_run, (WIDTH,), 256, execute_solo=never_run, inline_ns=5_000_000)
+    assert times.worth_waiting_size(256, one_thread=True) == 128
+    assert times.preferred_size(256, one_thread=True) == 256
+    assert times.worth_waiting_size(256) == times.preferred_size(256) == 256
 
 
 def timing(wall_us: float, cpu_us: float) -> Timing:
