@@ -10,13 +10,14 @@ one thread in the profile (docs/performance.md, "The solo session, live").
 
 ``SoloWatch`` keeps an exponential average of each solo execution's wall time over what one
 thread is expected to take for its size. The expectation comes from the profile until a check
-has measured one thread live. Once that share passes ``LIVE_MAX_SHARE`` over ``MIN_RUNS``
-executions, a check starts: the next executions the solo session would take alternate between
-one thread and the solo session, ``CHECK_RUNS`` each, both timed live, because one thread is
-slower live too and the profile's time flatters it. If the solo session still saves less than a
-tenth, it counts as not paying (``usable`` False): the batcher runs on one thread and chooses
-its sizes from one thread's times; after ``RETRY_AFTER_NS`` it is tried again. Otherwise the
-check's one-thread time becomes the expectation. A quiet host never starts a check.
+has measured one thread live. Once that share passes ``CHECK_FROM_SHARE`` over ``MIN_RUNS``
+executions, a check starts (at most one per ``CHECK_INTERVAL_NS``): the next executions the
+solo session would take alternate between one thread and the solo session, ``CHECK_RUNS``
+each, both timed live, because one thread is slower live too and the profile's time flatters
+it. If the solo session took more than ``SET_ASIDE_FROM_SHARE`` of one thread's time, it counts
+as not paying (``usable`` False): the batcher runs on one thread and chooses its sizes from one
+thread's times; after ``RETRY_AFTER_NS`` it is tried again. Otherwise the check's one-thread
+time becomes the expectation. A quiet host never starts a check.
 
 It knows nothing of the batcher; the batcher calls it from the event loop's thread only.
 """
@@ -27,25 +28,33 @@ import logging
 
 log = logging.getLogger(__name__)
 
-LIVE_MAX_SHARE = 0.9
-"""The solo session counts as paying while its executions take at most this share of one
-thread's time: the profile's bar (``SOLO_MIN_SAVED_SHARE``, a tenth saved) applied live."""
+CHECK_FROM_SHARE = 0.9
+"""A check starts once the solo session's executions average more than this share of one
+thread's expected time: the profile's bar (``SOLO_MIN_SAVED_SHARE``, a tenth saved)."""
+SET_ASIDE_FROM_SHARE = 0.95
+"""A check sets the solo session aside when it took more than this share of one thread's time.
+Above the bar that starts a check: where the solo session pays live, a check's share read
+0.51-0.89 (mostly 0.73-0.85) on an AMD EPYC Zen 4 at 16 callers x 64 compact-net images, and
+a check of a few runs each is that noisy; where it did not, 1.0-1.5."""
 MIN_RUNS = 8
 """Solo executions averaged before a check may start: one can be slowed by a moment's
 preemption."""
-CHECK_RUNS = 4
+CHECK_RUNS = 6
 """Executions on each side of a check."""
-RETRY_AFTER_NS = 2_000_000_000
+CHECK_INTERVAL_NS = 5_000_000_000
+"""The least time from a check that kept the solo session to the next: each costs CHECK_RUNS
+executions on one thread where the solo session was faster."""
+RETRY_AFTER_NS = 5_000_000_000
 """How long the solo session stays unused once it stopped paying. A try costs MIN_RUNS solo
-executions and a check."""
+executions and a check, where the solo session is still no faster."""
 WEIGHT = 0.2
 
 
 class SoloWatch:
     """The solo session's live share of one thread's time, and the verdict on it."""
 
-    __slots__ = ("_check", "_one_thread_ns_per_item", "_retry_at_ns", "_runs", "_said",
-                 "_share", "_turn", "checking", "name", "usable")
+    __slots__ = ("_check", "_next_check_ns", "_one_thread_ns_per_item", "_retry_at_ns", "_runs",
+                 "_said", "_share", "_turn", "checking", "name", "usable")
 
     def __init__(self, name: str = "model") -> None:
         self.name = name
@@ -62,6 +71,7 @@ class SoloWatch:
         """A check's solo executions and one thread's."""
         self._turn = False
         self._retry_at_ns = 0
+        self._next_check_ns = 0
         self._said = False
 
     @property
@@ -96,7 +106,8 @@ class SoloWatch:
         share = wall_ns / one_thread_ns
         self._runs += 1
         self._share = share if self._runs == 1 else self._share + WEIGHT * (share - self._share)
-        if self._runs >= MIN_RUNS and self._share > LIVE_MAX_SHARE:
+        if self._runs >= MIN_RUNS and self._share > CHECK_FROM_SHARE \
+                and now_ns >= self._next_check_ns:
             self.checking = True
             self._check = (_Side(), _Side())
             self._turn = False
@@ -124,8 +135,9 @@ class SoloWatch:
         self._runs = 0
         one_thread_per_item = one_thread.wall_ns / one_thread.items
         share = solo.wall_ns / solo.items / one_thread_per_item
-        if share <= LIVE_MAX_SHARE:
+        if share <= SET_ASIDE_FROM_SHARE:
             self._one_thread_ns_per_item = one_thread_per_item
+            self._next_check_ns = now_ns + CHECK_INTERVAL_NS
             return
         self.usable = False
         self._retry_at_ns = now_ns + RETRY_AFTER_NS
