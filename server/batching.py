@@ -260,9 +260,6 @@ class ExecutionTimes:
         if execute_solo is not None:
             solo_from = self.solo_from = self._time_solo_again(execute, execute_solo,
                                                                item_shape)
-        import os  # THROWAWAY
-        if os.environ.get("AXON_FORCE_SOLO_FROM") and execute_solo is not None:
-            solo_from = self.solo_from = int(os.environ["AXON_FORCE_SOLO_FROM"])
         solo_share = {size: solo.wall_ns / single.wall_ns
                       for size, (single, solo) in self.solo_profile.items()
                       if solo_from is not None and size >= solo_from
@@ -688,10 +685,6 @@ class DynamicBatcher:
         self._execute = execute
         self._execute_solo = execute_solo
         self.solo_watch = SoloWatch(name)
-        if self._max_inline_ns % 1000 == 7:  # THROWAWAY
-            class _NoWatch(SoloWatch):
-                def record(self, *a, **k): pass  # type: ignore
-            self.solo_watch = _NoWatch(name)
         """Whether the solo session saves time live; while it does not, the batcher runs and
         sizes batches as if there were none."""
         self._observer = observer
