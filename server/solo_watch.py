@@ -5,7 +5,7 @@ The load-time profile times the solo session (the model on more onnxruntime thre
 machine, and the batcher builds on it: such sizes run there, and a request that company would
 make that big waits for company. Under load the other core may be taken (the load generator,
 gRPC's own threads, a host stealing the virtual CPU): on an AMD EPYC Zen 4 the compact digit
-net's 128 images took 630 µs live on two threads against 376 µs in the profile, and 563 µs on
+net's 128 images took 630 µs live on two threads against 369 µs in the profile, and 563 µs on
 one thread in the profile (docs/performance.md, "The solo session, live").
 
 ``SoloWatch`` keeps an exponential average of each solo execution's wall time over what one
