@@ -17,7 +17,8 @@ each, both timed live, because one thread is slower live too and the profile's t
 it. If the solo session took more than ``SET_ASIDE_FROM_SHARE`` of one thread's time, it counts
 as not paying (``usable`` False): the batcher runs on one thread and chooses its sizes from one
 thread's times; after ``RETRY_AFTER_NS`` it is tried again. Otherwise the check's one-thread
-time becomes the expectation. A quiet host never starts a check.
+time becomes the expectation. Where the solo session runs about as fast as the profile
+found, no check starts.
 
 It knows nothing of the batcher; the batcher calls it from the event loop's thread only.
 """
