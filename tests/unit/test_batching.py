@@ -482,6 +482,26 @@ def test_a_batch_of_the_preferred_size_runs_at_once_while_the_loop_is_busy() -> 
     assert model.batch_sizes == [4]
 
 
+def four_rows_on_a_busy_loop(model: FakeModel, settings: BatchingSettings,
+                             prepare: Callable[[DynamicBatcher], None]) -> float:
+    """Seconds until a request of four rows is answered on a loop kept busy, by a batcher set
+    up by ``prepare``."""
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        busy = asyncio.create_task(busy_loop(stop))
+        async with batcher_for(model, settings) as batcher:
+            prepare(batcher)
+            started = time.monotonic()
+            assert_own_rows(rows(1, 2, 3, 4), await batcher.submit(rows(1, 2, 3, 4)))
+            elapsed = time.monotonic() - started
+            stop.set()
+            await busy
+        return elapsed
+
+    return asyncio.run(scenario())
+
+
 def test_a_request_company_would_save_nothing_runs_as_it_arrives_on_a_busy_loop() -> None:
     """From 4 items on a larger batch runs no cheaper per item: a request that big runs at once,
     on the loop (cheaper than a hand-off), while a single item waits for company up to the
@@ -531,20 +551,11 @@ def test_a_request_company_would_save_nothing_starts_at_once_on_a_worker_thread_
     model = FakeModel()
     delay = 0.3
 
-    async def scenario() -> float:
-        stop = asyncio.Event()
-        busy = asyncio.create_task(busy_loop(stop))
-        async with batcher_for(model, policy(64, delay_s=delay)) as batcher:
-            batcher.times.alone_from = 4
-            batcher.times.alone_on_thread_from = on_thread_from
-            started = time.monotonic()
-            assert_own_rows(rows(1, 2, 3, 4), await batcher.submit(rows(1, 2, 3, 4)))
-            elapsed = time.monotonic() - started
-            stop.set()
-            await busy
-        return elapsed
+    def prepare(batcher: DynamicBatcher) -> None:
+        batcher.times.alone_from = 4
+        batcher.times.alone_on_thread_from = on_thread_from
 
-    elapsed = asyncio.run(scenario())
+    elapsed = four_rows_on_a_busy_loop(model, policy(64, delay_s=delay), prepare)
     if on_thread_from == 4:
         assert elapsed < delay / 3
     else:
@@ -769,25 +780,16 @@ def test_while_the_solo_session_saves_nothing_live_one_thread_s_times_say_what_r
     model = FakeModel()
     delay = 0.3
 
-    async def scenario() -> float:
-        stop = asyncio.Event()
-        busy = asyncio.create_task(busy_loop(stop))
-        async with batcher_for(model, policy(64, delay_s=delay, inline=True)) as batcher:
-            for size, ns in {1: 100_000, 4: 1_000, 64: 1_000}.items():
-                batcher.times.record(size, size * ns)  # batching pays up to 64
-            batcher.times.record_handoff(1_000_000)
-            batcher.times.alone_from, batcher.times.alone_from_one_thread = 8, 4
-            if not solo_pays:
-                set_aside(batcher.solo_watch, time.monotonic_ns())
-                assert not batcher.solo_watch.usable
-            started = time.monotonic()
-            assert_own_rows(rows(1, 2, 3, 4), await batcher.submit(rows(1, 2, 3, 4)))
-            elapsed = time.monotonic() - started
-            stop.set()
-            await busy
-        return elapsed
+    def prepare(batcher: DynamicBatcher) -> None:
+        for size, ns in {1: 100_000, 4: 1_000, 64: 1_000}.items():
+            batcher.times.record(size, size * ns)  # batching pays up to 64
+        batcher.times.record_handoff(1_000_000)
+        batcher.times.alone_from, batcher.times.alone_from_one_thread = 8, 4
+        if not solo_pays:
+            set_aside(batcher.solo_watch, time.monotonic_ns())
+            assert not batcher.solo_watch.usable
 
-    elapsed = asyncio.run(scenario())
+    elapsed = four_rows_on_a_busy_loop(model, policy(64, delay_s=delay, inline=True), prepare)
     if solo_pays:
         assert delay * 0.9 <= elapsed < LONG / 4
     else:
