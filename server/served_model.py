@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -19,12 +18,6 @@ from axon.server.statistics import ModelStatistics
 
 PLATFORM = "onnxruntime_onnx"
 FP32_BYTES = 4
-
-# Values so large that their squares overflow are legal input: check_values' quick sum then
-# overflows, on purpose, and the exact check decides.
-warnings.filterwarnings("ignore", message="overflow encountered in dot", category=RuntimeWarning,
-                        module=__name__)
-
 
 ResponseTemplate = tuple[bytes, bytes, tuple[bytes, ...]]
 """What every ModelInfer response with the same outputs and shapes shares, serialized: the
@@ -108,10 +101,13 @@ class ServedModel:
         """Raise InvalidInputError unless every value is finite."""
         # The sum of squares is finite only if every value is, and it is one BLAS call: a
         # third of the time of isfinite + all, two ufunc passes (3 µs against 9 for one image
-        # here; docs/performance.md, "A lone call, live"). When it is not finite (a NaN, an
-        # infinity, or finite values whose squares overflow float32), the exact check decides.
+        # here; docs/performance.md, "A lone call, live"). vdot, not dot: dot copies unaligned
+        # floats (raw contents straight from gRPC's bytes often are) before calling BLAS, vdot
+        # hands them to it as they are (4 µs against 10 for 64 images). When the sum is not
+        # finite (a NaN, an infinity, or finite values whose squares overflow float32), the
+        # exact check decides.
         flat = batch.reshape(-1)
-        if math.isfinite(flat.dot(flat)):
+        if math.isfinite(np.vdot(flat, flat)):
             return
         if not np.isfinite(batch).all():
             bad = int(np.count_nonzero(~np.isfinite(batch)))

@@ -84,6 +84,11 @@ def test_a_kept_head_is_checked_again_for_each_input_and_each_model_version(
                 for _ in range(2):  # checked whole, then by its kept head
                     response = await servicer.ModelInfer(split, _Context())  # type: ignore[arg-type]
                     np.testing.assert_array_equal(_answer(response), expected)
+                padded.raw_input_contents[0] = bad.tobytes()
+                split = reader(padded.SerializeToString())
+                assert isinstance(split, SplitRequest)
+                with pytest.raises(InvalidInputError, match="1 NaN or infinite values"):
+                    await servicer.ModelInfer(split, _Context())  # type: ignore[arg-type]
 
             await models.unload(DIGITS)
             with pytest.raises(ModelNotReadyError, match="is not loaded"):
