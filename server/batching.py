@@ -196,13 +196,18 @@ class ExecutionTimes:
     def _choose(self, solo_share: Mapping[int, float] | None = None) -> None:
         """``solo_share``: batch size -> its solo time over its one-thread time, for the sizes
         the solo session would run on the event loop (``profile``'s)."""
-        ns_per_item = {1 << (bucket - 1): ns for bucket, ns in self._ns_per_item.items()}
+        # ``record`` runs on worker threads too, and may add a size or reset the choice
+        # meanwhile: read one copy (made without letting go of the interpreter lock), and set
+        # the sizes once chosen.
+        ns_per_item = {1 << (bucket - 1): ns
+                       for bucket, ns in self._ns_per_item.copy().items()}
         costs = {size: ns + EXECUTION_OVERHEAD_NS / size for size, ns in ns_per_item.items()}
         if not costs:
             return
         best = min(costs.values())
-        self._preferred = min(size for size, cost in costs.items()
-                              if cost <= best * (1 + PREFERRED_TOLERANCE))
+        preferred = min(size for size, cost in costs.items()
+                        if cost <= best * (1 + PREFERRED_TOLERANCE))
+        worth_waiting = self._worth_waiting
         if not self._profiled:
             # A batch held back is cut when the loop falls idle, and runs there when it is
             # short enough: alone, so on the solo session from solo_from on, holding the loop
@@ -216,9 +221,9 @@ class ExecutionTimes:
             held = {size: ns * share.get(size, 1.0) + EXECUTION_OVERHEAD_NS / size
                     for size, ns in ns_per_item.items()}
             best_held = min(held.values())
-            self._worth_waiting = min(size for size, cost in held.items()
-                                      if cost <= best_held * (1 + WORTH_WAITING_TOLERANCE))
-        if self._worth_waiting is not None and self._worth_waiting > self._preferred:
+            worth_waiting = min(size for size, cost in held.items()
+                                if cost <= best_held * (1 + WORTH_WAITING_TOLERANCE))
+        if worth_waiting is not None and worth_waiting > preferred:
             # Only the solo session's times can make the size worth waiting for the larger.
             # A batch cut below it on a busy loop runs on one thread, and the size an idle loop
             # waits for then rarely forms: on an Intel Xeon, where the compact digit net's 128
@@ -226,7 +231,9 @@ class ExecutionTimes:
             # those starts ran 128 images per execution at 16 callers x 64 images, 0.83-0.98x
             # the naive server against 1.26x with 256 (docs/performance.md, "On an Intel
             # Xeon").
-            self._preferred = self._worth_waiting
+            preferred = worth_waiting
+        self._worth_waiting = worth_waiting
+        self._preferred = preferred
 
     def profile(self, execute: Execute, item_shape: tuple[int, ...], limit: int,
                 budget_ns: int = 1_000_000_000, *, execute_solo: Execute | None = None,
@@ -635,6 +642,16 @@ class LoopLoad:
         self._waited_ns += ns
 
 
+def _misfit(outputs: Outputs, rows: int) -> str | None:
+    """What is wrong with ``outputs`` for a batch of ``rows`` items; None: a row per item."""
+    for output in outputs:
+        if output.shape[:1] != (rows,):
+            shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
+            return (f"the model returned outputs of shapes {shapes} for a batch of {rows}: "
+                    "each needs one row per item")
+    return None
+
+
 class _ThreadJob:
     """A batch handed to a worker thread, and what came of it."""
 
@@ -721,6 +738,11 @@ class DynamicBatcher:
         """
         if self._closed:
             raise ShuttingDownError(f"model {self._name} is being unloaded")
+        if deadline is not None and deadline <= time.monotonic():
+            # As if it had expired in the queue: the path that skips the queue runs no check.
+            self._report_drop(True)
+            raise DeadlineExpiredError(f"the deadline passed before the request reached model "
+                                       f"{self._name}")
         self._arrivals += 1
         items = len(inputs)
         settings = self.settings
@@ -862,13 +884,20 @@ class DynamicBatcher:
             self._ticker.wait(self)
 
     async def close(self) -> None:
-        """Refuse new requests, finish the queued ones, then release the worker threads."""
+        """Refuse new requests, finish the queued ones, then release the worker threads. If
+        cancelled meanwhile, the requests still queued fail with ShuttingDownError."""
         self.refuse_new()
         try:
             while self._queue or self._running:
-                self._drained = asyncio.Event()
+                if self._drained is None:  # one event for every caller of close
+                    self._drained = asyncio.Event()
+                self._drained.clear()
                 await self._drained.wait()
         finally:
+            if self._queue:
+                # Cancelled (a shutdown that stopped waiting): nothing would run these now.
+                self._fail_queued(ShuttingDownError(f"model {self._name} was unloaded before "
+                                                    "this request ran"))
             if self._second_look is not None:
                 self._second_look.cancel()
             if self._timer is not None:
@@ -876,6 +905,13 @@ class DynamicBatcher:
                 self._timer = None
             if self._executor is not None:
                 self._executor.shutdown(wait=False)
+
+    def _fail_queued(self, error: ServingError) -> None:
+        while self._queue:
+            request = self._queue.popleft()
+            self._queued_items -= request.items
+            if not request.future.done():
+                request.future.set_exception(error)
 
     def _start(self) -> LoopTicker:
         self._loop = asyncio.get_running_loop()
@@ -977,6 +1013,9 @@ class DynamicBatcher:
             raise error from exc
         finally:
             self._running -= 1
+        misfit = _misfit(outputs, items)
+        if misfit is not None:
+            raise self._failure(items, ValueError(misfit))
         if observer is not None:
             observer.batch_executed(items, 0, infer_ns, 0)
         return outputs
@@ -997,7 +1036,10 @@ class DynamicBatcher:
         if eligible and solo is None:
             self.solo_watch.record_one_thread(len(inputs), infer_ns, time.monotonic_ns())
         self._buffers.give_back(inputs)
-        self._answer(batch, outputs, gather_ns, infer_ns)
+        try:
+            self._answer(batch, outputs, len(inputs), gather_ns, infer_ns)
+        except Exception as exc:  # nothing may leave a caller of the batch waiting
+            self._fail(batch, exc)
 
     def _run_in_thread(self, batch: list[_Request]) -> None:
         if self._executor is None:
@@ -1044,11 +1086,23 @@ class DynamicBatcher:
                                         self.times.predict_ns(len(job.inputs)), now_ns)
         elif job.compared:
             self.solo_watch.record_one_thread(len(job.inputs), job.infer_ns, now_ns)
-        self._after_execution(self._answer(job.batch, job.outputs, job.gather_ns, job.infer_ns))
+        try:
+            answered = self._answer(job.batch, job.outputs, len(job.inputs), job.gather_ns,
+                                    job.infer_ns)
+        except Exception as exc:  # nothing may leave a caller waiting, nor the queue behind
+            self._fail(job.batch, exc)
+            answered = len(job.inputs)
+        self._after_execution(answered)
 
-    def _answer(self, batch: list[_Request], outputs: Outputs, gather_ns: int,
+    def _answer(self, batch: list[_Request], outputs: Outputs, rows: int, gather_ns: int,
                 infer_ns: int) -> int:
-        """Give each request its rows; return the items answered."""
+        """Give each request its rows; return the items answered (``rows``, the batch's).
+        Outputs without a row per item fail the whole batch: sliced, they would give callers
+        other callers' rows, or none."""
+        misfit = _misfit(outputs, rows)
+        if misfit is not None:
+            self._fail(batch, ValueError(misfit))
+            return rows
         scatter_start = time.monotonic_ns()
         start = 0
         for request in batch:

@@ -16,9 +16,12 @@ free, as Triton's dynamic batcher does with no queue delay.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Sized
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Waiter(Protocol):
@@ -55,7 +58,15 @@ class LoopTicker:
         # Read before deciding: a decision that runs a batch makes work of its own.
         idle = self.idle()
         for waiter in list(self._waiting):
-            if waiter.decide(idle):
+            try:
+                done = waiter.decide(idle)
+            except Exception:
+                # One model's fault must not stall the batches of the others on this loop.
+                # Not asked again (a fault that repeats would spin the loop): its next
+                # request asks again.
+                log.exception("a batcher failed to decide whether to run a batch")
+                done = True
+            if done:
                 self._waiting.pop(waiter, None)
         if self._waiting and not self._scheduled:
             self._schedule()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -1370,3 +1371,133 @@ def test_loop_load_counts_the_loop_s_wait_inside_a_solo_execution_as_busy() -> N
         load.waited(time.monotonic_ns() - started)
         load.sample(time.monotonic_ns())
     assert load.busy > 0.75 and load.saturated
+
+
+class ScalarOutputModel(FakeModel):
+    """While ``scalar`` holds, each output is one number per batch: no row per item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scalar = True
+
+    def execute(self, batch: Array) -> Sequence[Array]:
+        outputs = super().execute(batch)
+        return [output.sum().reshape(()) for output in outputs] if self.scalar else outputs
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["on a worker thread", "on the loop"])
+def test_outputs_without_a_row_per_item_fail_the_batch_and_the_batcher_goes_on(
+        inline: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Sliced per request, such outputs would raise or hand callers other callers' rows:
+    every caller of the batch, and a lone caller too, hears that the model failed."""
+    model = ScalarOutputModel()
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(64, delay_s=LONG, inline=inline)) as batcher:
+            for size in (1, 2, 4, 8):
+                batcher.times.record(size, 1_000)  # cheap: run on the loop where allowed
+            async with asyncio.timeout(LONG / 2):  # a caller left waiting fails here
+                joined = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(5)),
+                                              return_exceptions=True)
+                lone = await asyncio.gather(batcher.submit(rows(9)), return_exceptions=True)
+            for outcome in [*joined, *lone]:
+                assert isinstance(outcome, ModelExecutionError), outcome
+                assert "the server log has the details" in str(outcome)
+            model.scalar = False
+            assert_own_rows(rows(7, 8), await batcher.submit(rows(7, 8)))
+
+    with caplog.at_level(logging.ERROR, logger="axon.server.batching"):
+        asyncio.run(scenario())
+    assert model.batch_sizes == [5, 1, 2]
+    assert sum(1 for r in caplog.records
+               if r.exc_info and "one row per item" in str(r.exc_info[1])) == 2
+
+
+def test_a_request_whose_deadline_passed_before_it_arrived_is_never_run() -> None:
+    """Not even on the lone caller's path, which skips the queue and its check."""
+    model = FakeModel()
+    statistics = ModelStatistics()
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(4, inline=True), statistics) as batcher:
+            batcher.times.record(1, 1_000)  # cheap: a lone caller runs at once, on the loop
+            with pytest.raises(DeadlineExpiredError, match="before the request reached"):
+                await batcher.submit(rows(1), time.monotonic() - 1)
+            assert_own_rows(rows(2), await batcher.submit(rows(2), time.monotonic() + LONG))
+
+    asyncio.run(scenario())
+    assert model.executed_ids == [2]
+    assert statistics.dropped == 1
+
+
+def test_two_closes_at_once_both_return_once_the_batcher_is_drained() -> None:
+    model = FakeModel(held=True)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(model.execute, policy(4))
+        try:
+            running = await executing(model, batcher, rows(1))
+            closes = [asyncio.create_task(batcher.close()) for _ in range(2)]
+            await asyncio.sleep(0.02)
+            assert not any(close.done() for close in closes)  # the held execution remains
+            model.gate.set()
+            async with asyncio.timeout(LONG / 2):
+                await asyncio.gather(*closes)
+            assert_own_rows(rows(1), running.result())
+        finally:
+            model.gate.set()
+
+    asyncio.run(scenario())
+
+
+def test_a_close_given_up_on_fails_the_requests_still_queued() -> None:
+    """A shutdown that stops waiting for a hung execution: the requests queued behind it would
+    never run now, and their callers hear so instead of waiting for their deadlines."""
+    model = FakeModel(held=True)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(model.execute, policy(1, delay_s=LONG))
+        try:
+            running = await executing(model, batcher, rows(1))
+            queued = asyncio.create_task(batcher.submit(rows(2)))
+            await wait_until(lambda: batcher.queued_items == 1)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(batcher.close(), 0.05)
+            with pytest.raises(ShuttingDownError, match="unloaded before this request ran"):
+                await asyncio.wait_for(queued, LONG / 2)
+            assert batcher.queued_items == 0
+        finally:
+            model.gate.set()
+        assert_own_rows(rows(1), await asyncio.wait_for(running, LONG / 2))
+
+    asyncio.run(scenario())
+    assert model.executed_ids == [1]
+
+
+def test_times_recorded_on_worker_threads_do_not_break_a_choice_on_the_loop() -> None:
+    """Without a load-time profile (TensorRT) worker threads record times, adding sizes and
+    resetting the choice, while the loop chooses from the same table."""
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the interpreter over as often as it can
+    try:
+        for _ in range(50):
+            times = ExecutionTimes()
+            for bucket in range(1, 9):
+                times.record(1 << (bucket - 1), 1_000 * bucket)
+
+            def record_new_sizes(times: ExecutionTimes = times) -> None:
+                for bucket in range(9, 40):
+                    times.record(1 << (bucket - 1), 1_000)
+                    time.sleep(0)
+
+            worker = threading.Thread(target=record_new_sizes)
+            worker.start()
+            try:
+                while worker.is_alive():
+                    times.preferred_size(1 << 40)
+                    times.worth_waiting_size(1 << 40)
+                    times._preferred = None  # what ``record`` does for each new size
+            finally:
+                worker.join()
+    finally:
+        sys.setswitchinterval(switch_interval)

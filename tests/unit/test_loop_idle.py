@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from axon.server.loop_idle import LoopTicker, ticker_for
 
@@ -49,3 +52,30 @@ def test_one_ticker_per_loop() -> None:
         return ticker_for(loop) is ticker_for(loop)
 
     assert asyncio.run(scenario())
+
+
+class FailingWaiter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decide(self, loop_idle: bool) -> bool:
+        self.calls += 1
+        raise RuntimeError("boom")
+
+
+def test_a_waiter_that_fails_to_decide_does_not_stop_the_others_ticks(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One model's fault must not stall another's batches on the same loop."""
+    async def scenario() -> tuple[int, list[bool]]:
+        ticker = LoopTicker(asyncio.get_running_loop())
+        failing, recorder = FailingWaiter(), Recorder(ticks_wanted=3)
+        ticker.wait(failing)
+        ticker.wait(recorder)
+        await asyncio.sleep(0.01)
+        return failing.calls, recorder.seen
+
+    with caplog.at_level(logging.ERROR, logger="axon.server.loop_idle"):
+        calls, seen = asyncio.run(scenario())
+    assert seen == [True, True, True]
+    assert calls == 1  # not asked again: a fault that repeats would spin the loop
+    assert any("failed to decide" in r.getMessage() for r in caplog.records)
