@@ -118,6 +118,23 @@ def _input_names_problem(names: Sequence[str], expected: str) -> str:
     return f"input {expected!r} is given {len(names)} times"
 
 
+def check_output_count(model: ServedModel, requested: int) -> None:
+    """Refuse more requested outputs than ``model`` has, before any is looked at: each costs
+    work on the event loop, and a request may name a million within the message limit."""
+    if requested > len(model.output_names):
+        raise InvalidInputError(f"{requested:,} outputs requested; {model.name} has "
+                                f"{len(model.output_names)} ({', '.join(model.output_names)}): "
+                                "name each at most once")
+
+
+def refuse_repeated(name: str, chosen: Sequence[OutputChoice], model: ServedModel) -> None:
+    """Refuse an output named twice in one request (its answer would hold two tensors of one
+    name, which clients look up by name)."""
+    if any(model.output_names[choice.output] == name for choice in chosen):
+        raise InvalidInputError(f"output {shown(name)} is requested twice; name each output "
+                                "at most once")
+
+
 def choose_output(model: ServedModel, name: str, classification: object = None) -> OutputChoice:
     """The output ``name`` asks for; ``classification`` is its classification parameter's value
     as the transport read it (None: absent)."""

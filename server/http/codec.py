@@ -29,7 +29,9 @@ from axon.server.tensors import (
     batch_from_bytes,
     check_input,
     check_input_names,
+    check_output_count,
     choose_output,
+    refuse_repeated,
     refuse_unsupported,
 )
 
@@ -102,7 +104,7 @@ def _json_length(header: str | None, body_length: int) -> int:
     if header is None:
         return body_length
     text = header.strip()
-    if not text.isdigit() or not 0 < int(text) <= body_length:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= body_length:
         raise InvalidInputError(f"header {INFERENCE_HEADER} is {shown(header)}; it must be the "
                                 f"length of the body's JSON part, from 1 to the body's "
                                 f"{body_length:,} bytes")
@@ -195,14 +197,20 @@ def _outputs(model: ServedModel, outputs: object,
              binary_default: bool) -> tuple[tuple[OutputChoice, ...], tuple[bool, ...]]:
     if outputs is None:
         return model.output_choices, (binary_default,) * len(model.output_choices)
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+    if not isinstance(outputs, list):
         raise InvalidInputError(f"\"outputs\" must be a list of requested outputs (objects), "
                                 f"got {_kind(outputs)}")
-    choices, binary = [], []
+    check_output_count(model, len(outputs))
+    if not all(isinstance(o, dict) for o in outputs):
+        raise InvalidInputError(f"\"outputs\" must be a list of requested outputs (objects), "
+                                f"got {_kind(outputs)}")
+    choices: list[OutputChoice] = []
+    binary: list[bool] = []
     for output in outputs:
         name = output.get("name")
         if not isinstance(name, str):
             raise InvalidInputError("every requested output needs a \"name\" (a string)")
+        refuse_repeated(name, choices, model)
         parameters = _mapping(output, "parameters", f"output {shown(name)}'s")
         refuse_unsupported(parameters)
         choices.append(choose_output(model, name, parameters.get(CLASSIFICATION)))

@@ -23,9 +23,11 @@ from axon.server.tensors import (
     batch_from_values,
     check_input,
     check_input_names,
+    check_output_count,
     choose_output,
     deadline_from_timeout,
     output_tensors,
+    refuse_repeated,
     refuse_unsupported,
 )
 from axon.server.wire import bytes_field, field_tag, varint
@@ -49,8 +51,10 @@ def requested_outputs(request: pb.ModelInferRequest,
     """The outputs to return, in request order (every output when none is named)."""
     if not request.outputs:
         return model.output_choices
-    choices = []
+    check_output_count(model, len(request.outputs))
+    choices: list[OutputChoice] = []
     for output in request.outputs:
+        refuse_repeated(output.name, choices, model)
         classification = None
         if output.parameters:
             refuse_unsupported(output.parameters)

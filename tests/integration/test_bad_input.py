@@ -113,6 +113,17 @@ CASES = {
                   parameters={"shared_memory_region": oip.InferParameter(string_param="r")})]),
         CODE.INVALID_ARGUMENT, "parameter 'shared_memory_region' asks for the shared-memory "
         "extension, which Axon does not implement"),
+    "an output requested twice": Case(
+        infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
+              outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="probabilities")]
+              * 2),
+        CODE.INVALID_ARGUMENT, "output 'probabilities' is requested twice; name each output "
+        "at most once"),
+    "a hundred thousand outputs requested": Case(
+        infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
+              outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="logits")]
+              * 100_000),
+        CODE.INVALID_ARGUMENT, "100,000 outputs requested; mnist has 2 (logits, probabilities)"),
     "a classification count that is not a count": Case(
         infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
               outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(

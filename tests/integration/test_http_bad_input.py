@@ -124,6 +124,10 @@ CASES = {
     "a header length that is not a number": Case(
         with_binary(BINARY_INPUT, ONE.tobytes(), length="-5"), 400,
         "header Inference-Header-Content-Length is '-5'"),
+    "a header length in digits beyond ASCII": Case(
+        # '²' is a digit to str.isdigit, not to int(); sent as its UTF-8 bytes.
+        with_binary(BINARY_INPUT, ONE.tobytes(), length="²".encode().decode("latin-1")), 400,
+        "header Inference-Header-Content-Length is '²'"),
     "bytes after the JSON that no input claims": Case(
         with_binary(json_infer(ONE), b"\0" * 16), 400,
         "holds 16 bytes after its JSON part, but no input declares binary_data_size"),
@@ -142,6 +146,12 @@ CASES = {
         400, "has both \"data\" and binary_data_size"),
     "an unknown output": Case(document(lambda r: r.update(outputs=[{"name": "scores"}])), 400,
                               "unknown output 'scores' requested"),
+    "an output requested twice": Case(
+        document(lambda r: r.update(outputs=[{"name": "logits"}, {"name": "logits"}])), 400,
+        "output 'logits' is requested twice; name each output at most once"),
+    "300,000 outputs requested": Case(
+        document(lambda r: r.update(outputs=[{"name": "logits"}] * 300_000)), 400,
+        "300,000 outputs requested; mnist has 2 (logits, probabilities)"),
     "a classification of zero classes": Case(
         document(lambda r: r.update(outputs=[{"name": "probabilities",
                                               "parameters": {"classification": 0}}])), 400,
