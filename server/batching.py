@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 Execute = Callable[[Array], Sequence[Array]]
+"""A model run: every output with one row per item of the input, in new memory (the batcher
+reuses a joined batch's input buffer once the run returns; onnxruntime never hands back a view
+of its input)."""
 Outputs = Sequence[Array]
 
 
