@@ -123,7 +123,7 @@ def check_output_count(model: ServedModel, requested: int) -> None:
     work on the event loop, and a request may name a million within the message limit."""
     if requested > len(model.output_names):
         raise InvalidInputError(f"{requested:,} outputs requested; {model.name} has "
-                                f"{len(model.output_names)} ({', '.join(model.output_names)}): "
+                                f"{len(model.output_names)} ({shown_all(model.output_names)}): "
                                 "name each at most once")
 
 

@@ -123,7 +123,8 @@ CASES = {
         infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
               outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="logits")]
               * 100_000),
-        CODE.INVALID_ARGUMENT, "100,000 outputs requested; mnist has 2 (logits, probabilities)"),
+        CODE.INVALID_ARGUMENT,
+        "100,000 outputs requested; mnist has 2 ('logits', 'probabilities')"),
     "a classification count that is not a count": Case(
         infer(model_name=DIGITS, inputs=[tensor([1, 784])], raw_input_contents=raw(GOOD),
               outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(

@@ -151,7 +151,7 @@ CASES = {
         "output 'logits' is requested twice; name each output at most once"),
     "300,000 outputs requested": Case(
         document(lambda r: r.update(outputs=[{"name": "logits"}] * 300_000)), 400,
-        "300,000 outputs requested; mnist has 2 (logits, probabilities)"),
+        "300,000 outputs requested; mnist has 2 ('logits', 'probabilities')"),
     "a classification of zero classes": Case(
         document(lambda r: r.update(outputs=[{"name": "probabilities",
                                               "parameters": {"classification": 0}}])), 400,
