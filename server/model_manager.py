@@ -398,7 +398,15 @@ class ModelManager:
             # One run before it takes traffic: onnxruntime allocates and, on a GPU, compiles
             # kernels on the first run, which would otherwise fall on a caller.
             warm_up = np.zeros((1, *runtime.input.shape), np.float32)
-            runtime.run(warm_up)
+            unbatched = [f"{spec.name!r} has shape {list(output.shape)}"
+                         for spec, output in zip(runtime.outputs, runtime.run(warm_up),
+                                                 strict=True)
+                         if output.shape[:1] != (1,)]
+            if unbatched:
+                # Batches are split among their requests by the outputs' first dimension.
+                raise ModelLoadError(f"{path}: for one input row, output "
+                                     f"{'; output '.join(unbatched)}: every output needs a "
+                                     "first dimension of one row per input row to be served")
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
                             path, runtime.card.name, runtime.card.version, name, version)

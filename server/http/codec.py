@@ -104,7 +104,9 @@ def _json_length(header: str | None, body_length: int) -> int:
     if header is None:
         return body_length
     text = header.strip()
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= body_length:
+    # Ten digits are past any body's length; int() refuses strings of over 4,300.
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) \
+            or not 0 < int(text) <= body_length:
         raise InvalidInputError(f"header {INFERENCE_HEADER} is {shown(header)}; it must be the "
                                 f"length of the body's JSON part, from 1 to the body's "
                                 f"{body_length:,} bytes")
@@ -197,13 +199,10 @@ def _outputs(model: ServedModel, outputs: object,
              binary_default: bool) -> tuple[tuple[OutputChoice, ...], tuple[bool, ...]]:
     if outputs is None:
         return model.output_choices, (binary_default,) * len(model.output_choices)
-    if not isinstance(outputs, list):
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise InvalidInputError(f"\"outputs\" must be a list of requested outputs (objects), "
                                 f"got {_kind(outputs)}")
     check_output_count(model, len(outputs))
-    if not all(isinstance(o, dict) for o in outputs):
-        raise InvalidInputError(f"\"outputs\" must be a list of requested outputs (objects), "
-                                f"got {_kind(outputs)}")
     choices: list[OutputChoice] = []
     binary: list[bool] = []
     for output in outputs:

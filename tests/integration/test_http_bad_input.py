@@ -128,6 +128,9 @@ CASES = {
         # '²' is a digit to str.isdigit, not to int(); sent as its UTF-8 bytes.
         with_binary(BINARY_INPUT, ONE.tobytes(), length="²".encode().decode("latin-1")), 400,
         "header Inference-Header-Content-Length is '²'"),
+    "a header length of 5,000 digits": Case(
+        with_binary(BINARY_INPUT, ONE.tobytes(), length="0" * 4999 + "5"), 400,
+        "header Inference-Header-Content-Length is '000000"),
     "bytes after the JSON that no input claims": Case(
         with_binary(json_infer(ONE), b"\0" * 16), 400,
         "holds 16 bytes after its JSON part, but no input declares binary_data_size"),

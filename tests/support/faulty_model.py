@@ -71,17 +71,40 @@ def faulty_model() -> onnx.ModelProto:
     return model
 
 
+def unbatched_output_model() -> onnx.ModelProto:
+    """Logits of the input's first values, and their sum over the whole batch: a second
+    output with no row per item (a scalar)."""
+    nodes = [helper.make_node("MatMul", ["input", "weights"], ["logits"]),
+             helper.make_node("ReduceSum", ["logits"], ["total"], keepdims=0)]
+    graph = helper.make_graph(
+        nodes, NAME,
+        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", ITEM])],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                               ["batch", len(LABELS)]),
+                 helper.make_tensor_value_info("total", TensorProto.FLOAT, [])],
+        initializer=[numpy_helper.from_array(WEIGHTS, "weights")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="axon-tests")
+    model.ir_version = 8
+    for key, value in card().to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def expected_logits(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """What the model answers for ``batch`` (no poisoned item in it)."""
     logits: npt.NDArray[np.float32] = batch @ WEIGHTS + OFFSETS[batch[:, 0].astype(np.int64)]
     return logits
 
 
-def build_faulty_repository(root: Path, config: dict[str, object]) -> Path:
-    """``root`` holding the faulty model as v1, served with ``config`` (config.json)."""
+def build_faulty_repository(root: Path, config: dict[str, object],
+                            model: onnx.ModelProto | None = None) -> Path:
+    """``root`` holding the faulty model (or ``model``) as v1, served with ``config``
+    (config.json)."""
     folder = root / NAME / "1"
     folder.mkdir(parents=True)
-    onnx.save(faulty_model(), str(folder / MODEL_FILENAME))
+    onnx.save(model or faulty_model(), str(folder / MODEL_FILENAME))
     card().write_json(folder / CARD_FILENAME)
     (root / NAME / CONFIG_FILENAME).write_text(json.dumps(config))
     return root

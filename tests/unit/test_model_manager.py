@@ -31,6 +31,8 @@ from axon.server.model_manager import IndexEntry, ModelManager
 from axon.server.runtime import SessionSettings
 from axon.server.version_policy import VersionPolicy
 from axon.training.train import TrainResult
+from tests.support.faulty_model import NAME as FAULTY
+from tests.support.faulty_model import build_faulty_repository, unbatched_output_model
 from tests.support.repositories import publish_run
 
 NAME = "mnist"
@@ -347,6 +349,19 @@ def test_an_invalid_config_json_fails_the_load(repository: ModelRepository, conf
         assert manager.loaded() == []
 
     run_with(repository, scenario)
+
+
+def test_a_model_with_an_output_of_no_row_per_item_is_refused_at_load(tmp_path: Path) -> None:
+    """Its batches could not be split among their requests: refused with the reason, before
+    any caller finds out."""
+    root = build_faulty_repository(tmp_path / "models", {}, unbatched_output_model())
+
+    async def scenario(manager: ModelManager) -> None:
+        with pytest.raises(ModelLoadError, match=r"output 'total' has shape \[\]: every output "
+                                                 "needs a first dimension of one row per input"):
+            await manager.load(FAULTY)
+
+    run_with(ModelRepository(root), scenario)
 
 
 def test_a_failed_reload_keeps_the_old_versions_serving(repository: ModelRepository) -> None:
