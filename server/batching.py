@@ -645,8 +645,9 @@ class LoopLoad:
         self._waited_ns += ns
 
 
-def _misfit(outputs: Outputs, rows: int) -> str | None:
-    """What is wrong with ``outputs`` for a batch of ``rows`` items; None: a row per item."""
+def output_rows_problem(outputs: Outputs, rows: int) -> str | None:
+    """What is wrong with ``outputs`` for a batch of ``rows`` items; None: a row per item (a
+    batch is split among its requests by the outputs' first dimension)."""
     for output in outputs:
         if output.shape[:1] != (rows,):
             shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
@@ -1016,7 +1017,7 @@ class DynamicBatcher:
             raise error from exc
         finally:
             self._running -= 1
-        misfit = _misfit(outputs, items)
+        misfit = output_rows_problem(outputs, items)
         if misfit is not None:
             raise self._failure(items, ValueError(misfit))
         if observer is not None:
@@ -1102,7 +1103,7 @@ class DynamicBatcher:
         """Give each request its rows; return the items answered (``rows``, the batch's).
         Outputs without a row per item fail the whole batch: sliced, they would give callers
         other callers' rows, or none."""
-        misfit = _misfit(outputs, rows)
+        misfit = output_rows_problem(outputs, rows)
         if misfit is not None:
             self._fail(batch, ValueError(misfit))
             return rows

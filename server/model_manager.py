@@ -32,6 +32,7 @@ from axon.server.batching import (
     PROFILED_AGAIN,
     TO_PROFILE_AGAIN,
     BatchObserver,
+    output_rows_problem,
 )
 from axon.server.errors import (
     InvalidInputError,
@@ -398,15 +399,9 @@ class ModelManager:
             # One run before it takes traffic: onnxruntime allocates and, on a GPU, compiles
             # kernels on the first run, which would otherwise fall on a caller.
             warm_up = np.zeros((1, *runtime.input.shape), np.float32)
-            unbatched = [f"{spec.name!r} has shape {list(output.shape)}"
-                         for spec, output in zip(runtime.outputs, runtime.run(warm_up),
-                                                 strict=True)
-                         if output.shape[:1] != (1,)]
-            if unbatched:
-                # Batches are split among their requests by the outputs' first dimension.
-                raise ModelLoadError(f"{path}: for one input row, output "
-                                     f"{'; output '.join(unbatched)}: every output needs a "
-                                     "first dimension of one row per input row to be served")
+            problem = output_rows_problem(runtime.run(warm_up), 1)
+            if problem is not None:  # it would fail every call
+                raise ModelLoadError(f"{path}: on its warm-up, {problem}")
             if runtime.card.name != name or runtime.card.version != version:
                 log.warning("%s carries the model card of %s v%d; serving it as %s v%d",
                             path, runtime.card.name, runtime.card.version, name, version)

@@ -357,8 +357,9 @@ def test_a_model_with_an_output_of_no_row_per_item_is_refused_at_load(tmp_path: 
     root = build_faulty_repository(tmp_path / "models", {}, unbatched_output_model())
 
     async def scenario(manager: ModelManager) -> None:
-        with pytest.raises(ModelLoadError, match=r"output 'total' has shape \[\]: every output "
-                                                 "needs a first dimension of one row per input"):
+        with pytest.raises(ModelLoadError, match=r"on its warm-up, the model returned outputs of "
+                                                 r"shapes \(1, 2\), \(\) for a batch of 1: "
+                                                 "each needs one row per item"):
             await manager.load(FAULTY)
 
     run_with(ModelRepository(root), scenario)
