@@ -784,15 +784,25 @@ class DynamicBatcher:
         self._queue.append(_Request(inputs, future, deadline, now_ns))
         self._queued_items += items
         if free:
-            on_thread_from = times.alone_on_thread_from
-            if self._queued_items >= self._preferred_size() \
-                    or (len(self._queue) == 1 and on_thread_from is not None
-                        and items >= on_thread_from) \
-                    or (idle and self._queued_items >= self._fill_target(now_ns)):
-                self._dispatch(idle)
-            else:
-                ticker.wait(self)
+            self._start_or_wait(items, idle, now_ns, ticker)
         return await future
+
+    def _start_or_wait(self, items: int, idle: bool, now_ns: int, ticker: LoopTicker) -> None:
+        """A request of ``items`` was queued with an instance free: start batches now, or have
+        the ticker ask ``decide`` on the coming loop iterations."""
+        on_thread_from = self.times.alone_on_thread_from
+        try:
+            start_now = self._queued_items >= self._preferred_size() \
+                or (len(self._queue) == 1 and on_thread_from is not None
+                    and items >= on_thread_from) \
+                or (idle and self._queued_items >= self._fill_target(now_ns))
+        except Exception as exc:  # queued: it must not wait for a decision never made
+            self.decision_failed(exc)
+            return
+        if start_now:
+            self._dispatch(idle)
+        else:
+            ticker.wait(self)
 
     def decide(self, loop_idle: bool) -> bool:
         """Run a batch if it is time (see the module's docstring); called by the ticker once
@@ -822,14 +832,17 @@ class DynamicBatcher:
 
     def _timer_fired(self) -> None:
         self._timer = None
-        if self._queue and self._running < self.settings.instances:
-            now_ns = time.monotonic_ns()
-            waited_ns = now_ns - self._queue[0].enqueued_ns
-            if waited_ns >= self._max_queue_delay_ns \
-                    or self._queued_items >= self._fill_target(now_ns):
-                self._dispatch()
-            else:
-                self._arm_timer(now_ns, waited_ns)
+        try:
+            if self._queue and self._running < self.settings.instances:
+                now_ns = time.monotonic_ns()
+                waited_ns = now_ns - self._queue[0].enqueued_ns
+                if waited_ns >= self._max_queue_delay_ns \
+                        or self._queued_items >= self._fill_target(now_ns):
+                    self._dispatch()
+                else:
+                    self._arm_timer(now_ns, waited_ns)
+        except Exception as exc:  # nobody else would decide for the queue (see ``_dispatch``)
+            self.decision_failed(exc)
 
     def look_again_when_idle(self, on_new_profile: Callable[[], None] | None = None) -> None:
         """If the load-time profile found no batch size for the solo session where one may
@@ -951,16 +964,39 @@ class DynamicBatcher:
 
     def _dispatch(self, loop_idle: bool = False) -> None:
         """Start batches while the queue holds requests and an instance is free."""
-        while self._queue and self._running < self.settings.instances:
-            batch, items = self._take_batch()
-            if not batch:
-                continue
-            if self._cheap(items, loop_idle):
-                self._run_inline(batch)
-                loop_idle = False  # that run was the loop's work
-            else:
-                self._run_in_thread(batch)
+        batch: list[_Request] = []
+        try:
+            while self._queue and self._running < self.settings.instances:
+                batch, items = self._take_batch()
+                if not batch:
+                    continue
+                if self._cheap(items, loop_idle):
+                    self._run_inline(batch)
+                    loop_idle = False  # that run was the loop's work
+                else:
+                    self._run_in_thread(batch)
+                batch = []
+        except Exception as exc:
+            # A fault here would otherwise leave the batch in hand, and the queue, waiting
+            # for a decision that may never come: nothing may wedge the model.
+            self._fail_held(batch, exc)
         self._check_drained()
+
+    def decision_failed(self, exc: Exception) -> None:
+        """The ticker's call when ``decide`` raised: see ``_fail_held``."""
+        self._fail_held([], exc)
+        self._check_drained()
+
+    def _fail_held(self, batch: list[_Request], exc: Exception) -> None:
+        """Fail ``batch`` and every queued request with one INTERNAL error, the fault logged
+        under its incident id. The batcher goes on: the next request is decided afresh."""
+        held = sum(r.items for r in batch) + self._queued_items
+        error = self._internal_error(
+            exc, f"could not schedule {held} waiting item{'' if held == 1 else 's'}")
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(error)
+        self._fail_queued(error)
 
     def _take_batch(self) -> tuple[list[_Request], int]:
         """Pop whole requests, oldest first, up to max_batch_size items; drop dead ones."""
@@ -1026,14 +1062,16 @@ class DynamicBatcher:
 
     def _run_inline(self, batch: list[_Request]) -> None:
         self._running += 1
-        inputs, gather_ns = self._gather(batch)
-        eligible = self._solo_eligible(len(inputs))
-        solo = self._execute_solo if eligible and self.solo_watch.choose_solo() else None
+        inputs: Array | None = None
         try:
+            inputs, gather_ns = self._gather(batch)
+            eligible = self._solo_eligible(len(inputs))
+            solo = self._execute_solo if eligible and self.solo_watch.choose_solo() else None
             outputs, infer_ns = self._timed_execute(inputs, solo, on_loop=True)
-        except Exception as exc:
+        except Exception as exc:  # joining the rows can fail too (no memory for them)
             self._running -= 1
-            self._buffers.give_back(inputs)
+            if inputs is not None:
+                self._buffers.give_back(inputs)
             self._fail(batch, exc)
             return
         self._running -= 1
@@ -1054,16 +1092,25 @@ class DynamicBatcher:
                                                 thread_name_prefix=f"run-{self._name}",
                                                 initializer=run_anywhere)
         self._running += 1
-        # Gathered here, on the loop, which holds the interpreter lock anyway: the worker
-        # thread then needs the lock only to enter and leave onnxruntime, and each time it
-        # needs it it may wait for the busy loop to let go.
-        inputs, gather_ns = self._gather(batch)
+        inputs: Array | None = None
+        try:
+            # Gathered here, on the loop, which holds the interpreter lock anyway: the worker
+            # thread then needs the lock only to enter and leave onnxruntime, and each time
+            # it needs it it may wait for the busy loop to let go.
+            inputs, gather_ns = self._gather(batch)
+            eligible = self._solo_eligible(len(inputs))
+            solo = self._execute_solo if eligible and self.solo_watch.choose_solo() else None
+            job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns(), solo,
+                             compared=eligible and solo is None)
+            self._executor.submit(self._execute_in_thread, job)
+        except Exception as exc:  # no memory to join the rows, no thread to start, ...
+            self._running -= 1
+            if inputs is not None:
+                self._buffers.give_back(inputs)
+            self._fail(batch, exc)
+            return
+        # Counted once submitted: ``_finished``, which takes it back, runs on this loop later.
         self._running_items += len(inputs)
-        eligible = self._solo_eligible(len(inputs))
-        solo = self._execute_solo if eligible and self.solo_watch.choose_solo() else None
-        job = _ThreadJob(batch, inputs, gather_ns, time.monotonic_ns(), solo,
-                         compared=eligible and solo is None)
-        self._executor.submit(self._execute_in_thread, job)
 
     def _execute_in_thread(self, job: _ThreadJob) -> None:
         loop = self._loop
@@ -1141,13 +1188,15 @@ class DynamicBatcher:
     def _failure(self, items: int, exc: Exception) -> ServingError:
         if isinstance(exc, ServingError):
             return exc
-        # The model's own error text can name files and internals: it goes to the log,
-        # the callers get the fact and where to look.
+        return self._internal_error(exc, f"failed on a batch of {items}")
+
+    def _internal_error(self, exc: Exception, what: str) -> ModelExecutionError:
+        """``model NAME WHAT (incident ID)``: the error text can name files and internals, so
+        it goes to the log under the incident id; the callers get the fact and where to look."""
         incident = uuid.uuid4().hex[:12]
-        log.error("incident %s: model %s failed on a batch of %d", incident, self._name,
-                  items, exc_info=exc)
-        return ModelExecutionError(f"model {self._name} failed on a batch of {items} "
-                                   f"(incident {incident}); the server log has the details")
+        log.error("incident %s: model %s %s", incident, self._name, what, exc_info=exc)
+        return ModelExecutionError(f"model {self._name} {what} (incident {incident}); the "
+                                   "server log has the details")
 
     def _gather(self, batch: list[_Request]) -> tuple[Array, int]:
         """The batch's inputs as one array, and the time it took to join them."""

@@ -28,6 +28,10 @@ class Waiter(Protocol):
     def decide(self, loop_idle: bool) -> bool:
         """Called once per tick; True when it needs no more ticks."""
 
+    def decision_failed(self, exc: Exception) -> None:
+        """Called instead of the next tick when ``decide`` raised ``exc``: what waited for a
+        decision must not wait on (logging the fault is the waiter's)."""
+
 
 class LoopTicker:
     """Ticks once per event-loop iteration while anyone waits; one per loop."""
@@ -60,12 +64,16 @@ class LoopTicker:
         for waiter in list(self._waiting):
             try:
                 done = waiter.decide(idle)
-            except Exception:
+            except Exception as exc:
                 # One model's fault must not stall the batches of the others on this loop.
                 # Not asked again (a fault that repeats would spin the loop): its next
                 # request asks again.
-                log.exception("a batcher failed to decide whether to run a batch")
                 done = True
+                try:
+                    waiter.decision_failed(exc)
+                except Exception:
+                    log.exception("a batcher failed to decide whether to run a batch, then "
+                                  "to fail the requests it held")
             if done:
                 self._waiting.pop(waiter, None)
         if self._waiting and not self._scheduled:

@@ -1501,3 +1501,98 @@ def test_times_recorded_on_worker_threads_do_not_break_a_choice_on_the_loop() ->
                 worker.join()
     finally:
         sys.setswitchinterval(switch_interval)
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["on a worker thread", "on the loop"])
+def test_a_batch_whose_rows_cannot_be_joined_fails_and_the_batcher_goes_on(
+        inline: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No memory for the joined rows, say: its callers hear of it, and the instance it held is
+    free again for the next batch."""
+    model = FakeModel()
+
+    def no_memory(rows: int, item_shape: tuple[int, ...]) -> Array:
+        raise MemoryError("no room for the batch")
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(64, delay_s=LONG, inline=inline)) as batcher:
+            for size in (1, 2, 4, 8):
+                batcher.times.record(size, 1_000)  # cheap: run on the loop where allowed
+            monkeypatch.setattr(batcher._buffers, "take", no_memory)
+            async with asyncio.timeout(LONG / 2):  # a caller left waiting fails here
+                outcomes = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(3)),
+                                                return_exceptions=True)
+            for outcome in outcomes:
+                assert isinstance(outcome, ModelExecutionError), outcome
+                assert "failed on a batch of 3 (incident " in str(outcome)
+            monkeypatch.undo()
+            answers = await asyncio.gather(*(batcher.submit(rows(i)) for i in (4, 5)))
+            for i, answer in zip((4, 5), answers, strict=True):
+                assert_own_rows(rows(i), answer)
+
+    asyncio.run(scenario())
+    assert model.batch_sizes == [2]
+
+
+def test_a_fault_in_starting_the_next_batch_fails_the_queued_requests_not_leaves_them(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in the batcher's own scheduling, met as an execution ends: the requests it was
+    about to start get an INTERNAL error with an incident id, not a wait until their deadline;
+    the batch already run keeps its answers, and the next request runs."""
+    model = FakeModel(held=True)
+
+    def scheduler_bug() -> tuple[list[object], int]:
+        raise RuntimeError("bug in the scheduler")
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(64, delay_s=LONG)) as batcher:
+            first = await executing(model, batcher, rows(0))
+            waiting = [asyncio.create_task(batcher.submit(rows(i))) for i in (1, 2)]
+            await wait_until(lambda: batcher.queued_items == 2)
+            monkeypatch.setattr(batcher, "_take_batch", scheduler_bug)
+            model.gate.set()
+            async with asyncio.timeout(LONG / 2):
+                outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+            assert_own_rows(rows(0), await first)
+            for outcome in outcomes:
+                assert isinstance(outcome, ModelExecutionError), outcome
+                assert "could not schedule 2 waiting items (incident " in str(outcome)
+                assert "bug in the scheduler" not in str(outcome)
+            monkeypatch.undo()
+            assert_own_rows(rows(3), await batcher.submit(rows(3)))
+
+    with caplog.at_level(logging.ERROR, logger="axon.server.batching"):
+        asyncio.run(scenario())
+    assert model.batch_sizes == [1, 1]
+    assert sum(1 for r in caplog.records
+               if r.exc_info and "bug in the scheduler" in str(r.exc_info[1])) == 1
+
+
+def test_a_batcher_whose_decision_raises_fails_its_queued_requests_not_leaves_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop ticker asks no more of a batcher whose ``decide`` raised (a fault that repeats
+    would spin the loop): what it had queued fails now instead of waiting for a next request
+    to decide for it."""
+    model = FakeModel()
+
+    def decision_bug(loop_idle: bool) -> bool:
+        raise RuntimeError("bug in the decision")
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        busy = asyncio.create_task(busy_loop(stop))
+        async with batcher_for(model, policy(64, delay_s=LONG)) as batcher:
+            batcher.times.record(1, 100_000)
+            batcher.times.record(64, 64 * 1_000)  # worth waiting for company up to 64
+            monkeypatch.setattr(batcher, "decide", decision_bug)
+            async with asyncio.timeout(LONG / 2):
+                outcome, = await asyncio.gather(batcher.submit(rows(1)),
+                                                return_exceptions=True)
+            assert isinstance(outcome, ModelExecutionError), outcome
+            assert "could not schedule 1 waiting item (incident " in str(outcome)
+            monkeypatch.undo()
+            stop.set()
+            await busy
+            assert_own_rows(rows(2), await batcher.submit(rows(2)))
+
+    asyncio.run(scenario())
+    assert model.batch_sizes == [1]
