@@ -1130,14 +1130,14 @@ class DynamicBatcher:
             self._fail(job.batch, job.error)
             self._after_execution(len(job.inputs))
             return
-        now_ns = time.monotonic_ns()
-        self.times.record_handoff(now_ns - job.dispatched_ns - job.infer_ns)
-        if job.solo is not None:
-            self.solo_watch.record_solo(len(job.inputs), job.infer_ns,
-                                        self.times.predict_ns(len(job.inputs)), now_ns)
-        elif job.compared:
-            self.solo_watch.record_one_thread(len(job.inputs), job.infer_ns, now_ns)
         try:
+            now_ns = time.monotonic_ns()
+            self.times.record_handoff(now_ns - job.dispatched_ns - job.infer_ns)
+            if job.solo is not None:
+                self.solo_watch.record_solo(len(job.inputs), job.infer_ns,
+                                            self.times.predict_ns(len(job.inputs)), now_ns)
+            elif job.compared:
+                self.solo_watch.record_one_thread(len(job.inputs), job.infer_ns, now_ns)
             answered = self._answer(job.batch, job.outputs, len(job.inputs), job.gather_ns,
                                     job.infer_ns)
         except Exception as exc:  # nothing may leave a caller waiting, nor the queue behind

@@ -1596,3 +1596,28 @@ def test_a_batcher_whose_decision_raises_fails_its_queued_requests_not_leaves_th
 
     asyncio.run(scenario())
     assert model.batch_sizes == [1]
+
+
+def test_a_fault_in_the_books_kept_after_a_threaded_execution_still_answers_its_callers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The times an execution on a worker thread is recorded under are the batcher's own
+    arithmetic; a fault there fails that batch loudly, not silently leaves it waiting."""
+    model = FakeModel()
+
+    def bookkeeping_bug(handoff_ns: int) -> None:
+        raise RuntimeError("bug in the books")
+
+    async def scenario() -> None:
+        async with batcher_for(model, policy(64, delay_s=LONG)) as batcher:
+            monkeypatch.setattr(batcher.times, "record_handoff", bookkeeping_bug)
+            async with asyncio.timeout(LONG / 2):
+                outcome, = await asyncio.gather(batcher.submit(rows(1)),
+                                                return_exceptions=True)
+            assert isinstance(outcome, ModelExecutionError), outcome
+            assert "failed on a batch of 1 (incident " in str(outcome)
+            monkeypatch.undo()
+            assert_own_rows(rows(2), await batcher.submit(rows(2)))
+
+    asyncio.run(scenario())
+    assert model.batch_sizes == [1, 1]
+    assert len(set(model.threads)) == 1 and threading.get_ident() not in model.threads
