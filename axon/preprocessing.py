@@ -148,6 +148,13 @@ _PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB",
 reads them into ``info`` only). Any other -- transparency, EXIF orientation, text that may
 carry EXIF, anything unknown -- sends the file through Pillow."""
 
+_PLAIN_PNG_SLACK = 16 * 1024
+"""Bytes a plain PNG may hold beyond its pixels' (plus 1/64 of them, zlib's worst case and
+then some): chunk heads, a colour profile (``iCCP``, usually 0.5-3 KB)."""
+_PLAIN_PNG_CHUNKS = 64
+"""Chunks a plain PNG may have, plus one per 4 KB of pixels (encoders split ``IDAT`` at 8 KB
+or more)."""
+
 
 def decode_image(data: bytes, height: int, width: int, color_mode: Literal["L", "RGB"], *,
                  max_pixels: int) -> npt.NDArray[np.uint8]:
@@ -174,15 +181,24 @@ def decode_image(data: bytes, height: int, width: int, color_mode: Literal["L", 
 def plain_png(data: bytes, height: int, width: int, color_mode: Literal["L", "RGB"]) -> bool:
     """Whether ``data`` is a whole, intact PNG that is already what the model takes: 8-bit,
     its colour mode and size, not interlaced, only chunks that leave the pixels alone, every
-    CRC right, and one zlib stream holding exactly the image's bytes."""
-    if not data.startswith(_PNG_SIGNATURE):
+    CRC right, and one zlib stream holding exactly the image's bytes.
+
+    Checked in Python chunk by chunk, often on the server's event loop: a file much larger than
+    the image it holds (padded with empty chunks or stored blocks, say) is left to Pillow, so
+    that what this costs stays bounded by the image's own size."""
+    channels = 1 if color_mode == "L" else 3
+    raw_bytes = height * (1 + width * channels)
+    if len(data) > raw_bytes + raw_bytes // 64 + _PLAIN_PNG_SLACK \
+            or not data.startswith(_PNG_SIGNATURE):
         return False
+    chunks_left = _PLAIN_PNG_CHUNKS + raw_bytes // 4096
     position, compressed, seen_end = len(_PNG_SIGNATURE), [], False
     while position + _CHUNK_HEAD.size <= len(data) and not seen_end:
         length, kind = _CHUNK_HEAD.unpack_from(data, position)
         body_start = position + _CHUNK_HEAD.size
         body_end = body_start + length
-        if body_end + 4 > len(data) or kind not in _PLAIN_CHUNKS:
+        chunks_left -= 1
+        if body_end + 4 > len(data) or kind not in _PLAIN_CHUNKS or not chunks_left:
             return False
         if zlib.crc32(data[position + 4:body_end]) != int.from_bytes(data[body_end:body_end + 4]):
             return False
@@ -200,14 +216,12 @@ def plain_png(data: bytes, height: int, width: int, color_mode: Literal["L", "RG
         position = body_end + 4
     if not seen_end or position != len(data) or not compressed:
         return False
-    channels = 1 if color_mode == "L" else 3
     try:
         inflater = zlib.decompressobj()
-        raw = inflater.decompress(b"".join(compressed), height * (1 + width * channels) + 1)
+        raw = inflater.decompress(b"".join(compressed), raw_bytes + 1)
     except zlib.error:
         return False
-    return inflater.eof and not inflater.unused_data and \
-        len(raw) == height * (1 + width * channels)
+    return inflater.eof and not inflater.unused_data and len(raw) == raw_bytes
 
 
 def _decode_failure(error: Exception) -> str:
@@ -233,6 +247,10 @@ def fit_pixels(pixels: npt.NDArray[np.uint8], height: int, width: int,
 
 def _fit(image: Image.Image, height: int, width: int,
          color_mode: Literal["L", "RGB"]) -> npt.NDArray[np.uint8]:
+    if image.mode.startswith("I;16"):
+        # Pillow's convert clips 16-bit greys at 255 (a mid grey, 32768, would come out white):
+        # keep the high byte instead, as Pillow itself does for 16-bit RGB.
+        image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8), "L")
     image = image.convert(color_mode)
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)

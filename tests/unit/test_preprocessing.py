@@ -202,3 +202,63 @@ def test_a_damaged_png_takes_pillows_path_and_gets_its_verdict(
         assert str(served.value) == str(error)
     else:
         assert np.array_equal(decode_image(data, 28, 28, "L", max_pixels=10**6), trained)
+
+
+def _padded_with_empty_idats(data: bytes, count: int) -> bytes:
+    """``data`` (signature, IHDR, one IDAT, IEND) with ``count`` empty IDAT chunks after its
+    IDAT: still a valid PNG of the same pixels, ``12 * count`` bytes longer."""
+    empty = (0).to_bytes(4) + b"IDAT" + zlib.crc32(b"IDAT").to_bytes(4)
+    return data[:-12] + empty * count + data[-12:]
+
+
+@pytest.mark.parametrize("count", [100, 400_000], ids=["many chunks", "a 4.8 MB file"])
+def test_a_png_padded_far_beyond_its_pixels_is_left_to_pillow(count: int) -> None:
+    """Checking a file chunk by chunk in Python costs about 0.1 s per MB, on the server's
+    event loop: a PNG much larger than its pixels, or of many more chunks than they need, is
+    not taken as plain (Pillow decodes it on a decoder thread), and its pixels are the same."""
+    plain = encoded(_noise("L"))
+    assert plain_png(plain, 28, 28, "L")
+    padded = _padded_with_empty_idats(plain, count)
+    assert not plain_png(padded, 28, 28, "L")
+    assert np.array_equal(decode_image(padded, 28, 28, "L", max_pixels=10**6),
+                          load_image(plain, 28, 28, "L"))
+
+
+def test_a_png_with_a_colour_profile_and_split_idats_is_still_plain() -> None:
+    """The bounds leave room for what encoders write: a colour profile, IDAT split in 8 KB
+    chunks (as libpng does) on a larger image."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = _noise("RGB", (224, 224))
+    data = encoded(image, icc_profile=profile)
+    ihdr_end = 8 + 8 + 13 + 4
+    chunks, position = [], ihdr_end
+    while position < len(data) - 12:
+        length = int.from_bytes(data[position:position + 4])
+        chunks.append(data[position:position + 12 + length])
+        position += 12 + length
+    idat = b"".join(c[8:-4] for c in chunks if c[4:8] == b"IDAT")
+    split = [idat[i:i + 8192] for i in range(0, len(idat), 8192)]
+    resplit = data[:ihdr_end] + b"".join(c for c in chunks if c[4:8] != b"IDAT") + b"".join(
+        len(piece).to_bytes(4) + b"IDAT" + piece + zlib.crc32(b"IDAT" + piece).to_bytes(4)
+        for piece in split) + data[-12:]
+    assert len(split) > 10
+    assert plain_png(resplit, 224, 224, "RGB")
+    assert np.array_equal(decode_image(resplit, 224, 224, "RGB", max_pixels=10**6),
+                          load_image(data, 224, 224, "RGB"))
+
+
+def test_a_16_bit_grey_png_keeps_its_greys_rather_than_clipping_them_to_white() -> None:
+    """Pillow's own conversion of 16-bit greys clips at 255: a mid grey (32768) would come out
+    white and the image be classified as something else, silently. Each pixel keeps its high
+    byte, as Pillow does for 16-bit RGB."""
+    wide = (np.arange(28 * 28, dtype=np.uint32) * 83 % 65536).astype(np.uint16).reshape(28, 28)
+    data = encoded(Image.fromarray(wide))
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    expected = (wide >> 8).astype(np.uint8)
+    for decoded in (load_image(data, 28, 28, "L"),
+                    decode_image(data, 28, 28, "L", max_pixels=10**6)):
+        assert np.array_equal(decoded[..., 0], expected)
+    rgb = load_image(data, 28, 28, "RGB")
+    assert np.array_equal(rgb, np.repeat(expected[..., None], 3, axis=2))
