@@ -45,8 +45,9 @@ def configure(command: str, classify: argparse.ArgumentParser) -> None:
                           help=f"files in flight at once (bounds memory; default "
                           f"{DEFAULT_WINDOW})")
     classify.add_argument("--batch", type=positive, default=DEFAULT_BATCH,
-                          help="files per stream message (capped by the window and the "
-                          f"model's max_batch_size; default {DEFAULT_BATCH}; 1 answers each "
+                          help="files per stream message (capped by the window, the "
+                          "model's max_batch_size and 8 MiB of file bytes; default "
+                          f"{DEFAULT_BATCH}; 1 answers each "
                           "file as soon as it is read, for interactive use on stdin)")
     classify.add_argument("--connections", type=positive, default=DEFAULT_STREAMS,
                           help="connections to the server, one stream on each, sharing the "
@@ -79,9 +80,9 @@ def _classify(args: argparse.Namespace) -> int:
                                          timeout=args.timeout, streams=args.connections):
                 report.add(result)
         except AxonClientError as error:
-            report.close()
             raise UsageError(f"{args.address}: {error}") from error
-    report.close()
+        finally:  # the summary, and the progress bar cleared, whatever ended the run (Ctrl-C)
+            report.close()
     if report.files == 0:
         raise UsageError("no PNG/JPEG files found in " + " ".join(args.images))
     return 1 if report.errors else 0

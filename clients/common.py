@@ -95,8 +95,15 @@ def should_retry(failure: AxonClientError, pause: float | None,
                  deadline: float | None) -> bool:
     """Whether to try again after ``failure``: a transient code, a retry left (``pause``), and
     time for it before the call's deadline."""
-    return failure.code in RETRYABLE and pause is not None and \
+    return failure.code in RETRYABLE and not too_large(failure) and pause is not None and \
         (deadline is None or time.monotonic() + pause < deadline)
+
+
+def too_large(failure: AxonClientError) -> bool:
+    """A message over a size limit (gRPC's RESOURCE_EXHAUSTED, "Sent message larger than max"
+    on this side, "Received ..." on the server's): the same message would fail again."""
+    return failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED and \
+        "message larger than max" in failure.message
 
 
 class AxonClientError(Exception):
@@ -250,6 +257,7 @@ class ClientBase:
             raise ValueError("connections must be at least 1")
         self.address = address
         self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
         self.retry = retry
         self.retries = 0
         """Calls repeated so far (for logs and tests)."""

@@ -35,6 +35,7 @@ from axon.client.common import (
     retry_pause,
     retry_pauses,
     should_retry,
+    too_large,
 )
 from axon.client.sync_client import AxonClient
 from axon.image_formats import IMAGE_SUFFIXES
@@ -99,6 +100,11 @@ costs the client threads of its own that take turns at the interpreter lock, and
 process spends about as much CPU per image as a worker does decoding it, so it cannot feed
 more than a worker or two: over 20,000 MNIST files against 2 workers (docs/performance.md),
 2 streams classified 18,300-19,400 images/s, 4 streams 14,400-14,800."""
+MESSAGE_BYTES = 8 * 1024 * 1024
+"""Most bytes of files per stream message: a message closes early rather than pass it (64
+phone photos would pass gRPC's 64 MiB message limit, and fail the stream)."""
+MESSAGE_OVERHEAD = 64 * 1024
+"""Room left in a message for what is not file bytes (per-image framing, the model's name)."""
 DEFAULT_BATCH = 64
 """Files per stream message by default. Each message costs the server a gRPC read and a
 batcher submission, and each file the client a message's share of sending and answering:
@@ -129,7 +135,12 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
     for a moment (RESOURCE_EXHAUSTED, UNAVAILABLE) is sent again after a back-off, both as the
     client's ``RetryPolicy`` allows (the stream's budget starts afresh after each answer).
     Raises ``AxonClientError`` when the stream fails for good (server gone for longer than the
-    retries, deadline passed, a code that is not transient).
+    retries, deadline passed, a code that is not transient), after yielding a result for each
+    file it had taken: those answered, and the rest as "not classified" errors.
+
+    A message holds at most ``MESSAGE_BYTES`` of files (fewer files than ``batch`` when they
+    are large); a file too large for a message of the client's ``max_message_bytes`` is an
+    error result, never sent.
     """
     if window < 1 or batch < 1:
         raise ValueError("window and batch must be at least 1")
@@ -141,7 +152,8 @@ def classify_files(client: AxonClient, paths: Iterable[Path], *, model: str = ""
         return
     batch = min(batch, window, _model_batch_limit(client, model, version))
     outbox = _Outbox(_PathFeed(iter(paths), batch), window, batch,
-                     _request_maker(model, version, top_k), client.retry)
+                     _request_maker(model, version, top_k), client.retry,
+                     max_message_bytes=client.max_message_bytes)
     yield from _classify_stream(client, outbox, on_answer, timeout=timeout)
 
 
@@ -185,6 +197,13 @@ def _classify_stream(client: AxonClient, outbox: _Outbox,
                 failure = error
             pause = next(pauses, None)
             if not should_retry(failure, pause, deadline):
+                if too_large(failure):
+                    failure = AxonClientError(failure.code, (
+                        f"{failure.message}: send fewer files per message (--batch), or raise "
+                        "the server's --max-message-bytes"))
+                # What was answered goes out, and every file taken gets a line: none is lost
+                # without a word.
+                yield from in_order.abandon(outbox.abandoned(), f"not classified: {failure}")
                 raise failure
             log.info("classification stream interrupted (%s); resuming with %d file(s) "
                      "unanswered", failure, outbox.unanswered())
@@ -213,8 +232,8 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
     """(stream, paths) for each turn, in input order; None after the last."""
     results = [queue.Queue[list[FileResult] | BaseException]() for _ in range(streams)]
     request_for = _request_maker(model, version, top_k)
-    outboxes = [_Outbox(_DealtPaths(feed), window, batch, request_for, client.retry)
-                for feed in feeds]
+    outboxes = [_Outbox(_DealtPaths(feed), window, batch, request_for, client.retry,
+                        max_message_bytes=client.max_message_bytes) for feed in feeds]
     failure: list[BaseException] = []
     source = _PathFeed(paths, batch)
 
@@ -262,6 +281,10 @@ def _classify_on_streams(client: AxonClient, paths: Iterator[Path], streams: int
         thread.join()
     if failure:
         raise failure[0]
+    for stream_results in results:  # a stream that failed after a result for every file
+        while not stream_results.empty():
+            if isinstance(left := stream_results.get_nowait(), BaseException):
+                raise left
 
 
 def _in_dealt_order(dealt: queue.Queue[tuple[int, int] | None],
@@ -333,6 +356,12 @@ class _InOrder:
         finally:  # their places in the window, freed at once: one wake-up of the sender
             if self._hands_back:
                 self._outbox.handed_back(handed)
+
+    def abandon(self, files: list[Numbered], error: str) -> Iterator[FileResult]:
+        """Everything in hand, in input order, ``files`` (taken, never answered) as errors."""
+        for number, path in files:
+            self._ready[number] = FileResult(path, error=error)
+        yield from self.rest()
 
     def rest(self) -> Iterator[FileResult]:
         """What is left once the stream is over: unreadable files at the end."""
@@ -450,8 +479,14 @@ class _Outbox:
 
     def __init__(self, paths: _PathSource, window: int, batch: int,
                  request_for: Callable[[list[bytes]], cls.ClassifyRequest],
-                 retry: RetryPolicy) -> None:
+                 retry: RetryPolicy, *, max_message_bytes: int) -> None:
         self._paths = paths
+        self._file_bytes = max_message_bytes - MESSAGE_OVERHEAD
+        """Largest file a message (of that one file) can carry."""
+        self._message_bytes = max(1, min(MESSAGE_BYTES, self._file_bytes))
+        self._carried: Numbered | None = None
+        """A file that would have taken its message past ``_message_bytes``: the next one's
+        first."""
         self._window = window
         self._batch = batch
         self._request_for = request_for
@@ -538,17 +573,30 @@ class _Outbox:
         has been named is never kept waiting for others."""
         files: list[Numbered] = []
         images: list[bytes] = []
+        size = 0
         try:
             while len(files) < count:
-                try:
-                    path = self._paths.next(timeout=PATH_LINGER_S if files else None)
-                except queue.Empty:
-                    break
-                if path is None:
-                    break
-                number = next(self._file_numbers)
+                if self._carried is not None:
+                    (number, path), self._carried = self._carried, None
+                else:
+                    try:
+                        pulled = self._paths.next(timeout=PATH_LINGER_S if files else None)
+                    except queue.Empty:
+                        break
+                    if pulled is None:
+                        break
+                    number, path = next(self._file_numbers), pulled
                 try:
                     with open(path, "rb", buffering=0) as file:  # one read, no buffer to fill
+                        length = os.fstat(file.fileno()).st_size
+                        if length > self._file_bytes:
+                            self.unread.put((number, FileResult(path, error=(
+                                f"too large to send: {length:,} bytes, over the "
+                                f"{self._file_bytes:,} a message can carry"), sent=False)))
+                            continue
+                        if files and size + length > self._message_bytes:
+                            self._carried = number, path
+                            break
                         images.append(file.read())
                 except OSError as error:
                     reason = "no such file or folder" if isinstance(error, FileNotFoundError) \
@@ -556,6 +604,7 @@ class _Outbox:
                     self.unread.put((number, FileResult(path, error=f"cannot read: {reason}",
                                                         sent=False)))
                     continue
+                size += len(images[-1])
                 files.append((number, path))
             if not files:
                 return None
@@ -585,6 +634,14 @@ class _Outbox:
             with self._changed:
                 self._held -= files
                 self._changed.notify_all()
+
+    def abandoned(self) -> list[Numbered]:
+        """Files taken and never answered: sent, or carried to a message never read."""
+        with self._changed:
+            files = [file for sent in self._unanswered.values() for file in sent.files]
+        if self._carried is not None:
+            files.append(self._carried)
+        return files
 
     def unanswered(self) -> int:
         """Files sent and not answered yet."""

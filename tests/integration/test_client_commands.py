@@ -64,6 +64,9 @@ def test_classify_reports_server_errors_in_one_line(server: ServerProcess,
     down = axon("classify", bogus, "--address", "127.0.0.1:1", "--retries", "2")
     assert down.returncode == 1 and "Traceback" not in down.stderr
     assert down.stderr.splitlines()[-1].startswith("axon: error: 127.0.0.1:1: UNAVAILABLE")
+    # The file it had taken is named, not lost without a word; then the summary.
+    assert f"{bogus}: not classified: UNAVAILABLE" in down.stderr
+    assert down.stderr.splitlines()[-2].startswith("1 image(s) in ")
 
 
 def make_tree(root: Path) -> list[Path]:
@@ -460,3 +463,44 @@ def test_a_last_message_cut_short_by_the_end_of_the_paths_is_answered(
                                       timeout=30))
     assert [r.path for r in results] == files[:7]
     assert not any(r.error for r in results)
+
+
+def test_large_files_go_fewer_to_a_message_and_one_too_large_to_send_fails_alone(
+        server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message closes before its files' bytes pass what the client may send, so a folder of
+    large photos goes in more, smaller messages instead of failing the stream; a file larger
+    than any message can carry is an error result, never sent, and the others are answered."""
+    digits = sorted(SAMPLES.glob("*.png"))[:5]
+    padded = []
+    for digit in digits:  # the same picture, 50 KB long (decoders ignore bytes past the end)
+        data = digit.read_bytes()
+        padded.append(tmp_path / digit.name)
+        padded[-1].write_bytes(data + bytes(50_000 - len(data)))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(digits[0].read_bytes() + bytes(150_000))
+    sizes: list[int] = []
+    make_requests = file_stream._request_maker
+
+    def counting(*args: Any) -> Any:
+        request_for = make_requests(*args)
+
+        def counted(images: list[bytes]) -> Any:
+            sizes.append(len(images))
+            return request_for(images)
+
+        return counted
+
+    monkeypatch.setattr(file_stream, "_request_maker", counting)
+    files = [*padded[:2], huge, *padded[2:], *digits]
+    with AxonClient(server.address, max_message_bytes=200_000) as client:
+        results = list(classify_files(client, iter(files), model=DIGITS, streams=1))
+    assert [result.path for result in results] == files
+    by_path = {result.path: result for result in results}
+    assert not by_path[huge].sent
+    assert by_path[huge].error.startswith("too large to send: 150,")
+    for original, copy in zip(digits, padded, strict=True):
+        assert not by_path[copy].error and not by_path[original].error
+        assert by_path[copy].classes == by_path[original].classes
+    assert max(sizes) >= 3  # the small originals still share messages
+    assert sum(sizes) == len(files) - 1
+    assert sizes[:2] == [2, 2]  # 2 x 50 KB fits under 200 KB less the overhead; 3 do not

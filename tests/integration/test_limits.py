@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from axon.client.common import NO_RETRIES, AxonClientError, client_error, infer_request
+from axon.client.file_stream import classify_files
 from axon.client.server_process import ServerProcess, running_server, start_server
 from axon.client.sync_client import AxonClient
 from axon.model_repository import CONFIG_FILENAME
@@ -237,3 +238,30 @@ def test_calls_within_max_pending_calls_wait_and_are_all_answered(
     assert [code for code, _ in ended] == [grpc.StatusCode.OK] * HELD_CALLS
     # None was answered while the loop was held: they had all been waiting.
     assert min(at for _, at in ended) >= stall_ended
+
+
+def test_a_stream_message_past_the_servers_limit_ends_the_run_at_once_naming_every_file(
+        limited: ServerProcess, tmp_path: Path) -> None:
+    """The server refuses a message over --max-message-bytes by ending the stream
+    (RESOURCE_EXHAUSTED). Sent again it would fail again: ``classify_files`` gives up at once
+    (no retries), says which server option to raise, and first hands back a result for every
+    file it had taken, answered or "not classified"."""
+    small = [tmp_path / f"small-{i}.png" for i in range(3)]
+    for path in small:
+        path.write_bytes(png_of_size(3_000))
+    big = tmp_path / "big.png"
+    big.write_bytes(png_of_size(MESSAGE_BYTES + 10_000))
+    results = []
+    with AxonClient(limited.address, timeout=30) as client:
+        with pytest.raises(AxonClientError) as failure:
+            for result in classify_files(client, iter([*small, big]), model=DIGITS, batch=4,
+                                         streams=1):
+                results.append(result)
+        assert client.retries == 0
+    assert failure.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in str(failure.value)
+    assert "--max-message-bytes" in str(failure.value)
+    assert [result.path for result in results] == [*small, big]
+    assert results[-1].error.startswith("not classified: RESOURCE_EXHAUSTED")
+    for result in results[:-1]:
+        assert result.classes or result.error.startswith("not classified: ")
