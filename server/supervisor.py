@@ -292,8 +292,27 @@ class Supervisor:
         counts = ready.result()  # raises the first WorkerFailedError
         self._versions = counts[0]
         for worker in self._workers.values():
-            worker.member = True
+            if not self._admit(worker):
+                # Loaded, then died while the others loaded (out of memory, say): its slot
+                # starts again, as any dead worker's does; the group serves meanwhile.
+                delay = self._delays.after_failed_start(worker.index)
+                log.error("worker %d died after loading its models; starting it again in "
+                          "%.1f s", worker.index, delay)
+                self._restarts.labels(str(worker.index)).inc()
+                self._spawn_task(self._restart(worker.index, delay))
+
+    def _admit(self, worker: _Worker) -> bool:
+        """Make a worker that said READY a member of the group; False if it has died since
+        (its death was not handled as a member's: nobody else starts its slot again)."""
+        if worker.exited.done():
+            return False
+        worker.member = True
+        try:
             self._send(worker, GROUP_READY)
+        except WorkerGroupError:
+            worker.member = False
+            return False
+        return True
 
     # The workers' processes.
 
@@ -346,12 +365,19 @@ class Supervisor:
         async with self._changes:
             if self._stopping:
                 return
-            # Binds its port only once its models are in: it never takes a call it cannot
-            # answer.
-            worker = self._workers[index] = self._spawn(index, self._serving, bind_first=False)
             try:
+                # Binds its port only once its models are in: it never takes a call it cannot
+                # answer.
+                worker = self._workers[index] = self._spawn(index, self._serving,
+                                                            bind_first=False)
                 await worker.ready
-            except WorkerFailedError as failure:
+                if not self._admit(worker):
+                    raise WorkerFailedError(f"worker {index} died right after loading its "
+                                            "models")
+            except Exception as failure:
+                # WorkerFailedError, or no process to start (out of memory, out of pids): a
+                # slot given up on would be a worker lost for good, so it is tried again
+                # after a longer pause, as after any failed start.
                 if self._stopping:
                     return
                 delay = self._delays.after_failed_start(index)
@@ -360,8 +386,6 @@ class Supervisor:
                 self._restarts.labels(str(index)).inc()
                 self._spawn_task(self._restart(index, delay))
                 return
-            worker.member = True
-            self._send(worker, GROUP_READY)
             log.info("worker %d (pid %s) serves again", index, worker.process.pid)
 
     async def _watch(self, timeout: float) -> None:
@@ -512,6 +536,13 @@ class Supervisor:
         error. Returns the versions now served."""
         async with self._changes:
             members = [w for w in self._workers.values() if w.member]
+            if not members:
+                # Before the group is ready, or while every worker starts again: applied to
+                # no worker, a change would answer OK and change nothing, and the workers
+                # started next would disagree with the ones serving.
+                raise WorkerGroupError("no worker process serves yet (the server is starting, "
+                                       "or its workers are starting again); try again once "
+                                       "it is ready", grpc.StatusCode.UNAVAILABLE)
             generation = self._generation.value + 1
             answers = await asyncio.gather(
                 *(self._ask(w, prepare, name, generation) for w in members),

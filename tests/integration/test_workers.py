@@ -461,12 +461,15 @@ def test_no_worker_is_ready_until_every_worker_has_loaded_every_model(
             wait_for(lambda: re.search(rf"worker \d: loaded {SLOW} ", log.read_text()),
                      "the other worker to load every model")
             while_held = ready_answers(opened)
+            unloads_while_held = unload_answers(opened, DIGITS)
             os.kill(held, signal.SIGCONT)
             held = None
             starting.result(timeout=120)
             # New connections, spread over both workers now.
             once_started = ready_answers(fresh := channels(f"127.0.0.1:{port}", first=100),
                                          wait_for_ready=True)
+            digits_ready = oip_grpc.GRPCInferenceServiceStub(fresh[0]).ModelReady(
+                oip.ModelReadyRequest(name=DIGITS), timeout=10).ready
             for channel in fresh:
                 channel.close()
         finally:
@@ -479,7 +482,26 @@ def test_no_worker_is_ready_until_every_worker_has_loaded_every_model(
     # The worker with every model in says it is not ready while the other one loads.
     assert while_held["False"] > 0 and "True" not in while_held, while_held
     assert once_started == {"True": CONNECTIONS}
+    # A model change while the group starts is refused, not answered OK and applied to no
+    # worker (the workers started later would then disagree with the ones serving).
+    assert unloads_while_held["UNAVAILABLE"] > 0 and "OK" not in unloads_while_held, \
+        unloads_while_held
+    assert digits_ready
     assert "Traceback" not in server.log()
+
+
+def unload_answers(opened: list[grpc.Channel], model: str) -> Counter[str]:
+    """RepositoryModelUnload of ``model`` on every connection at once: how each ended."""
+    calls = [oip_grpc.GRPCInferenceServiceStub(channel).RepositoryModelUnload.future(
+        oip.RepositoryModelUnloadRequest(model_name=model), timeout=2) for channel in opened]
+    said: Counter[str] = Counter()
+    for call in calls:
+        try:
+            call.result()
+            said["OK"] += 1
+        except grpc.RpcError as error:
+            said[error.code().name] += 1
+    return said
 
 
 def group_workers(root: Path) -> list[int]:
@@ -799,3 +821,45 @@ def test_auto_starts_one_worker_per_usable_cpu(serving_repository: Path,
             assert client.ready()
     finally:
         assert server.stop() == 0
+
+
+def test_a_worker_that_dies_after_loading_while_another_still_loads_is_started_again(
+        serving_repository: Path, tmp_path: Path) -> None:
+    """Loaded and ready, then killed (out of memory, say) while the other worker still loads:
+    the server starts anyway and starts that worker's slot again, as for any dead worker,
+    instead of failing to start or serving one worker short for good."""
+    root = tmp_path / "models"
+    shutil.copytree(serving_repository / DIGITS, root / DIGITS)
+    save_stall_model(root / SLOW / "1", SLOW, idle_trips=trips_for(0.5))
+    port = free_port()
+    log = tmp_path / "server.log"
+    held: int | None = None
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(start_server, root, log, "--workers", "2",
+                               "--address", f"127.0.0.1:{port}")
+        try:
+            wait_for(lambda: len(group_workers(root)) == 2, "two worker processes")
+            held, loaded = group_workers(root)
+            os.kill(held, signal.SIGSTOP)
+            wait_for(lambda: re.search(rf"worker \d: loaded {SLOW} ", log.read_text()),
+                     "the other worker to load every model")
+            time.sleep(1.0)  # its READY on its way to the supervisor
+            os.kill(loaded, signal.SIGKILL)
+            os.kill(held, signal.SIGCONT)
+            held = None
+            server = starting.result(timeout=120)
+            wait_for(lambda: "serves again" in log.read_text(), "the slot to serve again")
+            fresh = channels(f"127.0.0.1:{port}", first=200)
+            answers = ready_answers(fresh, wait_for_ready=True)
+            for channel in fresh:
+                channel.close()
+        finally:
+            if held is not None:
+                os.kill(held, signal.SIGCONT)
+            server = starting.result(timeout=120)
+            workers_now = group_workers(root)
+            assert server.stop() == 0
+    assert answers == {"True": CONNECTIONS}
+    assert "died after loading its models" in server.log()
+    assert loaded not in workers_now and len(workers_now) == 2
+    assert "Traceback" not in server.log()
